@@ -1,0 +1,186 @@
+//! Condition types and reasons of DESIGN.md, and the one helper that sets a condition.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// The condition types a `ChannelConnection` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionType {
+    /// The token is valid, reaches the account and has every required scope.
+    Ready,
+    /// The token half of the verdict.
+    TokenValid,
+    /// The permission half of the verdict.
+    ScopesGranted,
+    /// A person must act; what GitOps health checks read as failed.
+    Stalled,
+    /// A check or refresh is in flight or retrying.
+    Reconciling,
+}
+
+impl ConditionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::TokenValid => "TokenValid",
+            Self::ScopesGranted => "ScopesGranted",
+            Self::Stalled => "Stalled",
+            Self::Reconciling => "Reconciling",
+        }
+    }
+}
+
+/// Every reason relink writes on a condition (CamelCase, as Kubernetes expects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Valid,
+    Expiring,
+    Expired,
+    Revoked,
+    ScopesMissing,
+    AccountMismatch,
+    AccountActionRequired,
+    SecretNotFound,
+    SecretKeyMissing,
+    ProviderNotFound,
+    ProviderNotReady,
+    ProviderUnavailable,
+    RefreshFailed,
+    ReauthorizationRequired,
+    Suspended,
+    /// Not in the verdict list: used on `Reconciling` while a check runs, and on conditions
+    /// before the first check has happened.
+    Checking,
+}
+
+impl Reason {
+    const ALL: [Reason; 16] = [
+        Self::Valid,
+        Self::Expiring,
+        Self::Expired,
+        Self::Revoked,
+        Self::ScopesMissing,
+        Self::AccountMismatch,
+        Self::AccountActionRequired,
+        Self::SecretNotFound,
+        Self::SecretKeyMissing,
+        Self::ProviderNotFound,
+        Self::ProviderNotReady,
+        Self::ProviderUnavailable,
+        Self::RefreshFailed,
+        Self::ReauthorizationRequired,
+        Self::Suspended,
+        Self::Checking,
+    ];
+
+    /// The reason named `s`, as written in a condition.
+    pub fn parse(s: &str) -> Option<Reason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "Valid",
+            Self::Expiring => "Expiring",
+            Self::Expired => "Expired",
+            Self::Revoked => "Revoked",
+            Self::ScopesMissing => "ScopesMissing",
+            Self::AccountMismatch => "AccountMismatch",
+            Self::AccountActionRequired => "AccountActionRequired",
+            Self::SecretNotFound => "SecretNotFound",
+            Self::SecretKeyMissing => "SecretKeyMissing",
+            Self::ProviderNotFound => "ProviderNotFound",
+            Self::ProviderNotReady => "ProviderNotReady",
+            Self::ProviderUnavailable => "ProviderUnavailable",
+            Self::RefreshFailed => "RefreshFailed",
+            Self::ReauthorizationRequired => "ReauthorizationRequired",
+            Self::Suspended => "Suspended",
+            Self::Checking => "Checking",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Sets (or replaces) the condition of `type_` (`None` means `Unknown`); `lastTransitionTime` moves only when the status
+/// actually changes, as the Kubernetes API conventions ask.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: ConditionType,
+    status: Option<bool>,
+    reason: Reason,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let status = match status {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "Unknown",
+    }
+    .to_owned();
+    let existing = conditions.iter().position(|c| c.type_ == type_.as_str());
+    let last_transition_time = match existing {
+        Some(i) if conditions[i].status == status => conditions[i].last_transition_time.clone(),
+        _ => Time(now),
+    };
+    let condition = Condition {
+        type_: type_.as_str().to_owned(),
+        status,
+        reason: reason.as_str().to_owned(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match existing {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_on_status_change() {
+        let t0: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: jiff::Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let mut c = Vec::new();
+        set_condition(
+            &mut c,
+            ConditionType::Ready,
+            Some(true),
+            Reason::Valid,
+            "ok",
+            Some(1),
+            t0,
+        );
+        set_condition(
+            &mut c,
+            ConditionType::Ready,
+            Some(true),
+            Reason::Expiring,
+            "soon",
+            Some(2),
+            t1,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].last_transition_time.0, t0);
+        assert_eq!(c[0].reason, "Expiring");
+        assert_eq!(c[0].observed_generation, Some(2));
+        set_condition(
+            &mut c,
+            ConditionType::Ready,
+            Some(false),
+            Reason::Revoked,
+            "gone",
+            Some(2),
+            t1,
+        );
+        assert_eq!(c[0].last_transition_time.0, t1);
+    }
+}

@@ -1,0 +1,325 @@
+//! `ChannelConnection`: one channel (a page, a mailbox, a workspace) whose token relink keeps healthy.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::duration::{DURATION_PATTERN, INTERVAL_PATTERN};
+
+/// A channel's OAuth connection: which provider app issued its token, which account the token
+/// must reach, where the token is stored, and who to tell when a person must log in again.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "relink.dev",
+    version = "v1alpha1",
+    kind = "ChannelConnection",
+    namespaced,
+    status = "ChannelConnectionStatus",
+    shortname = "chc",
+    category = "relink",
+    derive = "PartialEq",
+    doc = "A channel's OAuth token connection, checked by relink on a schedule.",
+    printcolumn(
+        name = "PROVIDER",
+        type_ = "string",
+        json_path = ".spec.providerRef.name"
+    ),
+    printcolumn(name = "ACCOUNT", type_ = "string", json_path = ".status.account.name"),
+    printcolumn(
+        name = "READY",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "STATUS",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "EXPIRES", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(
+        name = "LAST CHECK",
+        type_ = "date",
+        json_path = ".status.lastCheckTime"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn = r#"{"name":"MISSING SCOPES","type":"string","jsonPath":".status.missingScopes","priority":1}"#,
+    printcolumn = r#"{"name":"REAUTH URL","type":"string","jsonPath":".status.reauthUrl","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelConnectionSpec {
+    /// The OAuth application (a ChannelProvider in this namespace, or a ClusterChannelProvider)
+    /// that issued this channel's token.
+    pub provider_ref: ProviderRef,
+
+    /// The asset the token must reach (a Facebook page ID, a mailbox address, a workspace ID).
+    /// When set, a token that works but reaches another account is reported as `AccountMismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountRef>,
+
+    /// The Secret, in this namespace, that holds the channel's token. relink reads it when a check
+    /// is due and only ever writes the token keys named here; it never deletes the Secret.
+    pub secret_ref: TokenSecretRef,
+
+    /// Permissions the channel needs (e.g. `pages_manage_posts`). Each one missing from the token
+    /// is listed in `status.missingScopes` and makes the connection not Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<String>,
+
+    /// How often the token is checked, at least 1m (e.g. `15m`, `1h`, `1h30m`). Checks are spread
+    /// with a little jitter so thousands of connections do not fire together.
+    #[serde(default = "default_check_interval")]
+    #[schemars(regex(pattern = INTERVAL_PATTERN))]
+    pub check_interval: String,
+
+    /// Automatic refresh ahead of expiry, where the provider allows it.
+    #[serde(default)]
+    pub refresh: RefreshPolicy,
+
+    /// Email addresses told when the connection needs a person (re-login, a missing permission,
+    /// a missing Secret) and when it recovers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(email))]
+    pub owners: Vec<String>,
+
+    /// How owners are told.
+    #[serde(default)]
+    pub notify: NotifySpec,
+
+    /// Stop checking this connection. Nothing is deleted; status shows reason `Suspended`.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_check_interval() -> String {
+    "15m".to_owned()
+}
+
+/// Which provider object issued the token.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderRef {
+    /// `ChannelProvider` (same namespace, the default) or `ClusterChannelProvider`.
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// Name of the provider object.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// The two kinds of provider object.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ProviderKind {
+    #[default]
+    ChannelProvider,
+    ClusterChannelProvider,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ChannelProvider => "ChannelProvider",
+            Self::ClusterChannelProvider => "ClusterChannelProvider",
+        }
+    }
+}
+
+/// The account a token must reach.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountRef {
+    /// The provider's identifier of the account (page ID, user ID, mailbox address).
+    #[schemars(length(min = 1))]
+    pub id: String,
+    /// A name people recognise, used in notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// Where the token lives. Only the keys named here are ever written by relink.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSecretRef {
+    /// Name of the Secret in the connection's namespace.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key holding the access token.
+    #[serde(default = "default_access_token_key")]
+    pub access_token_key: String,
+    /// Key holding the refresh token, if the provider issued one.
+    #[serde(default = "default_refresh_token_key")]
+    pub refresh_token_key: String,
+    /// Key holding the access token's expiry (RFC 3339 or Unix seconds), if known.
+    #[serde(default = "default_expires_at_key")]
+    pub expires_at_key: String,
+}
+
+fn default_access_token_key() -> String {
+    "access_token".to_owned()
+}
+fn default_refresh_token_key() -> String {
+    "refresh_token".to_owned()
+}
+fn default_expires_at_key() -> String {
+    "expires_at".to_owned()
+}
+
+/// Refresh ahead of expiry.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshPolicy {
+    /// Refresh the token when a refresh token or exchange allows it.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How long before expiry to refresh (e.g. `24h`).
+    #[serde(default = "default_refresh_before")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub before: String,
+    /// After this long since the last consent, recommend re-authorization even if the token
+    /// still works (e.g. `2160h` for the 90 days many networks use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_age: Option<String>,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            before: default_refresh_before(),
+            max_age: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_refresh_before() -> String {
+    "24h".to_owned()
+}
+
+/// How the connection's owners are told.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifySpec {
+    /// Email `owners` when a person must act and when the channel recovers.
+    #[serde(default = "default_true")]
+    pub email: bool,
+    /// A Secret with `address` (and optional `token` to sign the body) to POST notifications to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_ref: Option<LocalObjectRef>,
+}
+
+impl Default for NotifySpec {
+    fn default() -> Self {
+        Self {
+            email: true,
+            webhook_secret_ref: None,
+        }
+    }
+}
+
+/// A reference to an object in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct LocalObjectRef {
+    /// Name of the object.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// What relink last found out about the connection.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelConnectionStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `TokenValid`, `ScopesGranted`, `Stalled` (a person must act) and `Reconciling`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The account the token reaches, as the provider reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<ReportedAccount>,
+
+    /// Permissions the token carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_scopes: Vec<String>,
+
+    /// Required permissions the token lacks; re-authorize and grant them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_scopes: Vec<String>,
+
+    /// When the access token expires, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
+    /// When the provider's data-access grant ends (Meta's 90-day clock), if it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_access_expires_at: Option<Time>,
+
+    /// When the provider was last asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_time: Option<Time>,
+
+    /// When the next scheduled check is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check_time: Option<Time>,
+
+    /// When the token was last found valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_valid_time: Option<Time>,
+
+    /// When the token was last refreshed by relink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_time: Option<Time>,
+
+    /// Checks in a row that could not reach a verdict (provider unavailable).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: i32,
+
+    /// Open this URL and log in to re-authorize the channel. Set only while a person must log in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reauth_url: Option<String>,
+
+    /// `resourceVersion` of the token Secret at the last check; a change triggers a check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_secret_version: Option<String>,
+
+    /// `generation` of the provider object at the last check; a change triggers a check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_provider_generation: Option<i64>,
+
+    /// The last value of the `relink.dev/check-requested-at` annotation that was acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_check_request: Option<String>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// An account as the provider reports it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ReportedAccount {
+    /// The provider's identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The provider's display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChannelConnectionStatus {
+    /// The condition of `type_`, if set.
+    pub fn condition(&self, type_: super::ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_.as_str())
+    }
+}

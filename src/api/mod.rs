@@ -1,0 +1,57 @@
+//! The relink API (`relink.dev/v1alpha1`): custom resource types and the condition vocabulary.
+//!
+//! Doc comments on fields become `kubectl explain` text, so they are written for users.
+
+mod conditions;
+mod connection;
+mod duration;
+mod provider;
+
+pub use conditions::{ConditionType, Reason, set_condition};
+pub use connection::*;
+pub use duration::{DurationError, parse_duration};
+pub use provider::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// API group of every relink resource.
+pub const GROUP: &str = "relink.dev";
+/// Annotation whose new value asks for a check now (`kubectl annotate chc x relink.dev/check-requested-at=$(date +%s) --overwrite`).
+pub const CHECK_REQUESTED_ANNOTATION: &str = "relink.dev/check-requested-at";
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "relink";
+
+/// Every CRD relink installs, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        ChannelConnection::crd(),
+        ChannelProvider::crd(),
+        ClusterChannelProvider::crd(),
+    ]
+}
+
+/// The CRDs as one multi-document YAML stream, exactly what `relink crd` prints and `crds/` holds.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `crds/` is what users and the chart install: it must be exactly what the types generate.
+    #[test]
+    fn checked_in_crds_match_the_types() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/relink.dev.yaml");
+        let checked_in = std::fs::read_to_string(path).expect("crds/relink.dev.yaml exists");
+        let generated = super::crds_yaml().expect("CRDs render");
+        assert!(
+            checked_in == generated,
+            "crds/relink.dev.yaml is stale: run `cargo run -- crd > crds/relink.dev.yaml`"
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! The `ChannelConnection` controller: watches, caches and the shared [`Context`].
+//!
+//! Caches hold only what deciding "is a check due?" needs: connections (without
+//! `managedFields`), provider objects, and the `resourceVersion` of each Secret from a
+//! metadata-only watch. Secret data is read when a check is due.
+
+mod reconcile;
+mod schedule;
+mod secrets;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::api::{
+    ChannelConnection, ChannelConnectionStatus, ChannelProvider, ClusterChannelProvider,
+    ProviderKind,
+};
+use crate::providers::Http;
+
+pub use reconcile::Error;
+pub use schedule::{Due, Observed, due};
+pub use secrets::SecretVersions;
+
+/// Operator settings the controller needs (from flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch one namespace, or all when `None`.
+    pub namespace: Option<String>,
+    /// Where the operator runs: default namespace of a ClusterChannelProvider's client secret.
+    pub operator_namespace: String,
+    /// Checks in flight at once, overall.
+    pub concurrency: u16,
+    /// Checks in flight at once against one provider object.
+    pub per_provider_concurrency: usize,
+    /// First retry delay after a transient provider failure.
+    pub retry_base: Duration,
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub http: Http,
+    pub settings: Settings,
+    pub providers: Store<ChannelProvider>,
+    pub cluster_providers: Store<ClusterChannelProvider>,
+    pub secrets: SecretVersions,
+    /// Status written by this process and not yet seen back through the watch, keyed by uid:
+    /// it keeps a lagging cache from making a just-checked connection look due again.
+    written: Mutex<HashMap<String, ChannelConnectionStatus>>,
+    provider_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Context {
+    /// A per-provider-object limit on concurrent checks.
+    fn provider_slot(&self, key: &str) -> Arc<Semaphore> {
+        let mut slots = self.provider_slots.lock().expect("provider slot lock");
+        slots
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.settings.per_provider_concurrency.max(1),
+                ))
+            })
+            .clone()
+    }
+
+    /// Versions of the connection's Secret and provider, as the caches see them now.
+    fn observed(&self, conn: &ChannelConnection) -> Observed {
+        let ns = conn.namespace().unwrap_or_default();
+        let r = &conn.spec.provider_ref;
+        let provider_generation = match r.kind {
+            ProviderKind::ChannelProvider => self
+                .providers
+                .get(&ObjectRef::new(&r.name).within(&ns))
+                .and_then(|p| p.metadata.generation),
+            ProviderKind::ClusterChannelProvider => self
+                .cluster_providers
+                .get(&ObjectRef::new(&r.name))
+                .and_then(|p| p.metadata.generation),
+        };
+        Observed {
+            secret_version: self.secrets.version(&ns, &conn.spec.secret_ref.name),
+            provider_generation,
+        }
+    }
+}
+
+fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves; in-flight checks finish first.
+pub async fn run(
+    client: Client,
+    http: Http,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let wc = watcher::Config::default();
+    let ns = settings.namespace.clone();
+
+    let (conn_store, conn_writer) = reflector::store::<ChannelConnection>();
+    let connections = watcher(api_for::<ChannelConnection>(&client, &ns), wc.clone())
+        .default_backoff()
+        .modify(|c| c.managed_fields_mut().clear())
+        .reflect(conn_writer)
+        .applied_objects();
+
+    let (providers, provider_writer) = reflector::store::<ChannelProvider>();
+    let provider_events = watcher(api_for::<ChannelProvider>(&client, &ns), wc.clone())
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
+        .reflect(provider_writer)
+        .touched_objects();
+
+    let (cluster_providers, cluster_writer) = reflector::store::<ClusterChannelProvider>();
+    let cluster_events = watcher(
+        Api::<ClusterChannelProvider>::all(client.clone()),
+        wc.clone(),
+    )
+    .default_backoff()
+    .modify(|p| p.managed_fields_mut().clear())
+    .reflect(cluster_writer)
+    .touched_objects();
+
+    let secrets = SecretVersions::default();
+    let secret_events = secrets.track(
+        watcher(
+            api_for::<PartialObjectMeta<Secret>>(&client, &ns),
+            wc.clone(),
+        )
+        .default_backoff(),
+    );
+
+    let reporter = Reporter {
+        controller: "relink".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        http,
+        settings: settings.clone(),
+        providers: providers.clone(),
+        cluster_providers: cluster_providers.clone(),
+        secrets,
+        written: Mutex::default(),
+        provider_slots: Mutex::default(),
+    });
+
+    let by_secret = conn_store.clone();
+    let by_provider = conn_store.clone();
+    let by_cluster_provider = conn_store.clone();
+    info!(
+        namespace = ns.as_deref().unwrap_or("<all>"),
+        "starting the ChannelConnection controller"
+    );
+    Controller::for_stream(connections, conn_store)
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .watches_stream(secret_events, move |s| {
+            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
+            referencing(&by_secret, |c| {
+                c.namespace().as_deref() == Some(&ns) && c.spec.secret_ref.name == name
+            })
+        })
+        .watches_stream(provider_events, move |p: ChannelProvider| {
+            let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+            referencing(&by_provider, |c| {
+                c.spec.provider_ref.kind == ProviderKind::ChannelProvider
+                    && c.spec.provider_ref.name == name
+                    && c.namespace().as_deref() == Some(&ns)
+            })
+        })
+        .watches_stream(cluster_events, move |p: ClusterChannelProvider| {
+            let name = p.name_any();
+            referencing(&by_cluster_provider, |c| {
+                c.spec.provider_ref.kind == ProviderKind::ClusterChannelProvider
+                    && c.spec.provider_ref.name == name
+            })
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                match e {
+                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                    other => warn!(error = %other, "reconcile failed"),
+                }
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+fn referencing(
+    store: &Store<ChannelConnection>,
+    pred: impl Fn(&ChannelConnection) -> bool,
+) -> Vec<ObjectRef<ChannelConnection>> {
+    store
+        .state()
+        .iter()
+        .filter(|c| pred(c))
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}

@@ -1,0 +1,376 @@
+//! Turning what a check found into the connection's new status: a pure function of the old
+//! status, the outcome and `now`, so every verdict → condition rule is unit-tested.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, Reason, ReportedAccount,
+    parse_duration, set_condition,
+};
+use crate::providers::{Grant, Verdict};
+
+/// What gathering the inputs and asking the provider came to.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Suspended,
+    SecretNotFound {
+        secret: String,
+    },
+    SecretKeyMissing {
+        secret: String,
+        key: String,
+    },
+    ProviderNotFound {
+        kind: &'static str,
+        name: String,
+    },
+    ProviderNotReady {
+        message: String,
+    },
+    Checked {
+        verdict: Verdict,
+        /// Expiry recorded next to the token in the Secret, if any.
+        secret_expires_at: Option<jiff::Timestamp>,
+    },
+}
+
+/// Facts about this check that are not part of the outcome.
+pub struct CheckContext<'a> {
+    pub spec: &'a ChannelConnectionSpec,
+    pub generation: Option<i64>,
+    pub now: jiff::Timestamp,
+    /// Value of the check-request annotation acted on.
+    pub check_request: Option<String>,
+    pub observed_secret_version: Option<String>,
+    pub observed_provider_generation: Option<i64>,
+}
+
+/// A change worth an Event: one per transition of `Ready` (or into provider trouble).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub warning: bool,
+    pub reason: Reason,
+    pub note: String,
+}
+
+/// The new status (without `nextCheckTime`, which the schedule sets) and the Event to publish.
+pub fn next_status(
+    old: &ChannelConnectionStatus,
+    outcome: &Outcome,
+    cx: &CheckContext<'_>,
+) -> (ChannelConnectionStatus, Option<Transition>) {
+    let mut s = old.clone();
+    s.observed_generation = cx.generation;
+    s.last_handled_check_request = cx.check_request.clone().or(s.last_handled_check_request);
+    s.observed_secret_version = cx.observed_secret_version.clone();
+    s.observed_provider_generation = cx.observed_provider_generation;
+    let now = cx.now;
+    let gen_ = cx.generation;
+    let mut set = |s: &mut ChannelConnectionStatus,
+                   t: ConditionType,
+                   ok: Option<bool>,
+                   r: Reason,
+                   m: &str| {
+        set_condition(&mut s.conditions, t, ok, r, m, gen_, now);
+    };
+
+    match outcome {
+        Outcome::Suspended => {
+            let m = "checks are suspended (spec.suspend: true); the last verdict is kept";
+            set(&mut s, ConditionType::Ready, None, Reason::Suspended, m);
+            set(
+                &mut s,
+                ConditionType::Stalled,
+                Some(false),
+                Reason::Suspended,
+                m,
+            );
+            set(
+                &mut s,
+                ConditionType::Reconciling,
+                Some(false),
+                Reason::Suspended,
+                m,
+            );
+            s.reauth_url = None;
+        }
+        Outcome::Checked {
+            verdict: Verdict::Transient { message, .. },
+            ..
+        } => {
+            s.last_check_time = Some(Time(now));
+            s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+            let m = format!(
+                "provider unavailable ({} in a row), keeping the last verdict and retrying: {message}",
+                s.consecutive_failures
+            );
+            set(
+                &mut s,
+                ConditionType::Reconciling,
+                Some(true),
+                Reason::ProviderUnavailable,
+                &m,
+            );
+            if s.condition(ConditionType::Ready).is_none() {
+                set(
+                    &mut s,
+                    ConditionType::Ready,
+                    None,
+                    Reason::ProviderUnavailable,
+                    &m,
+                );
+            }
+        }
+        _ => {
+            s.last_check_time = Some(Time(now));
+            s.consecutive_failures = 0;
+            apply_verdict(&mut s, outcome, cx, &mut set);
+        }
+    }
+    let transition = transition(old, &s);
+    (s, transition)
+}
+
+type Setter<'a> =
+    dyn FnMut(&mut ChannelConnectionStatus, ConditionType, Option<bool>, Reason, &str) + 'a;
+
+/// Definitive outcomes: every condition gets a fresh verdict.
+fn apply_verdict(
+    s: &mut ChannelConnectionStatus,
+    outcome: &Outcome,
+    cx: &CheckContext<'_>,
+    set: &mut Setter<'_>,
+) {
+    use ConditionType::*;
+    let (token_ok, scopes_ok, reason, message): (Option<bool>, Option<bool>, Reason, String) =
+        match outcome {
+            Outcome::SecretNotFound { secret } => (
+                None,
+                None,
+                Reason::SecretNotFound,
+                format!(
+                    "Secret {secret:?} (spec.secretRef.name) does not exist in this namespace: create it with the channel's token"
+                ),
+            ),
+            Outcome::SecretKeyMissing { secret, key } => (
+                None,
+                None,
+                Reason::SecretKeyMissing,
+                format!(
+                    "Secret {secret:?} has no usable key {key:?} (spec.secretRef.accessTokenKey): add the token under that key or fix the key name"
+                ),
+            ),
+            Outcome::ProviderNotFound { kind, name } => (
+                None,
+                None,
+                Reason::ProviderNotFound,
+                format!(
+                    "{kind} {name:?} (spec.providerRef) does not exist: create it or fix spec.providerRef"
+                ),
+            ),
+            Outcome::ProviderNotReady { message } => {
+                (None, None, Reason::ProviderNotReady, message.clone())
+            }
+            Outcome::Checked {
+                verdict,
+                secret_expires_at,
+            } => match verdict {
+                Verdict::Valid(grant) => return apply_valid(s, grant, *secret_expires_at, cx, set),
+                Verdict::Invalid {
+                    reason: Reason::ScopesMissing,
+                    message,
+                } => (
+                    Some(true),
+                    Some(false),
+                    Reason::ScopesMissing,
+                    message.clone(),
+                ),
+                Verdict::Invalid { reason, message } => {
+                    let reason = match (reason, secret_expires_at) {
+                        (Reason::Revoked, Some(at)) if *at <= cx.now => Reason::Expired,
+                        _ => *reason,
+                    };
+                    (
+                        Some(false),
+                        None,
+                        reason,
+                        format!("{message}; re-authorize the channel"),
+                    )
+                }
+                Verdict::Misconfigured { message } => {
+                    (None, None, Reason::ProviderNotReady, message.clone())
+                }
+                Verdict::Transient { .. } => {
+                    unreachable!("transient outcomes keep the last verdict")
+                }
+            },
+            Outcome::Suspended => unreachable!("handled by next_status"),
+        };
+    set(s, Ready, Some(false), reason, &message);
+    set(s, TokenValid, token_ok, reason, &message);
+    let scopes_reason = if scopes_ok == Some(false) {
+        Reason::ScopesMissing
+    } else {
+        reason
+    };
+    set(s, ScopesGranted, scopes_ok, scopes_reason, &message);
+    set(s, Stalled, Some(true), reason, &message);
+    set(s, Reconciling, Some(false), reason, "check finished");
+    if reason == Reason::ScopesMissing {
+        s.missing_scopes = cx.spec.required_scopes.clone();
+    }
+}
+
+fn apply_valid(
+    s: &mut ChannelConnectionStatus,
+    grant: &Grant,
+    secret_expires_at: Option<jiff::Timestamp>,
+    cx: &CheckContext<'_>,
+    set: &mut Setter<'_>,
+) {
+    use ConditionType::*;
+    let now = cx.now;
+    s.last_valid_time = Some(Time(now));
+    s.account = grant.account.clone().or_else(|| s.account.take());
+    s.expires_at = grant.expires_at.or(secret_expires_at).map(Time);
+    s.data_access_expires_at = grant.data_access_expires_at.map(Time);
+
+    let missing: Vec<String> = match &grant.scopes {
+        Some(granted) => {
+            let have: BTreeSet<&str> = granted.iter().map(String::as_str).collect();
+            s.granted_scopes = granted.clone();
+            cx.spec
+                .required_scopes
+                .iter()
+                .filter(|r| !have.contains(r.as_str()))
+                .cloned()
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    s.missing_scopes = missing.clone();
+
+    let mismatch = account_mismatch(cx.spec, grant, s.account.as_ref());
+    let (scopes_ok, scopes_reason, scopes_msg) = if missing.is_empty() {
+        let m = if grant.scopes.is_some() {
+            "every required scope is granted".to_owned()
+        } else {
+            "the provider does not report scopes; not verified".to_owned()
+        };
+        (true, Reason::Valid, m)
+    } else {
+        (
+            false,
+            Reason::ScopesMissing,
+            format!(
+                "the token lacks required scopes: {}; re-authorize and grant them",
+                missing.join(", ")
+            ),
+        )
+    };
+    let (token_ok, token_reason, token_msg) = match &mismatch {
+        Some(m) => (false, Reason::AccountMismatch, m.clone()),
+        None => (
+            true,
+            Reason::Valid,
+            "the provider accepts the token".to_owned(),
+        ),
+    };
+    set(s, TokenValid, Some(token_ok), token_reason, &token_msg);
+    set(
+        s,
+        ScopesGranted,
+        Some(scopes_ok),
+        scopes_reason,
+        &scopes_msg,
+    );
+
+    if !token_ok || !scopes_ok {
+        let (reason, msg) = if !token_ok {
+            (token_reason, token_msg)
+        } else {
+            (scopes_reason, scopes_msg)
+        };
+        set(s, Ready, Some(false), reason, &msg);
+        set(s, Stalled, Some(true), reason, &msg);
+    } else {
+        let before = parse_duration(&cx.spec.refresh.before).unwrap_or(Duration::from_secs(86_400));
+        let expiring = s
+            .expires_at
+            .as_ref()
+            .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64());
+        let (reason, msg) = if expiring {
+            let at = s
+                .expires_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            (
+                Reason::Expiring,
+                format!("the token works but expires at {at}; re-authorize before then"),
+            )
+        } else {
+            (
+                Reason::Valid,
+                "the token works, reaches the account and has every required scope".to_owned(),
+            )
+        };
+        set(s, Ready, Some(true), reason, &msg);
+        set(s, Stalled, Some(false), Reason::Valid, "nothing to do");
+    }
+    set(s, Reconciling, Some(false), Reason::Valid, "check finished");
+}
+
+/// `Some(message)` when the token reaches another account than `spec.account.id`.
+fn account_mismatch(
+    spec: &ChannelConnectionSpec,
+    grant: &Grant,
+    reported: Option<&ReportedAccount>,
+) -> Option<String> {
+    let want = &spec.account.as_ref()?.id;
+    if let Some(targets) = &grant.target_ids {
+        if !targets.iter().any(|t| t == want) {
+            return Some(format!(
+                "the token was not granted access to account {want:?} (spec.account.id); log in as someone who manages it and select it"
+            ));
+        }
+        return None;
+    }
+    let got = reported?.id.as_ref()?;
+    (got != want).then(|| {
+        format!("the token reaches account {got:?}, not {want:?} (spec.account.id); log in with the right account")
+    })
+}
+
+fn transition(old: &ChannelConnectionStatus, new: &ChannelConnectionStatus) -> Option<Transition> {
+    let key = |s: &ChannelConnectionStatus, t| {
+        s.condition(t).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let ready_old = key(old, ConditionType::Ready);
+    let ready_new = key(new, ConditionType::Ready);
+    let ready = new.condition(ConditionType::Ready)?;
+    if ready_old != ready_new && ready.reason != Reason::ProviderUnavailable.as_str() {
+        let reason = Reason::parse(&ready.reason).unwrap_or(Reason::Checking);
+        return Some(Transition {
+            warning: ready.status != "True",
+            reason,
+            note: ready.message.clone(),
+        });
+    }
+    let rec = new.condition(ConditionType::Reconciling)?;
+    let rec_old = key(old, ConditionType::Reconciling);
+    if rec.status == "True" && rec_old.as_ref().is_none_or(|(st, _)| st != "True") {
+        return Some(Transition {
+            warning: true,
+            reason: Reason::ProviderUnavailable,
+            note: rec.message.clone(),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

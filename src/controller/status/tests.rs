@@ -1,0 +1,274 @@
+use super::*;
+use crate::api::{AccountRef, ProviderKind, ProviderRef, RefreshPolicy, TokenSecretRef};
+use crate::providers::Grant;
+
+fn spec() -> ChannelConnectionSpec {
+    ChannelConnectionSpec {
+        provider_ref: ProviderRef {
+            kind: ProviderKind::ChannelProvider,
+            name: "app".into(),
+        },
+        account: Some(AccountRef {
+            id: "page-1".into(),
+            display_name: None,
+        }),
+        secret_ref: TokenSecretRef {
+            name: "tok".into(),
+            access_token_key: "access_token".into(),
+            refresh_token_key: "refresh_token".into(),
+            expires_at_key: "expires_at".into(),
+        },
+        required_scopes: vec!["read".into(), "write".into()],
+        check_interval: "15m".into(),
+        refresh: RefreshPolicy::default(),
+        owners: vec![],
+        notify: Default::default(),
+        suspend: false,
+    }
+}
+
+fn now() -> jiff::Timestamp {
+    "2026-06-01T12:00:00Z".parse().unwrap()
+}
+
+fn cx(spec: &ChannelConnectionSpec) -> CheckContext<'_> {
+    CheckContext {
+        spec,
+        generation: Some(3),
+        now: now(),
+        check_request: None,
+        observed_secret_version: Some("10".into()),
+        observed_provider_generation: Some(1),
+    }
+}
+
+fn valid(scopes: &[&str], account: &str) -> Outcome {
+    Outcome::Checked {
+        verdict: Verdict::Valid(Grant {
+            account: Some(ReportedAccount {
+                id: Some(account.into()),
+                name: Some("Page One".into()),
+            }),
+            scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
+            ..Grant::default()
+        }),
+        secret_expires_at: None,
+    }
+}
+
+fn revoked() -> Outcome {
+    Outcome::Checked {
+        verdict: Verdict::Invalid {
+            reason: Reason::Revoked,
+            message: "inactive".into(),
+        },
+        secret_expires_at: None,
+    }
+}
+
+fn transient() -> Outcome {
+    Outcome::Checked {
+        verdict: Verdict::Transient {
+            message: "HTTP 503".into(),
+            retry_after: None,
+        },
+        secret_expires_at: None,
+    }
+}
+
+fn cond(s: &ChannelConnectionStatus, t: ConditionType) -> (String, String) {
+    let c = s.condition(t).unwrap_or_else(|| panic!("{t:?} missing"));
+    (c.status.clone(), c.reason.clone())
+}
+
+fn pair(status: &str, reason: &str) -> (String, String) {
+    (status.into(), reason.into())
+}
+
+#[test]
+fn valid_token_is_ready() {
+    let spec = spec();
+    let (s, t) = next_status(
+        &Default::default(),
+        &valid(&["read", "write"], "page-1"),
+        &cx(&spec),
+    );
+    assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Valid"));
+    assert_eq!(cond(&s, ConditionType::TokenValid), pair("True", "Valid"));
+    assert_eq!(
+        cond(&s, ConditionType::ScopesGranted),
+        pair("True", "Valid")
+    );
+    assert_eq!(cond(&s, ConditionType::Stalled), pair("False", "Valid"));
+    assert_eq!(cond(&s, ConditionType::Reconciling), pair("False", "Valid"));
+    assert_eq!(
+        s.account.as_ref().and_then(|a| a.name.as_deref()),
+        Some("Page One")
+    );
+    assert_eq!(s.granted_scopes, ["read", "write"]);
+    assert_eq!(s.observed_generation, Some(3));
+    assert!(
+        s.conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(3))
+    );
+    let t = t.expect("first verdict is a transition");
+    assert!(!t.warning);
+    assert_eq!(t.reason, Reason::Valid);
+}
+
+#[test]
+fn missing_scope_is_told_apart_from_expiry() {
+    let spec = spec();
+    let (s, t) = next_status(&Default::default(), &valid(&["read"], "page-1"), &cx(&spec));
+    assert_eq!(
+        cond(&s, ConditionType::Ready),
+        pair("False", "ScopesMissing")
+    );
+    assert_eq!(cond(&s, ConditionType::TokenValid), pair("True", "Valid"));
+    assert_eq!(
+        cond(&s, ConditionType::ScopesGranted),
+        pair("False", "ScopesMissing")
+    );
+    assert_eq!(
+        cond(&s, ConditionType::Stalled),
+        pair("True", "ScopesMissing")
+    );
+    assert_eq!(s.missing_scopes, ["write"]);
+    assert!(t.unwrap().warning);
+}
+
+#[test]
+fn wrong_account_is_a_mismatch() {
+    let spec = spec();
+    let (s, _) = next_status(
+        &Default::default(),
+        &valid(&["read", "write"], "page-2"),
+        &cx(&spec),
+    );
+    assert_eq!(
+        cond(&s, ConditionType::Ready),
+        pair("False", "AccountMismatch")
+    );
+    assert_eq!(
+        cond(&s, ConditionType::Stalled),
+        pair("True", "AccountMismatch")
+    );
+}
+
+#[test]
+fn revocation_warns_once_and_recovery_is_normal() {
+    let spec = spec();
+    let (ok, _) = next_status(
+        &Default::default(),
+        &valid(&["read", "write"], "page-1"),
+        &cx(&spec),
+    );
+    let (dead, t) = next_status(&ok, &revoked(), &cx(&spec));
+    assert_eq!(cond(&dead, ConditionType::Ready), pair("False", "Revoked"));
+    assert_eq!(
+        cond(&dead, ConditionType::TokenValid),
+        pair("False", "Revoked")
+    );
+    assert_eq!(cond(&dead, ConditionType::Stalled), pair("True", "Revoked"));
+    let t = t.expect("transition");
+    assert!(t.warning);
+    assert_eq!(t.reason, Reason::Revoked);
+    let (still_dead, t2) = next_status(&dead, &revoked(), &cx(&spec));
+    assert_eq!(t2, None, "no second event while nothing changes");
+    assert_eq!(
+        still_dead
+            .condition(ConditionType::Ready)
+            .unwrap()
+            .last_transition_time,
+        dead.condition(ConditionType::Ready)
+            .unwrap()
+            .last_transition_time
+    );
+    let (back, t3) = next_status(&dead, &valid(&["read", "write"], "page-1"), &cx(&spec));
+    assert_eq!(cond(&back, ConditionType::Ready), pair("True", "Valid"));
+    assert!(!t3.unwrap().warning);
+}
+
+#[test]
+fn inactive_token_past_its_expiry_is_expired() {
+    let spec = spec();
+    let outcome = Outcome::Checked {
+        verdict: Verdict::Invalid {
+            reason: Reason::Revoked,
+            message: "inactive".into(),
+        },
+        secret_expires_at: Some("2026-05-01T00:00:00Z".parse().unwrap()),
+    };
+    let (s, _) = next_status(&Default::default(), &outcome, &cx(&spec));
+    assert_eq!(cond(&s, ConditionType::Ready), pair("False", "Expired"));
+}
+
+#[test]
+fn outage_keeps_the_verdict() {
+    let spec = spec();
+    let (ok, _) = next_status(
+        &Default::default(),
+        &valid(&["read", "write"], "page-1"),
+        &cx(&spec),
+    );
+    let (s1, t1) = next_status(&ok, &transient(), &cx(&spec));
+    assert_eq!(cond(&s1, ConditionType::Ready), pair("True", "Valid"));
+    assert_eq!(
+        cond(&s1, ConditionType::Reconciling),
+        pair("True", "ProviderUnavailable")
+    );
+    assert_eq!(s1.consecutive_failures, 1);
+    assert_eq!(t1.map(|t| t.reason), Some(Reason::ProviderUnavailable));
+    let (s2, t2) = next_status(&s1, &transient(), &cx(&spec));
+    assert_eq!(s2.consecutive_failures, 2);
+    assert_eq!(t2, None);
+    let (s3, t3) = next_status(&s2, &valid(&["read", "write"], "page-1"), &cx(&spec));
+    assert_eq!(s3.consecutive_failures, 0);
+    assert_eq!(
+        cond(&s3, ConditionType::Reconciling),
+        pair("False", "Valid")
+    );
+    assert_eq!(t3, None, "Ready did not change");
+}
+
+#[test]
+fn soon_expiring_token_is_ready_but_expiring() {
+    let spec = spec();
+    let outcome = Outcome::Checked {
+        verdict: Verdict::Valid(Grant {
+            scopes: Some(vec!["read".into(), "write".into()]),
+            expires_at: Some("2026-06-01T18:00:00Z".parse().unwrap()),
+            ..Grant::default()
+        }),
+        secret_expires_at: None,
+    };
+    let (s, _) = next_status(&Default::default(), &outcome, &cx(&spec));
+    assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Expiring"));
+}
+
+#[test]
+fn missing_inputs_stall_with_a_fix_in_the_message() {
+    let spec = spec();
+    let (s, _) = next_status(
+        &Default::default(),
+        &Outcome::SecretNotFound {
+            secret: "tok".into(),
+        },
+        &cx(&spec),
+    );
+    assert_eq!(
+        cond(&s, ConditionType::Ready),
+        pair("False", "SecretNotFound")
+    );
+    assert_eq!(
+        cond(&s, ConditionType::Stalled),
+        pair("True", "SecretNotFound")
+    );
+    assert!(
+        s.condition(ConditionType::Ready)
+            .unwrap()
+            .message
+            .contains("spec.secretRef.name")
+    );
+}

@@ -1,0 +1,6 @@
+//! relink: a Kubernetes operator that keeps the OAuth token connections of channels healthy.
+pub mod api;
+pub mod controller;
+pub mod providers;
+pub mod reauth;
+pub mod sandbox;

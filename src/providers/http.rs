@@ -1,0 +1,189 @@
+//! The one HTTP setup every provider call goes through: timeouts, a response size cap, no
+//! redirects, the endpoint policy for tenant-written providers, and `Retry-After` parsing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use super::EndpointPolicy;
+
+/// Limits of provider calls, set by operator flags.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+    pub policy: EndpointPolicy,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            max_body_bytes: 1 << 20,
+            policy: EndpointPolicy::default(),
+        }
+    }
+}
+
+/// A provider's answer, body already read (and capped).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Response {
+    /// `Retry-After` as seconds or an HTTP date, relative to now.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let value = self.headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+        if let Ok(secs) = value.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+        let secs = at.as_second() - jiff::Timestamp::now().as_second();
+        Some(Duration::from_secs(secs.max(0) as u64))
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// Why no answer came back. Messages never contain the URL (it may carry a token).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("the provider did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect to the provider: {0}")]
+    Connect(String),
+    #[error("the provider's answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("refused by the endpoint policy: {0}")]
+    Policy(String),
+    #[error("request to the provider failed: {0}")]
+    Other(String),
+}
+
+/// HTTP clients for provider calls: one for trusted (cluster-scoped) providers and one whose
+/// DNS answers pass the endpoint policy, for tenant-written providers.
+#[derive(Clone)]
+pub struct Http {
+    trusted: reqwest::Client,
+    tenant: reqwest::Client,
+    config: HttpConfig,
+}
+
+impl Http {
+    pub fn new(config: HttpConfig) -> Result<Self, reqwest::Error> {
+        // reqwest is built without a bundled crypto provider; use ring, as kube does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .timeout(config.timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("relink/", env!("CARGO_PKG_VERSION")))
+        };
+        Ok(Self {
+            trusted: builder().build()?,
+            tenant: builder()
+                .dns_resolver(Arc::new(PolicyResolver(config.policy.clone())))
+                .build()?,
+            config,
+        })
+    }
+
+    pub fn policy(&self) -> &EndpointPolicy {
+        &self.config.policy
+    }
+
+    /// A request builder on the right client. `trusted` is false for namespaced providers.
+    pub fn request(
+        &self,
+        trusted: bool,
+        method: reqwest::Method,
+        url: &str,
+    ) -> reqwest::RequestBuilder {
+        let client = if trusted { &self.trusted } else { &self.tenant };
+        client.request(method, url)
+    }
+
+    /// Sends the request and reads at most `max_body_bytes` of the answer.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, TransportError> {
+        let started = Instant::now();
+        let mut resp = req.send().await.map_err(|e| self.classify(e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let cap = self.config.max_body_bytes;
+        if resp.content_length().is_some_and(|n| n as usize > cap) {
+            return Err(TransportError::TooLarge(cap));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.classify(e))? {
+            if body.len() + chunk.len() > cap {
+                return Err(TransportError::TooLarge(cap));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn classify(&self, e: reqwest::Error) -> TransportError {
+        let e = e.without_url();
+        if e.is_timeout() {
+            return TransportError::Timeout(self.config.timeout);
+        }
+        let text = error_chain(&e);
+        if text.contains(POLICY_MARKER) {
+            return TransportError::Policy(text);
+        }
+        if e.is_connect() {
+            return TransportError::Connect(text);
+        }
+        TransportError::Other(text)
+    }
+}
+
+const POLICY_MARKER: &str = "resolves only to non-public addresses";
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Resolves names for tenant providers and drops addresses the policy refuses.
+struct PolicyResolver(EndpointPolicy);
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed = policy.filter_resolved(&host, addrs);
+            if allowed.is_empty() {
+                return Err(format!("{host} {POLICY_MARKER}").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}

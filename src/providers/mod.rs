@@ -1,0 +1,131 @@
+//! Asking a provider whether a token still works.
+//!
+//! Each provider type turns its own documented answers into one [`Verdict`]; the controller
+//! never looks at provider-specific bodies. The four verdict kinds keep a provider outage from
+//! ever looking like a dead token (DESIGN.md, "never cry wolf").
+
+mod http;
+mod oauth2;
+pub mod policy;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+pub use http::{Http, HttpConfig, Response, TransportError};
+pub use policy::EndpointPolicy;
+
+use crate::api::{ProviderSettings, ProviderType, Reason, ReportedAccount};
+
+/// A secret string (access token, refresh token, client secret). It prints as `[redacted]`, so
+/// leaking one into a log or an error takes a deliberate `expose()`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The raw value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// What the provider says about a working token.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Grant {
+    /// The account the token reaches, when the provider tells.
+    pub account: Option<ReportedAccount>,
+    /// Granted scopes; `None` when the provider does not report them (then they are not judged).
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<jiff::Timestamp>,
+    pub data_access_expires_at: Option<jiff::Timestamp>,
+    /// Asset IDs (pages, accounts) the token was granted, where the provider scopes grants to
+    /// assets (Meta's granular scopes). `None` when not reported.
+    pub target_ids: Option<Vec<String>>,
+}
+
+/// A provider's answer about one token.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// The token works.
+    Valid(Grant),
+    /// The provider said explicitly that the token is dead or needs a person. `reason` is one of
+    /// `Expired`, `Revoked`, `AccountActionRequired`, `ScopesMissing`.
+    Invalid { reason: Reason, message: String },
+    /// No verdict this time (timeout, 5xx, 429, garbage): keep the last one and retry later.
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The OAuth application itself is rejected (`invalid_client`): the provider object's problem.
+    Misconfigured { message: String },
+}
+
+/// Everything a validator needs about the OAuth application.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub settings: ProviderSettings,
+    pub client_secret: Option<Token>,
+    /// False for namespaced providers: their endpoints are tenant input and go through the
+    /// endpoint policy.
+    pub trusted: bool,
+    /// Metric and log label: `<kind>/<namespace>/<name>` of the provider object.
+    pub label: String,
+}
+
+/// One provider type's way of checking a token.
+pub trait Validator: Send + Sync {
+    /// Asks the provider about `token`. Never fails: every outcome is a [`Verdict`].
+    fn check<'a>(
+        &'a self,
+        http: &'a Http,
+        app: &'a App,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Verdict>;
+}
+
+/// The validator for a provider type. Types without a built-in preset yet are checked like a
+/// generic OAuth 2 server through their `spec.endpoints`.
+pub fn validator_for(type_: ProviderType) -> &'static dyn Validator {
+    let _ = type_;
+    &oauth2::OAuth2
+}
+
+/// Splits a scope string on spaces and commas (RFC 6749 uses spaces; Meta and others commas).
+pub fn split_scopes(s: &str) -> Vec<String> {
+    s.split([' ', ','])
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_never_prints() {
+        let t = Token::new("sbx-at-secret");
+        assert_eq!(format!("{t:?} {t}"), "[redacted] [redacted]");
+        assert_eq!(t.expose(), "sbx-at-secret");
+    }
+
+    #[test]
+    fn scopes_split_on_space_and_comma() {
+        assert_eq!(split_scopes("a b,c  d"), ["a", "b", "c", "d"]);
+    }
+}

@@ -1,0 +1,243 @@
+//! Provider type `oauth2`: any RFC 6749 server, checked by RFC 7662 introspection when
+//! `introspectionUrl` is set, else by a bearer probe of `userinfoUrl`.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use reqwest::Method;
+use reqwest::header::WWW_AUTHENTICATE;
+use serde::Deserialize;
+
+use super::{App, Grant, Http, Response, Token, Validator, Verdict, split_scopes};
+use crate::api::{Reason, ReportedAccount};
+
+pub struct OAuth2;
+
+impl Validator for OAuth2 {
+    fn check<'a>(
+        &'a self,
+        http: &'a Http,
+        app: &'a App,
+        token: &'a Token,
+    ) -> BoxFuture<'a, Verdict> {
+        async move {
+            let endpoints = &app.settings.endpoints;
+            if let Some(url) = &endpoints.introspection_url {
+                introspect(http, app, url, token).await
+            } else if let Some(url) = &endpoints.userinfo_url {
+                probe(http, app, url, token).await
+            } else {
+                Verdict::Misconfigured {
+                    message: "provider type oauth2 needs spec.endpoints.introspectionUrl or spec.endpoints.userinfoUrl".into(),
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// RFC 7662 answer. Extra members are ignored.
+#[derive(Deserialize)]
+struct Introspection {
+    active: bool,
+    scope: Option<String>,
+    exp: Option<i64>,
+    sub: Option<String>,
+    username: Option<String>,
+}
+
+/// RFC 6749 §5.2 error body.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    error_description: Option<String>,
+}
+
+impl ErrorBody {
+    fn describe(&self) -> String {
+        match &self.error_description {
+            Some(d) => format!("{}: {}", self.error, d),
+            None => self.error.clone(),
+        }
+    }
+}
+
+async fn introspect(http: &Http, app: &App, url: &str, token: &Token) -> Verdict {
+    let mut req = http
+        .request(app.trusted, Method::POST, url)
+        .header("Accept", "application/json")
+        .form(&[
+            ("token", token.expose()),
+            ("token_type_hint", "access_token"),
+        ]);
+    req = req.basic_auth(
+        &app.settings.client_id,
+        app.client_secret.as_ref().map(Token::expose),
+    );
+    let resp = match http.send(req).await {
+        Ok(r) => r,
+        Err(e) => return transport(e),
+    };
+    if let Some(v) = common_failures(&resp, "introspection") {
+        return v;
+    }
+    if resp.status == 401 || resp.status == 403 {
+        return Verdict::Misconfigured {
+            message: format!(
+                "the introspection endpoint refused the client credentials (HTTP {}{})",
+                resp.status,
+                error_suffix(&resp)
+            ),
+        };
+    }
+    if resp.status != 200 {
+        return Verdict::Misconfigured {
+            message: format!(
+                "the introspection endpoint answered HTTP {}{}",
+                resp.status,
+                error_suffix(&resp)
+            ),
+        };
+    }
+    match resp.json::<Introspection>() {
+        Some(i) if i.active => Verdict::Valid(Grant {
+            account: account(i.sub, i.username),
+            scopes: i.scope.as_deref().map(split_scopes),
+            expires_at: i.exp.and_then(|s| jiff::Timestamp::from_second(s).ok()),
+            ..Grant::default()
+        }),
+        Some(_) => Verdict::Invalid {
+            reason: Reason::Revoked,
+            message: "the provider reports the token as inactive (revoked or expired)".into(),
+        },
+        None => error_in_ok_body(&resp),
+    }
+}
+
+/// OIDC userinfo (or any probe URL) answer; only the members relink reports.
+#[derive(Deserialize, Default)]
+struct UserInfo {
+    sub: Option<String>,
+    id: Option<String>,
+    name: Option<String>,
+    username: Option<String>,
+    email: Option<String>,
+    scope: Option<String>,
+    error: Option<String>,
+}
+
+async fn probe(http: &Http, app: &App, url: &str, token: &Token) -> Verdict {
+    let req = http
+        .request(app.trusted, Method::GET, url)
+        .header("Accept", "application/json")
+        .bearer_auth(token.expose());
+    let resp = match http.send(req).await {
+        Ok(r) => r,
+        Err(e) => return transport(e),
+    };
+    if let Some(v) = common_failures(&resp, "userinfo") {
+        return v;
+    }
+    let challenge = resp
+        .headers
+        .get(WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    match resp.status {
+        200 => match resp.json::<UserInfo>() {
+            Some(u) if u.error.is_none() => Verdict::Valid(Grant {
+                account: account(u.sub.or(u.id), u.name.or(u.username).or(u.email)),
+                scopes: u.scope.as_deref().map(split_scopes),
+                ..Grant::default()
+            }),
+            _ => error_in_ok_body(&resp),
+        },
+        401 => Verdict::Invalid {
+            reason: Reason::Revoked,
+            message: format!(
+                "the provider rejected the token (HTTP 401{})",
+                if challenge.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {challenge}")
+                }
+            ),
+        },
+        403 if challenge.contains("insufficient_scope") => Verdict::Invalid {
+            reason: Reason::ScopesMissing,
+            message: "the provider says the token lacks a required scope (insufficient_scope)"
+                .into(),
+        },
+        status => Verdict::Transient {
+            message: format!(
+                "the userinfo endpoint answered HTTP {status}{}",
+                error_suffix(&resp)
+            ),
+            retry_after: None,
+        },
+    }
+}
+
+fn account(id: Option<String>, name: Option<String>) -> Option<ReportedAccount> {
+    (id.is_some() || name.is_some()).then_some(ReportedAccount { id, name })
+}
+
+/// 429 and 5xx mean "try later" at any endpoint.
+pub(super) fn common_failures(resp: &Response, endpoint: &str) -> Option<Verdict> {
+    match resp.status {
+        429 => Some(Verdict::Transient {
+            message: format!("the {endpoint} endpoint is rate limiting (HTTP 429)"),
+            retry_after: resp.retry_after(),
+        }),
+        500..=599 => Some(Verdict::Transient {
+            message: format!("the {endpoint} endpoint answered HTTP {}", resp.status),
+            retry_after: resp.retry_after(),
+        }),
+        _ => None,
+    }
+}
+
+/// HTTP 200 whose body is not the expected JSON: an error body or garbage.
+fn error_in_ok_body(resp: &Response) -> Verdict {
+    match resp.json::<ErrorBody>() {
+        Some(e) if matches!(e.error.as_str(), "invalid_client" | "unauthorized_client") => {
+            Verdict::Misconfigured {
+                message: format!("the provider rejected the application: {}", e.describe()),
+            }
+        }
+        Some(e) if e.error == "invalid_token" => Verdict::Invalid {
+            reason: Reason::Revoked,
+            message: format!("the provider rejected the token: {}", e.describe()),
+        },
+        Some(e) => Verdict::Transient {
+            message: format!(
+                "the provider answered HTTP 200 with an error: {}",
+                e.describe()
+            ),
+            retry_after: None,
+        },
+        None => Verdict::Transient {
+            message: format!(
+                "the provider answered HTTP 200 with an unreadable body ({} bytes)",
+                resp.body.len()
+            ),
+            retry_after: None,
+        },
+    }
+}
+
+fn error_suffix(resp: &Response) -> String {
+    resp.json::<ErrorBody>()
+        .map(|e| format!(": {}", e.describe()))
+        .unwrap_or_default()
+}
+
+pub(super) fn transport(e: super::TransportError) -> Verdict {
+    match e {
+        super::TransportError::Policy(message) => Verdict::Misconfigured { message },
+        other => Verdict::Transient {
+            message: other.to_string(),
+            retry_after: None,
+        },
+    }
+}

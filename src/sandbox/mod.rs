@@ -1,0 +1,211 @@
+//! Local OAuth 2 provider ("Sandbox Social") standing in for a real social network,
+//! so tests, the demo and benchmarks can exercise token checks without network
+//! access or real accounts. It speaks RFC 6749 (authorization code + refresh),
+//! RFC 7662 introspection and a bearer-protected userinfo endpoint, and can be
+//! told to misbehave (`Mode`) to exercise the operator's failure handling.
+//!
+//! Tokens are opaque and carry recognisable prefixes (`sbx-at-`, `sbx-rt-`,
+//! `sbx-code-`) so leak tests can grep logs for them; this module never logs them.
+
+mod pages;
+mod server;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use server::{Inner, router};
+use store::Store;
+
+/// Knobs fixed for the lifetime of a sandbox.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// Delay before answering each `/oauth/*` request, to mimic a remote provider.
+    pub latency: Duration,
+    /// The only client the sandbox accepts.
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            client_id: "relink-sandbox".to_owned(),
+            client_secret: "sandbox-secret".to_owned(),
+        }
+    }
+}
+
+/// What a user consented to; issuing one yields tokens without the browser dance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Grant {
+    pub account_id: String,
+    pub account_name: String,
+    pub scopes: Vec<String>,
+    /// `None`: the access token never expires.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+    /// Whether a refresh token is issued alongside.
+    #[serde(default = "default_true")]
+    pub refreshable: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+/// Failure injection for `/oauth/token`, `/oauth/introspect` and `/oauth/userinfo`,
+/// covering the ways real providers break.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Mode {
+    #[default]
+    Normal,
+    /// Answer this status with `{"error":"temporarily_unavailable"}`.
+    Status { code: u16 },
+    /// 429 with a `Retry-After` header.
+    RetryAfter { seconds: u64 },
+    /// 200 `text/html`, not JSON.
+    Garbage,
+    /// 200 with an OAuth error body.
+    ErrorBody,
+    /// Never answers (one hour, or until shutdown).
+    Hang,
+    /// 200 with a 20 MiB JSON body.
+    Huge,
+}
+
+/// One `/oauth/*` request, so tests can assert what the operator actually called.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Call {
+    pub path: String,
+    pub at_unix_ms: i64,
+    /// Account behind the token/code of the request, when known.
+    pub account_id: Option<String>,
+    /// Status answered; 0 for a request left hanging.
+    pub status: u16,
+}
+
+/// Stops the server when the last `Sandbox` clone goes away.
+struct StopOnDrop(Arc<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.send_replace(true);
+    }
+}
+
+/// Handle to a running sandbox; cheap to clone, all clones drive the same server.
+/// Dropping the last clone shuts the server down.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    _stop: Arc<StopOnDrop>,
+}
+
+impl Sandbox {
+    /// Binds `addr` (port 0 picks a free port) and serves on the current tokio runtime.
+    pub async fn start(addr: SocketAddr, config: SandboxConfig) -> std::io::Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            config,
+            store: Mutex::new(Store::default()),
+            stop,
+        });
+        let app = router(inner.clone());
+        tokio::spawn(async move {
+            let signal = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::error!(%err, "sandbox server failed");
+            }
+        });
+        tracing::info!(%addr, "sandbox listening");
+        Ok(Sandbox {
+            _stop: Arc::new(StopOnDrop(inner.clone())),
+            inner,
+            addr,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, to configure as the provider endpoint.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Issues tokens as if the user had completed consent, for the sandbox's client.
+    pub fn issue(&self, grant: Grant) -> IssuedTokens {
+        self.inner.issue(grant)
+    }
+
+    /// Simulates the user removing the app: the whole grant (this token, its
+    /// refresh token and any token refreshed from it) stops working.
+    pub fn revoke(&self, access_token: &str) {
+        self.inner.revoke(access_token);
+    }
+
+    /// Replaces the scopes of the token's grant (also seen by tokens refreshed from it).
+    pub fn set_scopes(&self, access_token: &str, scopes: &[&str]) {
+        let scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+        self.inner.set_scopes(access_token, scopes);
+    }
+
+    /// Unix seconds; `None` never expires. A past value makes the token expired.
+    pub fn set_expires_at(&self, access_token: &str, expires_at: Option<i64>) {
+        self.inner.set_expires_at(access_token, expires_at);
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.inner.store().mode = mode;
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.inner.store().mode.clone()
+    }
+
+    /// Every `/oauth/*` request so far, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.store().calls.clone()
+    }
+
+    pub fn calls_for(&self, account_id: &str) -> Vec<Call> {
+        let store = self.inner.store();
+        let mine = |c: &&Call| c.account_id.as_deref() == Some(account_id);
+        store.calls.iter().filter(mine).cloned().collect()
+    }
+
+    pub fn clear_calls(&self) {
+        self.inner.store().calls.clear();
+    }
+
+    /// Stops accepting connections, closes idle ones and wakes hanging requests.
+    pub fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+    }
+}
