@@ -2,6 +2,10 @@
 //!
 //! Doc comments on fields become `kubectl explain` text, so they are written for users.
 
+// kube's `#[kube(printcolumn(...))]` repeats `type_ = ...` per column, which clippy mistakes
+// for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 mod conditions;
 mod connection;
 mod duration;

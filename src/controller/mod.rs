@@ -21,7 +21,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::api::{
@@ -62,9 +62,22 @@ pub struct Context {
     /// it keeps a lagging cache from making a just-checked connection look due again.
     written: Mutex<HashMap<String, ChannelConnectionStatus>>,
     provider_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// True once every cache has its first complete list; no check is decided before that.
+    synced: watch::Sender<bool>,
 }
 
 impl Context {
+    /// Waits until the caches are complete. (A watch channel, because kube's
+    /// `Store::wait_until_ready` was seen to wake only one of several concurrent waiters.)
+    pub async fn wait_synced(&self) {
+        let _ = self.synced.subscribe().wait_for(|s| *s).await;
+    }
+
+    /// Whether the caches are complete (for readiness probes).
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
     /// A per-provider-object limit on concurrent checks.
     fn provider_slot(&self, key: &str) -> Arc<Semaphore> {
         let mut slots = self.provider_slots.lock().expect("provider slot lock");
@@ -167,7 +180,18 @@ pub async fn run(
         secrets,
         written: Mutex::default(),
         provider_slots: Mutex::default(),
+        synced: watch::channel(false).0,
     });
+    {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _ = ctx.providers.wait_until_ready().await;
+            let _ = ctx.cluster_providers.wait_until_ready().await;
+            ctx.secrets.wait_synced().await;
+            ctx.synced.send_replace(true);
+            info!("caches synced");
+        });
+    }
 
     let by_secret = conn_store.clone();
     let by_provider = conn_store.clone();

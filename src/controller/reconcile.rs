@@ -39,9 +39,7 @@ impl Error {
 }
 
 pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _ = ctx.providers.wait_until_ready().await;
-    let _ = ctx.cluster_providers.wait_until_ready().await;
-    ctx.secrets.wait_synced().await;
+    ctx.wait_synced().await;
 
     let uid = conn.uid().unwrap_or_default();
     let conn = with_latest_status(&ctx, &uid, conn);
@@ -228,7 +226,7 @@ async fn gather_and_check(
                         ns.to_owned(),
                     )
                 }
-                None => return Ok(not_found(conn, ctx, ns, r.kind.as_str(), &r.name).await?),
+                None => return Ok(not_found(conn, ctx, ns, r.kind.as_str(), &r.name)),
             }
         }
         ProviderKind::ClusterChannelProvider => {
@@ -242,7 +240,7 @@ async fn gather_and_check(
                         ctx.settings.operator_namespace.clone(),
                     )
                 }
-                None => return Ok(not_found(conn, ctx, ns, r.kind.as_str(), &r.name).await?),
+                None => return Ok(not_found(conn, ctx, ns, r.kind.as_str(), &r.name)),
             }
         }
     };
@@ -340,24 +338,22 @@ async fn gather_and_check(
     ))
 }
 
-async fn not_found(
+fn not_found(
     conn: &ChannelConnection,
     ctx: &Context,
     ns: &str,
     kind: &'static str,
     name: &str,
-) -> Result<(Outcome, super::Observed), Error> {
+) -> (Outcome, super::Observed) {
     let observed = super::Observed {
         secret_version: ctx.secrets.version(ns, &conn.spec.secret_ref.name),
         provider_generation: None,
     };
-    Ok((
-        Outcome::ProviderNotFound {
-            kind,
-            name: name.to_owned(),
-        },
-        observed,
-    ))
+    let outcome = Outcome::ProviderNotFound {
+        kind,
+        name: name.to_owned(),
+    };
+    (outcome, observed)
 }
 
 /// A Secret value as a token: UTF-8, surrounding whitespace trimmed (files often end in a

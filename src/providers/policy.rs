@@ -38,7 +38,7 @@ impl EndpointPolicy {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        self.allowed_hosts.iter().any(|h| *h == host)
+        self.allowed_hosts.contains(&host)
     }
 
     /// Checks a URL a namespaced provider wants called; the error says why and names the flag.

@@ -1,4 +1,8 @@
-//! End-to-end tests against a local kube-apiserver + etcd (see `support`).
+//! End-to-end tests against a local kube-apiserver + etcd (see `support`): the CRDs installed,
+//! the operator running as a process, the sandbox provider in the test process.
 
+mod crds;
+mod fixtures;
 mod harness;
+mod health;
 mod support;

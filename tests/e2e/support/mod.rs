@@ -182,10 +182,23 @@ fn spawn_daemon(
     Ok(child)
 }
 
+/// Last `lines` lines of a log, preceded by its klog error/fatal lines (a Go panic's
+/// goroutine dump would otherwise push the real cause out of view).
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let is_error = |l: &&&str| {
+        l.starts_with('E') || l.starts_with('F') || l.starts_with("Error") || l.starts_with("panic")
+    };
+    let errors: Vec<&str> = all.iter().filter(is_error).copied().collect();
+    let mut out = String::new();
+    if !errors.is_empty() {
+        out.push_str("error lines:\n");
+        out.push_str(&errors[errors.len().saturating_sub(15)..].join("\n"));
+        out.push_str("\nlast lines:\n");
+    }
+    out.push_str(&all[all.len().saturating_sub(lines)..].join("\n"));
+    out
 }
 
 /// Runs on the starter thread: temp dir, etcd, kube-apiserver, readyz, kubeconfig, CRDs.
@@ -507,6 +520,8 @@ impl Operator {
             .args(args)
             .env("KUBECONFIG", cp.kubeconfig())
             .env("RUST_LOG", rust_log)
+            // Plain text, so tests can match on `output()`.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log fd"))
             .stderr(file)
