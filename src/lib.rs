@@ -1,6 +1,8 @@
 //! relink: a Kubernetes operator that keeps the OAuth token connections of channels healthy.
 pub mod api;
 pub mod controller;
+pub mod notify;
 pub mod providers;
 pub mod reauth;
 pub mod sandbox;
+pub mod telemetry;

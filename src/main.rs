@@ -9,10 +9,17 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client};
 use tracing::{error, info};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kube_lease_manager::LeaseManagerBuilder;
 use relink::api::parse_duration;
-use relink::controller::{self, Settings};
+use relink::controller::{self, Deps, Settings};
+use relink::notify::{Notifier, NotifyConfig};
 use relink::providers::{EndpointPolicy, Http, HttpConfig};
 use relink::sandbox::{Sandbox, SandboxConfig};
+use relink::telemetry::{self, Metrics};
+use tokio::sync::watch;
 
 /// relink keeps the OAuth token connections of social-media and email channels healthy.
 #[derive(Parser)]
@@ -78,6 +85,56 @@ struct RunArgs {
     /// Log level or filter (RUST_LOG syntax); RUST_LOG wins when set.
     #[arg(long, default_value = "info", env = "RELINK_LOG_LEVEL")]
     log_level: String,
+    /// Listener for `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "RELINK_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Listener for the OAuth callback (`GET /oauth/callback`), the only public port.
+    #[arg(long, env = "RELINK_CALLBACK_ADDR", default_value = "0.0.0.0:8081")]
+    callback_addr: SocketAddr,
+    /// External URL of the callback listener; the redirect URL is `<public-url>/oauth/callback`.
+    #[arg(
+        long,
+        env = "RELINK_PUBLIC_URL",
+        default_value = "http://localhost:8081"
+    )]
+    public_url: String,
+    /// Secret (operator namespace) holding the key that signs OAuth `state`; created if absent.
+    #[arg(
+        long,
+        env = "RELINK_STATE_KEY_SECRET",
+        default_value = "relink-state-key"
+    )]
+    state_key_secret: String,
+    /// How long a re-authorization link stays valid.
+    #[arg(long, default_value = "168h", value_parser = duration)]
+    reauth_link_ttl: Duration,
+    /// Elect one active replica through a Lease in the operator namespace.
+    #[arg(long, env = "RELINK_LEADER_ELECT", default_value_t = false)]
+    leader_elect: bool,
+    /// Name of the Lease used for leader election (one per shard).
+    #[arg(long, env = "RELINK_LEASE_NAME", default_value = "relink")]
+    lease_name: String,
+    /// How long a leader's Lease lasts without renewal; a standby takes over after it.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    lease_duration: Duration,
+    /// Only reconcile connections matching this label selector (sharding).
+    #[arg(long, env = "RELINK_SELECTOR")]
+    selector: Option<String>,
+    /// SMTP server for email notifications: `smtp://host:port` (STARTTLS when offered), `smtps://host:port`.
+    #[arg(long, env = "RELINK_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// Sender address of notification emails.
+    #[arg(long, env = "RELINK_SMTP_FROM")]
+    smtp_from: Option<String>,
+    /// Secret (operator namespace) with `username` and `password` for SMTP.
+    #[arg(long, env = "RELINK_SMTP_CREDENTIALS_SECRET")]
+    smtp_credentials_secret: Option<String>,
+    /// Reminder interval while a connection stays broken.
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    reminder_interval: Duration,
+    /// Warn owners this long before a token that cannot be refreshed expires.
+    #[arg(long, default_value = "168h", value_parser = duration)]
+    expiry_warning: Duration,
 }
 
 #[derive(Args)]
@@ -143,40 +200,157 @@ fn runtime() -> tokio::runtime::Runtime {
 
 async fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format, &args.log_level);
-    let client = match Client::try_default().await {
-        Ok(c) => c,
-        Err(e) => {
-            error!(
-                "cannot configure a Kubernetes client (set KUBECONFIG or run in a cluster): {e}"
-            );
-            return ExitCode::FAILURE;
+    match run_operator(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            ExitCode::FAILURE
         }
-    };
-    if let Err(message) = preflight(&client).await {
-        error!("{message}");
-        return ExitCode::FAILURE;
     }
-    let http = match Http::new(HttpConfig {
+}
+
+async fn run_operator(args: RunArgs) -> Result<(), String> {
+    let client = Client::try_default().await.map_err(|e| {
+        format!("cannot configure a Kubernetes client (set KUBECONFIG or run in a cluster): {e}")
+    })?;
+    preflight(&client).await?;
+    let http = Http::new(HttpConfig {
         connect_timeout: args.provider_connect_timeout,
         timeout: args.provider_timeout,
         max_body_bytes: args.provider_max_response_bytes,
-        policy: EndpointPolicy::new(args.allow_namespaced_endpoint_hosts),
-    }) {
-        Ok(h) => h,
-        Err(e) => {
-            error!("cannot set up the HTTP client: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+        policy: EndpointPolicy::new(args.allow_namespaced_endpoint_hosts.clone()),
+    })
+    .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    let metrics = Arc::new(Metrics::default());
+    let notifier = Arc::new(Notifier::new(
+        client.clone(),
+        NotifyConfig {
+            smtp_url: args.smtp_url.clone(),
+            smtp_from: args.smtp_from.clone(),
+            smtp_credentials_secret: args.smtp_credentials_secret.clone(),
+            reminder_interval: args.reminder_interval,
+            expiry_warning: args.expiry_warning,
+            operator_namespace: args.operator_namespace.clone(),
+        },
+        metrics.clone(),
+    ));
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
+    let probes = tokio::spawn(telemetry::server::serve(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let settings = Settings {
-        namespace: args.namespace,
-        operator_namespace: args.operator_namespace,
+        namespace: args.namespace.clone(),
+        operator_namespace: args.operator_namespace.clone(),
         concurrency: args.concurrency,
         per_provider_concurrency: args.per_provider_concurrency,
         retry_base: args.retry_base,
+        selector: args.selector.clone(),
     };
-    controller::run(client, http, settings, shutdown_signal()).await;
-    ExitCode::SUCCESS
+    let deps = Deps {
+        http,
+        metrics,
+        notifier,
+        ready: ready.clone(),
+    };
+    info!(metrics = %args.metrics_addr, "relink {} starting", env!("CARGO_PKG_VERSION"));
+    let result = if args.leader_elect {
+        lead_then_run(client, deps, settings, &args, ready, stop_rx.clone()).await
+    } else {
+        controller::run(client, deps, settings, stopped(stop_rx.clone())).await;
+        Ok(())
+    };
+    probes.abort();
+    result
+}
+
+/// Resolves when shutdown was asked for.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Waits for the Lease, runs the controller while leading, and releases the Lease on the way out.
+/// Losing the Lease ends the process (exit 1) so a fresh start rejoins as a standby.
+async fn lead_then_run(
+    client: Client,
+    deps: Deps,
+    settings: Settings,
+    args: &RunArgs,
+    ready: Arc<AtomicBool>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relink".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let secs = args.lease_duration.as_secs().max(3);
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.operator_namespace)
+        .with_identity(&identity)
+        .with_duration(secs)
+        .with_grace((secs / 3).max(1))
+        .build()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot use Lease {}/{}: {e}",
+                args.operator_namespace, args.lease_name
+            )
+        })?;
+    let (mut leading, task) = manager.watch().await;
+    // A standby that takes part in the election is healthy.
+    ready.store(true, Ordering::Relaxed);
+    info!(identity = %identity, lease = %args.lease_name, "waiting to lead");
+    let mut stop_wait = stop.clone();
+    loop {
+        if *leading.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() {
+                return Err("leader election stopped".into());
+            },
+            _ = stop_wait.wait_for(|s| *s) => {
+                drop(leading);
+                let _ = task.await;
+                return Ok(());
+            }
+        }
+    }
+    info!(identity = %identity, "leading: starting the controller");
+    ready.store(false, Ordering::Relaxed);
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let mut lease_rx = leading.clone();
+    let until = async move {
+        tokio::select! {
+            _ = stopped(stop) => {},
+            _ = lease_rx.wait_for(|l| !*l) => { lost_flag.store(true, Ordering::Relaxed); },
+        }
+    };
+    controller::run(client, deps, settings, until).await;
+    drop(leading);
+    match task.await {
+        Ok(Ok(_)) => info!("lease released"),
+        Ok(Err(e)) => error!("cannot release the lease: {e}"),
+        Err(e) => error!("lease task failed: {e}"),
+    }
+    if lost.load(Ordering::Relaxed) {
+        return Err(
+            "lost the lease to another replica; exiting so a fresh start can stand by".into(),
+        );
+    }
+    Ok(())
 }
 
 /// Fails with a message that says what to do when the cluster is unreachable or the CRDs are missing.

@@ -297,6 +297,10 @@ pub struct ChannelConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_provider_generation: Option<i64>,
 
+    /// The last notification sent to the owners, so each change is told once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notification: Option<NotificationRecord>,
+
     /// The last value of the `relink.dev/check-requested-at` annotation that was acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_check_request: Option<String>,
@@ -304,6 +308,19 @@ pub struct ChannelConnectionStatus {
 
 fn is_zero(n: &i32) -> bool {
     *n == 0
+}
+
+/// What owners were last told, and when.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRecord {
+    /// The reason told (e.g. `Revoked`, `Expiring`, `Valid` for a recovery).
+    pub reason: String,
+    /// When it was sent.
+    pub time: Time,
+    /// Where it went, e.g. `email,webhook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<String>,
 }
 
 /// An account as the provider reports it.

@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -28,7 +30,10 @@ use crate::api::{
     ChannelConnection, ChannelConnectionStatus, ChannelProvider, ClusterChannelProvider,
     ProviderKind,
 };
+use crate::notify::Notifier;
 use crate::providers::Http;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::ConnectionLabels;
 
 pub use reconcile::Error;
 pub use schedule::{Due, Observed, due};
@@ -47,6 +52,17 @@ pub struct Settings {
     pub per_provider_concurrency: usize,
     /// First retry delay after a transient provider failure.
     pub retry_base: Duration,
+    /// Only connections matching this label selector (sharding).
+    pub selector: Option<String>,
+}
+
+/// What the controller uses besides the Kubernetes client, built once by `relink run`.
+pub struct Deps {
+    pub http: Http,
+    pub metrics: Arc<Metrics>,
+    pub notifier: Arc<Notifier>,
+    /// Set once the caches are synced (read by `/readyz`).
+    pub ready: Arc<AtomicBool>,
 }
 
 /// Shared by every reconcile.
@@ -54,6 +70,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub http: Http,
+    pub metrics: Arc<Metrics>,
+    pub notifier: Arc<Notifier>,
     pub settings: Settings,
     pub providers: Store<ChannelProvider>,
     pub cluster_providers: Store<ClusterChannelProvider>,
@@ -126,7 +144,7 @@ where
 /// Runs the controller until `shutdown` resolves; in-flight checks finish first.
 pub async fn run(
     client: Client,
-    http: Http,
+    deps: Deps,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -134,10 +152,20 @@ pub async fn run(
     let ns = settings.namespace.clone();
 
     let (conn_store, conn_writer) = reflector::store::<ChannelConnection>();
-    let connections = watcher(api_for::<ChannelConnection>(&client, &ns), wc.clone())
+    let metrics = deps.metrics.clone();
+    let conn_wc = match &settings.selector {
+        Some(sel) => wc.clone().labels(sel),
+        None => wc.clone(),
+    };
+    let connections = watcher(api_for::<ChannelConnection>(&client, &ns), conn_wc)
         .default_backoff()
         .modify(|c| c.managed_fields_mut().clear())
         .reflect(conn_writer)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(c) = event {
+                metrics.forget_connection(&connection_labels(c));
+            }
+        })
         .applied_objects();
 
     let (providers, provider_writer) = reflector::store::<ChannelProvider>();
@@ -173,7 +201,9 @@ pub async fn run(
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
-        http,
+        http: deps.http,
+        metrics: deps.metrics,
+        notifier: deps.notifier,
         settings: settings.clone(),
         providers: providers.clone(),
         cluster_providers: cluster_providers.clone(),
@@ -184,11 +214,13 @@ pub async fn run(
     });
     {
         let ctx = ctx.clone();
+        let ready = deps.ready.clone();
         tokio::spawn(async move {
             let _ = ctx.providers.wait_until_ready().await;
             let _ = ctx.cluster_providers.wait_until_ready().await;
             ctx.secrets.wait_synced().await;
             ctx.synced.send_replace(true);
+            ready.store(true, Ordering::Relaxed);
             info!("caches synced");
         });
     }
@@ -235,6 +267,15 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+/// Labels of a connection's own metric series.
+pub fn connection_labels(c: &ChannelConnection) -> ConnectionLabels {
+    ConnectionLabels {
+        namespace: c.namespace().unwrap_or_default(),
+        name: c.name_any(),
+        provider: c.spec.provider_ref.name.clone(),
+    }
 }
 
 fn referencing(

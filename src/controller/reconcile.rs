@@ -21,6 +21,7 @@ use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, ProviderSettings,
 };
 use crate::providers::{App, Token, Verdict, validator_for};
+use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
 
 /// Failures of the operator itself (not of the provider): retried by [`error_policy`].
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +41,15 @@ impl Error {
 
 pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.wait_synced().await;
+    let started = Instant::now();
+    let result = check_if_due(conn, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
 
+async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let uid = conn.uid().unwrap_or_default();
     let conn = with_latest_status(&ctx, &uid, conn);
     let now = jiff::Timestamp::now();
@@ -58,7 +67,7 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
     let (outcome, observed) = if conn.spec.suspend {
         (Outcome::Suspended, observed)
     } else {
-        gather_and_check(&conn, &ctx, &ns).await?
+        gather_and_check(&conn, ctx, &ns).await?
     };
     let old = conn.status.clone().unwrap_or_default();
     let cx = CheckContext {
@@ -90,8 +99,10 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
         }
     };
     status.next_check_time = wait.map(|w| Time(now + w));
+    ctx.notifier.on_check(&conn, &old, &mut status, now).await;
 
-    write_status(&ctx, &conn, &status).await?;
+    write_status(ctx, &conn, &status).await?;
+    record_metrics(ctx, &conn, &status, &outcome);
     ctx.written
         .lock()
         .expect("written lock")
@@ -127,9 +138,51 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
     })
 }
 
-pub fn error_policy(conn: Arc<ChannelConnection>, err: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(conn: Arc<ChannelConnection>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            error: err.metric_label().to_owned(),
+        })
+        .inc();
     warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %err, kind = err.metric_label(), "reconcile error, retrying");
     Action::requeue(Duration::from_secs(10))
+}
+
+fn record_metrics(
+    ctx: &Context,
+    conn: &ChannelConnection,
+    status: &ChannelConnectionStatus,
+    outcome: &Outcome,
+) {
+    use crate::api::ConditionType;
+    let m = &ctx.metrics;
+    m.status_writes.inc();
+    let labels = super::connection_labels(conn);
+    let ready = status
+        .condition(ConditionType::Ready)
+        .is_some_and(|c| c.status == "True");
+    m.connection_ready
+        .get_or_create(&labels)
+        .set(i64::from(ready));
+    match &status.expires_at {
+        Some(t) => {
+            m.token_expiration
+                .get_or_create(&labels)
+                .set(t.0.as_second() as f64);
+        }
+        None => {
+            m.token_expiration.remove(&labels);
+        }
+    }
+    if !matches!(outcome, Outcome::Suspended) {
+        m.checks
+            .get_or_create(&ResultLabels {
+                provider: labels.provider.clone(),
+                result: verdict_label(status),
+            })
+            .inc();
+    }
 }
 
 /// The cached object, with the status this process wrote if the cache has not caught up yet.
@@ -326,9 +379,17 @@ async fn gather_and_check(
         .acquire()
         .await
         .expect("provider semaphore is never closed");
+    let started = Instant::now();
     let verdict = validator_for(app.settings.type_)
         .check(&ctx.http, &app, &token)
         .await;
+    ctx.metrics
+        .provider_request_duration
+        .get_or_create(&EndpointLabels {
+            provider: conn.spec.provider_ref.name.clone(),
+            endpoint: "check".into(),
+        })
+        .observe(started.elapsed().as_secs_f64());
     Ok((
         Outcome::Checked {
             verdict,

@@ -7,6 +7,8 @@
 mod http;
 mod oauth2;
 pub mod policy;
+pub mod preset;
+pub mod token;
 
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use futures::future::BoxFuture;
 
 pub use http::{Http, HttpConfig, Response, TransportError};
 pub use policy::EndpointPolicy;
+pub use preset::{ClientAuth, Preset, RenewStyle, preset};
+pub use token::{NewTokens, Renewal};
 
 use crate::api::{ProviderSettings, ProviderType, Reason, ReportedAccount};
 
@@ -87,7 +91,38 @@ pub struct App {
     pub label: String,
 }
 
-/// One provider type's way of checking a token.
+/// Which URL of a provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Authorization,
+    Token,
+    Introspection,
+    Userinfo,
+    ApiBase,
+}
+
+impl App {
+    /// The preset of the provider's type.
+    pub fn preset(&self) -> Preset {
+        preset(self.settings.type_)
+    }
+
+    /// A URL: `spec.endpoints` when set, else the preset's.
+    pub fn endpoint(&self, which: Endpoint) -> Option<String> {
+        let e = &self.settings.endpoints;
+        let p = self.preset();
+        let (spec, preset) = match which {
+            Endpoint::Authorization => (&e.authorization_url, p.authorization_url),
+            Endpoint::Token => (&e.token_url, p.token_url),
+            Endpoint::Introspection => (&e.introspection_url, p.introspection_url),
+            Endpoint::Userinfo => (&e.userinfo_url, p.userinfo_url),
+            Endpoint::ApiBase => (&e.api_base_url, p.api_base_url),
+        };
+        spec.clone().or_else(|| preset.map(str::to_owned))
+    }
+}
+
+/// One provider type's way of checking and renewing a token.
 pub trait Validator: Send + Sync {
     /// Asks the provider about `token`. Never fails: every outcome is a [`Verdict`].
     fn check<'a>(
@@ -96,6 +131,31 @@ pub trait Validator: Send + Sync {
         app: &'a App,
         token: &'a Token,
     ) -> BoxFuture<'a, Verdict>;
+
+    /// Renews the access token without a person, as the preset's [`RenewStyle`] says.
+    /// `refresh_token` is the stored refresh token, `access_token` the current token (Meta and
+    /// Instagram renew by exchanging it).
+    fn renew<'a>(
+        &'a self,
+        http: &'a Http,
+        app: &'a App,
+        access_token: &'a Token,
+        refresh_token: Option<&'a Token>,
+    ) -> BoxFuture<'a, Renewal> {
+        token::renew_standard(http, app, access_token, refresh_token)
+    }
+
+    /// Exchanges an authorization code from the OAuth callback for tokens.
+    fn exchange_code<'a>(
+        &'a self,
+        http: &'a Http,
+        app: &'a App,
+        code: &'a str,
+        redirect_uri: &'a str,
+        code_verifier: Option<&'a str>,
+    ) -> BoxFuture<'a, Renewal> {
+        token::exchange_code_standard(http, app, code, redirect_uri, code_verifier)
+    }
 }
 
 /// The validator for a provider type. Types without a built-in preset yet are checked like a

@@ -7,7 +7,7 @@ use reqwest::Method;
 use reqwest::header::WWW_AUTHENTICATE;
 use serde::Deserialize;
 
-use super::{App, Grant, Http, Response, Token, Validator, Verdict, split_scopes};
+use super::{App, Endpoint, Grant, Http, Response, Token, Validator, Verdict, split_scopes};
 use crate::api::{Reason, ReportedAccount};
 
 pub struct OAuth2;
@@ -20,11 +20,10 @@ impl Validator for OAuth2 {
         token: &'a Token,
     ) -> BoxFuture<'a, Verdict> {
         async move {
-            let endpoints = &app.settings.endpoints;
-            if let Some(url) = &endpoints.introspection_url {
-                introspect(http, app, url, token).await
-            } else if let Some(url) = &endpoints.userinfo_url {
-                probe(http, app, url, token).await
+            if let Some(url) = app.endpoint(Endpoint::Introspection) {
+                introspect(http, app, &url, token).await
+            } else if let Some(url) = app.endpoint(Endpoint::Userinfo) {
+                probe(http, app, &url, token).await
             } else {
                 Verdict::Misconfigured {
                     message: "provider type oauth2 needs spec.endpoints.introspectionUrl or spec.endpoints.userinfoUrl".into(),
@@ -47,13 +46,13 @@ struct Introspection {
 
 /// RFC 6749 §5.2 error body.
 #[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    error_description: Option<String>,
+pub(super) struct ErrorBody {
+    pub error: String,
+    pub error_description: Option<String>,
 }
 
 impl ErrorBody {
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match &self.error_description {
             Some(d) => format!("{}: {}", self.error, d),
             None => self.error.clone(),

@@ -45,6 +45,10 @@ pub fn operator_args(ns: &str) -> Vec<String> {
         "1s",
         "--provider-timeout",
         "2s",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--callback-addr",
+        "127.0.0.1:0",
     ]
     .map(str::to_owned)
     .to_vec()
