@@ -17,6 +17,7 @@ use relink::api::parse_duration;
 use relink::controller::{self, Deps, Settings};
 use relink::notify::{Notifier, NotifyConfig};
 use relink::providers::{EndpointPolicy, Http, HttpConfig};
+use relink::reauth::{self, Reauth, StateKey, callback::CallbackContext};
 use relink::sandbox::{Sandbox, SandboxConfig};
 use relink::telemetry::{self, Metrics};
 use tokio::sync::watch;
@@ -32,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the current kube context (or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
     /// Serve the sandbox OAuth provider used by tests and the demo.
@@ -186,7 +187,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(args) => runtime().block_on(run(args)),
+        Command::Run(args) => runtime().block_on(run(*args)),
         Command::Sandbox(args) => runtime().block_on(sandbox(args)),
     }
 }
@@ -243,6 +244,10 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
+    info!(
+        metrics = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "serving /metrics, /healthz and /readyz"
+    );
     let probes = tokio::spawn(telemetry::server::serve(
         listener,
         metrics.clone(),
@@ -257,8 +262,42 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
         retry_base: args.retry_base,
         selector: args.selector.clone(),
     };
+    let key = StateKey::load_or_create(&client, &args.operator_namespace, &args.state_key_secret)
+        .await
+        .map_err(|e| {
+            format!("{e} (the operator namespace is set by --operator-namespace / POD_NAMESPACE)")
+        })?;
+    let reauth = Reauth {
+        key,
+        public_url: args.public_url.clone(),
+        ttl: args.reauth_link_ttl,
+    };
+    let callback_listener = tokio::net::TcpListener::bind(args.callback_addr)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on --callback-addr {}: {e}",
+                args.callback_addr
+            )
+        })?;
+    info!(
+        callback = %callback_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        public_url = %args.public_url,
+        "serving the OAuth callback"
+    );
+    let callback = tokio::spawn(reauth::callback::serve(
+        callback_listener,
+        Arc::new(CallbackContext {
+            client: client.clone(),
+            http: http.clone(),
+            reauth: reauth.clone(),
+            operator_namespace: args.operator_namespace.clone(),
+        }),
+        stopped(stop_rx.clone()),
+    ));
     let deps = Deps {
         http,
+        reauth,
         metrics,
         notifier,
         ready: ready.clone(),
@@ -271,6 +310,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
         Ok(())
     };
     probes.abort();
+    callback.abort();
     result
 }
 

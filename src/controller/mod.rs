@@ -8,6 +8,7 @@ mod reconcile;
 mod schedule;
 mod secrets;
 pub mod status;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,7 @@ use crate::api::{
 };
 use crate::notify::Notifier;
 use crate::providers::Http;
+use crate::reauth::Reauth;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ConnectionLabels;
 
@@ -59,6 +61,7 @@ pub struct Settings {
 /// What the controller uses besides the Kubernetes client, built once by `relink run`.
 pub struct Deps {
     pub http: Http,
+    pub reauth: Reauth,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
     /// Set once the caches are synced (read by `/readyz`).
@@ -70,6 +73,7 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub http: Http,
+    pub reauth: Reauth,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
     pub settings: Settings,
@@ -202,6 +206,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         client,
         http: deps.http,
+        reauth: deps.reauth,
         metrics: deps.metrics,
         notifier: deps.notifier,
         settings: settings.clone(),

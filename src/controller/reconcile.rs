@@ -16,11 +16,13 @@ use tracing::{debug, info, warn};
 
 use super::Context;
 use super::schedule::{self, Due};
+use super::status::needs_login;
 use super::status::{CheckContext, Outcome, next_status};
+use super::tokens::{ResolvedProvider, load_app, parse_expiry, read_key, write_tokens};
 use crate::api::{
-    ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, ProviderSettings,
+    ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, parse_duration,
 };
-use crate::providers::{App, Token, Verdict, validator_for};
+use crate::providers::{App, RenewStyle, Renewal, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
 
 /// Failures of the operator itself (not of the provider): retried by [`error_policy`].
@@ -51,7 +53,7 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
 
 async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let uid = conn.uid().unwrap_or_default();
-    let conn = with_latest_status(&ctx, &uid, conn);
+    let conn = with_latest_status(ctx, &uid, conn);
     let now = jiff::Timestamp::now();
     let observed = ctx.observed(&conn);
     let why = match schedule::due(&conn, &observed, now) {
@@ -64,11 +66,17 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     debug!(namespace = %ns, name = %name, why, "check due");
 
     let started = Instant::now();
-    let (outcome, observed) = if conn.spec.suspend {
-        (Outcome::Suspended, observed)
+    let g = if conn.spec.suspend {
+        Gathered {
+            outcome: Outcome::Suspended,
+            observed,
+            app: None,
+            refreshed: false,
+        }
     } else {
-        gather_and_check(&conn, ctx, &ns).await?
+        gather_and_check(&conn, ctx, &ns, observed).await?
     };
+    let (outcome, observed) = (g.outcome, g.observed);
     let old = conn.status.clone().unwrap_or_default();
     let cx = CheckContext {
         spec: &conn.spec,
@@ -79,6 +87,10 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         observed_provider_generation: observed.provider_generation,
     };
     let (mut status, transition) = next_status(&old, &outcome, &cx);
+    if g.refreshed {
+        status.last_refresh_time = Some(Time(now));
+    }
+    set_reauth_url(ctx, &conn, &outcome, g.app.as_ref(), &mut status, now);
 
     let interval = schedule::interval(&conn);
     let wait = {
@@ -95,11 +107,20 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
                 *retry_after,
                 &mut rng,
             )),
+            Outcome::Checked {
+                refreshable: true, ..
+            } => Some(schedule::before_expiry(
+                schedule::next_regular(interval, &mut rng),
+                status.expires_at.as_ref().map(|t| t.0),
+                now,
+            )),
             _ => Some(schedule::next_regular(interval, &mut rng)),
         }
     };
     status.next_check_time = wait.map(|w| Time(now + w));
-    ctx.notifier.on_check(&conn, &old, &mut status, now).await;
+    ctx.notifier
+        .on_check(&conn, &old, &mut status, now, &ctx.http)
+        .await;
 
     write_status(ctx, &conn, &status).await?;
     record_metrics(ctx, &conn, &status, &outcome);
@@ -258,131 +279,172 @@ async fn write_status(
     Ok(())
 }
 
-/// Finds the provider, its client secret and the token, then asks the provider. Returns the
-/// outcome and the input versions it was based on.
+/// What gathering the inputs found.
+struct Gathered {
+    outcome: Outcome,
+    /// Input versions the outcome is based on.
+    observed: super::Observed,
+    /// The application, when it could be loaded (needed for a re-authorization link).
+    app: Option<App>,
+    refreshed: bool,
+}
+
+/// Finds the provider, its client secret and the token; refreshes the token when it is about
+/// to expire (or already dead) and a refresh is possible; then asks the provider.
 async fn gather_and_check(
     conn: &ChannelConnection,
     ctx: &Context,
     ns: &str,
-) -> Result<(Outcome, super::Observed), Error> {
-    let mut observed = super::Observed::default();
+    cached: super::Observed,
+) -> Result<Gathered, Error> {
+    let mut observed = super::Observed {
+        secret_version: cached.secret_version,
+        provider_generation: None,
+    };
+    let done = |outcome, observed, app| Gathered {
+        outcome,
+        observed,
+        app,
+        refreshed: false,
+    };
     let r = &conn.spec.provider_ref;
-    let (settings, trusted, label, provider_ns) = match r.kind {
-        ProviderKind::ChannelProvider => {
-            match ctx.providers.get(&ObjectRef::new(&r.name).within(ns)) {
-                Some(p) => {
-                    observed.provider_generation = p.metadata.generation;
-                    (
-                        ProviderSettings::from(p.spec.clone()),
-                        false,
-                        format!("{ns}/{}", r.name),
-                        ns.to_owned(),
-                    )
-                }
-                None => return Ok(not_found(conn, ctx, ns, r.kind.as_str(), &r.name)),
-            }
-        }
-        ProviderKind::ClusterChannelProvider => {
-            match ctx.cluster_providers.get(&ObjectRef::new(&r.name)) {
-                Some(p) => {
-                    observed.provider_generation = p.metadata.generation;
-                    (
-                        ProviderSettings::from(p.spec.clone()),
-                        true,
-                        r.name.clone(),
-                        ctx.settings.operator_namespace.clone(),
-                    )
-                }
-                None => return Ok(not_found(conn, ctx, ns, r.kind.as_str(), &r.name)),
-            }
-        }
+    let provider = match r.kind {
+        ProviderKind::ChannelProvider => ctx
+            .providers
+            .get(&ObjectRef::new(&r.name).within(ns))
+            .map(|p| ResolvedProvider::from_namespaced(&p)),
+        ProviderKind::ClusterChannelProvider => ctx
+            .cluster_providers
+            .get(&ObjectRef::new(&r.name))
+            .map(|p| ResolvedProvider::from_cluster(&p, &ctx.settings.operator_namespace)),
+    };
+    let Some(provider) = provider else {
+        let outcome = Outcome::ProviderNotFound {
+            kind: r.kind.as_str(),
+            name: r.name.clone(),
+        };
+        return Ok(done(outcome, observed, None));
+    };
+    observed.provider_generation = provider.generation;
+    let app = match load_app(&ctx.client, ctx.http.policy(), &provider).await? {
+        Ok(app) => app,
+        Err(message) => return Ok(done(Outcome::ProviderNotReady { message }, observed, None)),
     };
 
-    // The token Secret first: its version is part of what the verdict is based on.
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let sref = &conn.spec.secret_ref;
-    let secret = match secrets.get_opt(&sref.name).await? {
-        Some(s) => s,
-        None => {
-            return Ok((
-                Outcome::SecretNotFound {
-                    secret: sref.name.clone(),
-                },
-                observed,
-            ));
-        }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(secret) = secrets.get_opt(&sref.name).await? else {
+        observed.secret_version = None;
+        let outcome = Outcome::SecretNotFound {
+            secret: sref.name.clone(),
+        };
+        return Ok(done(outcome, observed, Some(app)));
     };
     observed.secret_version = secret.resource_version();
-    let Some(token) = read_key(&secret, &sref.access_token_key) else {
+    let Some(mut token) = read_key(&secret, &sref.access_token_key) else {
         let outcome = Outcome::SecretKeyMissing {
             secret: sref.name.clone(),
             key: sref.access_token_key.clone(),
         };
-        return Ok((outcome, observed));
+        return Ok(done(outcome, observed, Some(app)));
     };
-    let secret_expires_at =
+    let refresh_token = read_key(&secret, &sref.refresh_token_key);
+    let mut expires_at =
         read_key(&secret, &sref.expires_at_key).and_then(|v| parse_expiry(v.expose()));
 
-    if !trusted {
-        let e = &settings.endpoints;
-        for url in [
-            &e.authorization_url,
-            &e.token_url,
-            &e.introspection_url,
-            &e.userinfo_url,
-            &e.api_base_url,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Err(message) = ctx.http.policy().check_url(url) {
-                return Ok((Outcome::ProviderNotReady { message }, observed));
-            }
-        }
-    }
-    let client_secret = match &settings.client_secret_ref {
-        None => None,
-        Some(cs) => {
-            let cs_ns = if trusted {
-                cs.namespace.clone().unwrap_or(provider_ns)
-            } else {
-                provider_ns
-            };
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &cs_ns);
-            match api
-                .get_opt(&cs.name)
-                .await?
-                .and_then(|s| read_key(&s, &cs.key))
-            {
-                Some(v) => Some(v),
-                None => {
-                    let message = format!(
-                        "{} {label}: client secret not found (Secret {cs_ns}/{}, key {:?} in spec.clientSecretRef)",
-                        r.kind.as_str(),
-                        cs.name,
-                        cs.key
-                    );
-                    return Ok((Outcome::ProviderNotReady { message }, observed));
-                }
-            }
-        }
-    };
-
-    let app = App {
-        settings,
-        client_secret,
-        trusted,
-        label: format!("{}/{label}", r.kind.as_str()),
-    };
+    let validator = validator_for(app.settings.type_);
     let slot = ctx.provider_slot(&app.label);
     let _permit = slot
         .acquire()
         .await
         .expect("provider semaphore is never closed");
+    let mut refresh = Refresher {
+        ctx,
+        conn,
+        ns,
+        app: &app,
+        refresh_token,
+        version: observed.secret_version.clone(),
+        refreshed: false,
+    };
+
+    // Ahead of expiry: renew first, then check the new token.
+    let refreshable = conn.spec.refresh.enabled
+        && (refresh.refresh_token.is_some()
+            || matches!(
+                app.preset().renew,
+                RenewStyle::MetaExchange | RenewStyle::InstagramRefresh
+            ));
+    let status = conn.status.clone().unwrap_or_default();
+    let known_expiry = expires_at.or(status.expires_at.as_ref().map(|t| t.0));
+    if refreshable
+        && schedule::refresh_due(
+            known_expiry,
+            status.last_refresh_time.as_ref().map(|t| t.0),
+            parse_duration(&conn.spec.refresh.before).unwrap_or(Duration::from_secs(86_400)),
+            jiff::Timestamp::now(),
+        )
+    {
+        match refresh.run(&token).await {
+            RefreshResult::Renewed(t, at) => {
+                token = t;
+                expires_at = at;
+            }
+            RefreshResult::Failed(verdict) if matches!(verdict, Verdict::Misconfigured { .. }) => {
+                let outcome = Outcome::Checked {
+                    verdict,
+                    secret_expires_at: expires_at,
+                    refreshable,
+                };
+                return Ok(done(outcome, refresh.observed(observed), Some(app)));
+            }
+            _ => {}
+        }
+    }
+
+    let mut verdict = timed_check(ctx, conn, validator, &app, &token).await;
+
+    // Dead token but a refresh token: one renewal before telling a person.
+    if let Verdict::Invalid {
+        reason: Reason::Expired | Reason::Revoked,
+        ..
+    } = &verdict
+        && conn.spec.refresh.enabled
+        && refresh.refresh_token.is_some()
+        && !refresh.refreshed
+    {
+        verdict = match refresh.run(&token).await {
+            RefreshResult::Renewed(t, at) => {
+                expires_at = at;
+                timed_check(ctx, conn, validator, &app, &t).await
+            }
+            RefreshResult::Failed(v) => v,
+            RefreshResult::NotPossible => verdict,
+        };
+    }
+    let refreshed = refresh.refreshed;
+    let observed = refresh.observed(observed);
+    Ok(Gathered {
+        outcome: Outcome::Checked {
+            verdict,
+            secret_expires_at: expires_at,
+            refreshable,
+        },
+        observed,
+        app: Some(app),
+        refreshed,
+    })
+}
+
+async fn timed_check(
+    ctx: &Context,
+    conn: &ChannelConnection,
+    validator: &dyn crate::providers::Validator,
+    app: &App,
+    token: &Token,
+) -> Verdict {
     let started = Instant::now();
-    let verdict = validator_for(app.settings.type_)
-        .check(&ctx.http, &app, &token)
-        .await;
+    let verdict = validator.check(&ctx.http, app, token).await;
     ctx.metrics
         .provider_request_duration
         .get_or_create(&EndpointLabels {
@@ -390,48 +452,161 @@ async fn gather_and_check(
             endpoint: "check".into(),
         })
         .observe(started.elapsed().as_secs_f64());
-    Ok((
-        Outcome::Checked {
-            verdict,
-            secret_expires_at,
-        },
-        observed,
-    ))
+    verdict
 }
 
-fn not_found(
-    conn: &ChannelConnection,
+/// One connection's token renewal: calls the provider, writes the Secret with optimistic
+/// concurrency, and re-reads it before declaring a refresh token dead.
+struct Refresher<'a> {
+    ctx: &'a Context,
+    conn: &'a ChannelConnection,
+    ns: &'a str,
+    app: &'a App,
+    refresh_token: Option<Token>,
+    /// `resourceVersion` of the Secret as last read or written.
+    version: Option<String>,
+    refreshed: bool,
+}
+
+enum RefreshResult {
+    Renewed(Token, Option<jiff::Timestamp>),
+    /// A verdict to report instead of checking further.
+    Failed(Verdict),
+    NotPossible,
+}
+
+impl Refresher<'_> {
+    fn observed(&self, mut o: super::Observed) -> super::Observed {
+        o.secret_version = self.version.clone();
+        o
+    }
+
+    fn count(&self, result: &str) {
+        self.ctx
+            .metrics
+            .refreshes
+            .get_or_create(&ResultLabels {
+                provider: self.conn.spec.provider_ref.name.clone(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    async fn run(&mut self, access: &Token) -> RefreshResult {
+        let validator = validator_for(self.app.settings.type_);
+        let answer = validator
+            .renew(
+                &self.ctx.http,
+                self.app,
+                access,
+                self.refresh_token.as_ref(),
+            )
+            .await;
+        let name = self.conn.name_any();
+        match answer {
+            Renewal::Renewed(tokens) => {
+                match write_tokens(
+                    &self.ctx.client,
+                    self.ns,
+                    &self.conn.spec.secret_ref,
+                    &tokens,
+                    self.version.as_deref(),
+                )
+                .await
+                {
+                    Ok(version) => {
+                        self.version = version;
+                        self.refreshed = true;
+                        if tokens.refresh_token.is_some() {
+                            self.refresh_token = tokens.refresh_token.clone();
+                        }
+                        self.count("renewed");
+                        info!(namespace = %self.ns, name = %name, "token refreshed");
+                        RefreshResult::Renewed(tokens.access_token, tokens.expires_at)
+                    }
+                    Err(e) => {
+                        self.count("write_failed");
+                        warn!(namespace = %self.ns, name = %name, error = %e, "refreshed token not written; checking again soon");
+                        RefreshResult::Failed(Verdict::Transient {
+                            message: format!("refreshed but {e}"),
+                            retry_after: None,
+                        })
+                    }
+                }
+            }
+            Renewal::Rejected { message } => {
+                // A refresh token rotated by someone else is not a dead one: re-read first.
+                let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.ns);
+                let current = secrets
+                    .get_opt(&self.conn.spec.secret_ref.name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|s| read_key(&s, &self.conn.spec.secret_ref.refresh_token_key));
+                if current.is_some() && current != self.refresh_token {
+                    self.count("rotated_elsewhere");
+                    return RefreshResult::Failed(Verdict::Transient {
+                        message:
+                            "the refresh token changed in the Secret meanwhile; checking again"
+                                .into(),
+                        retry_after: None,
+                    });
+                }
+                self.count("rejected");
+                RefreshResult::Failed(Verdict::Invalid {
+                    reason: Reason::RefreshFailed,
+                    message: format!(
+                        "refreshing the token failed: {message}; a person must log in again"
+                    ),
+                })
+            }
+            Renewal::Transient {
+                message,
+                retry_after,
+            } => {
+                self.count("unavailable");
+                RefreshResult::Failed(Verdict::Transient {
+                    message,
+                    retry_after,
+                })
+            }
+            Renewal::Misconfigured { message } => {
+                self.count("misconfigured");
+                RefreshResult::Failed(Verdict::Misconfigured { message })
+            }
+            Renewal::Unsupported { .. } => RefreshResult::NotPossible,
+        }
+    }
+}
+
+/// Sets `status.reauthUrl` while a person must log in (kept stable across checks so the link
+/// in an email keeps working), clears it once healthy, keeps it through provider outages.
+fn set_reauth_url(
     ctx: &Context,
-    ns: &str,
-    kind: &'static str,
-    name: &str,
-) -> (Outcome, super::Observed) {
-    let observed = super::Observed {
-        secret_version: ctx.secrets.version(ns, &conn.spec.secret_ref.name),
-        provider_generation: None,
-    };
-    let outcome = Outcome::ProviderNotFound {
-        kind,
-        name: name.to_owned(),
-    };
-    (outcome, observed)
-}
-
-/// A Secret value as a token: UTF-8, surrounding whitespace trimmed (files often end in a
-/// newline), non-empty and without inner whitespace.
-fn read_key(secret: &Secret, key: &str) -> Option<Token> {
-    let raw = secret.data.as_ref()?.get(key)?;
-    let text = std::str::from_utf8(&raw.0).ok()?.trim();
-    if text.is_empty() || text.chars().any(char::is_whitespace) {
-        return None;
+    conn: &ChannelConnection,
+    outcome: &Outcome,
+    app: Option<&App>,
+    status: &mut ChannelConnectionStatus,
+    now: jiff::Timestamp,
+) {
+    if matches!(
+        outcome,
+        Outcome::Checked {
+            verdict: Verdict::Transient { .. },
+            ..
+        }
+    ) {
+        return;
     }
-    Some(Token::new(text))
-}
-
-/// `expires_at` as RFC 3339 or Unix seconds.
-fn parse_expiry(v: &str) -> Option<jiff::Timestamp> {
-    if let Ok(secs) = v.parse::<i64>() {
-        return jiff::Timestamp::from_second(secs).ok();
+    let old = status.reauth_url.take();
+    if !needs_login(status) {
+        return;
     }
-    v.parse().ok()
+    let Some(app) = app else { return };
+    match ctx.reauth.link(app, conn, old.as_deref(), now) {
+        Ok(url) => status.reauth_url = Some(url),
+        Err(message) => {
+            warn!(namespace = ?conn.namespace(), name = %conn.name_any(), %message, "no re-authorization link")
+        }
+    }
 }

@@ -104,10 +104,72 @@ pub fn next_retry(
     }
 }
 
+/// Whether to refresh now: the token expires within `before`, and (for tokens that live
+/// shorter than `before`) at least half of its life since the last refresh has passed, so a
+/// one-hour token is renewed every half hour rather than on every check.
+pub fn refresh_due(
+    expires_at: Option<jiff::Timestamp>,
+    last_refresh: Option<jiff::Timestamp>,
+    before: Duration,
+    now: jiff::Timestamp,
+) -> bool {
+    let Some(exp) = expires_at else { return false };
+    let remaining = exp.as_second() - now.as_second();
+    if remaining >= before.as_secs() as i64 {
+        return false;
+    }
+    match last_refresh {
+        Some(last) if last < exp => {
+            now.as_second() - last.as_second() >= (exp.as_second() - last.as_second()) / 2
+        }
+        _ => true,
+    }
+}
+
+/// For a refreshable token, the next check comes before it expires (at half its remaining
+/// life, not sooner than 30 s), so the Secret never holds an expired token.
+pub fn before_expiry(
+    regular: Duration,
+    expires_at: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> Duration {
+    let Some(exp) = expires_at else {
+        return regular;
+    };
+    let half = (exp.as_second() - now.as_second()).max(0) as u64 / 2;
+    regular.min(Duration::from_secs(half.max(30)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn short_lived_tokens_refresh_at_half_life_long_lived_within_before() {
+        let t = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let day = Duration::from_secs(86_400);
+        // A 1h token just refreshed: not again until 30 minutes have passed.
+        assert!(!refresh_due(Some(t(3600)), Some(t(0)), day, t(600)));
+        assert!(refresh_due(Some(t(3600)), Some(t(0)), day, t(1800)));
+        // A 60-day token: only inside the 24h window.
+        assert!(!refresh_due(Some(t(60 * 86_400)), None, day, t(0)));
+        assert!(refresh_due(
+            Some(t(60 * 86_400)),
+            None,
+            day,
+            t(59 * 86_400 + 1)
+        ));
+        assert!(!refresh_due(None, None, day, t(0)));
+        assert_eq!(
+            before_expiry(Duration::from_secs(900), Some(t(1200)), t(0)),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            before_expiry(Duration::from_secs(900), Some(t(10)), t(0)),
+            Duration::from_secs(30)
+        );
+    }
 
     #[test]
     fn retry_grows_and_is_capped() {

@@ -34,6 +34,8 @@ pub enum Outcome {
         verdict: Verdict,
         /// Expiry recorded next to the token in the Secret, if any.
         secret_expires_at: Option<jiff::Timestamp>,
+        /// relink can renew this token itself; then a near expiry is not news.
+        refreshable: bool,
     },
 }
 
@@ -177,8 +179,11 @@ fn apply_verdict(
             Outcome::Checked {
                 verdict,
                 secret_expires_at,
+                refreshable,
             } => match verdict {
-                Verdict::Valid(grant) => return apply_valid(s, grant, *secret_expires_at, cx, set),
+                Verdict::Valid(grant) => {
+                    return apply_valid(s, grant, *secret_expires_at, *refreshable, cx, set);
+                }
                 Verdict::Invalid {
                     reason: Reason::ScopesMissing,
                     message,
@@ -228,6 +233,7 @@ fn apply_valid(
     s: &mut ChannelConnectionStatus,
     grant: &Grant,
     secret_expires_at: Option<jiff::Timestamp>,
+    refreshable: bool,
     cx: &CheckContext<'_>,
     set: &mut Setter<'_>,
 ) {
@@ -298,10 +304,10 @@ fn apply_valid(
         set(s, Stalled, Some(true), reason, &msg);
     } else {
         let before = parse_duration(&cx.spec.refresh.before).unwrap_or(Duration::from_secs(86_400));
-        let expiring = s
-            .expires_at
-            .as_ref()
-            .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64());
+        let expiring = !refreshable
+            && s.expires_at
+                .as_ref()
+                .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64());
         let (reason, msg) = if expiring {
             let at = s
                 .expires_at
@@ -322,6 +328,49 @@ fn apply_valid(
         set(s, Stalled, Some(false), Reason::Valid, "nothing to do");
     }
     set(s, Reconciling, Some(false), Reason::Valid, "check finished");
+}
+
+/// Whether the Ready verdict asks a person to log in again (then `reauthUrl` is offered).
+pub fn needs_login(status: &ChannelConnectionStatus) -> bool {
+    use Reason::*;
+    let Some(ready) = status.condition(ConditionType::Ready) else {
+        return false;
+    };
+    matches!(
+        Reason::parse(&ready.reason),
+        Some(
+            Revoked
+                | Expired
+                | Expiring
+                | ScopesMissing
+                | AccountMismatch
+                | ReauthorizationRequired
+                | RefreshFailed
+                | SecretNotFound
+                | SecretKeyMissing
+        )
+    )
+}
+
+/// Why a freshly granted token cannot serve this connection (another account, missing scopes);
+/// the OAuth callback refuses such a login before writing anything.
+pub fn unfit_for(spec: &ChannelConnectionSpec, grant: &Grant) -> Option<String> {
+    if let Some(m) = account_mismatch(spec, grant, grant.account.as_ref()) {
+        return Some(m);
+    }
+    let granted = grant.scopes.as_ref()?;
+    let missing: Vec<&str> = spec
+        .required_scopes
+        .iter()
+        .filter(|r| !granted.contains(r))
+        .map(String::as_str)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the login did not grant the required scopes: {}",
+            missing.join(", ")
+        )
+    })
 }
 
 /// `Some(message)` when the token reaches another account than `spec.account.id`.

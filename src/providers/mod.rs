@@ -4,11 +4,23 @@
 //! never looks at provider-specific bodies. The four verdict kinds keep a provider outage from
 //! ever looking like a dead token (DESIGN.md, "never cry wolf").
 
+mod answer;
+mod facebook;
+mod google;
 mod http;
+mod instagram;
+mod linkedin;
+mod meta;
+mod microsoft;
 mod oauth2;
 pub mod policy;
 pub mod preset;
+mod slack;
+#[cfg(test)]
+mod testserver;
+mod tiktok;
 pub mod token;
+mod x;
 
 use std::time::Duration;
 
@@ -158,11 +170,19 @@ pub trait Validator: Send + Sync {
     }
 }
 
-/// The validator for a provider type. Types without a built-in preset yet are checked like a
-/// generic OAuth 2 server through their `spec.endpoints`.
+/// The validator for a provider type: each reads its provider's own documented answers.
 pub fn validator_for(type_: ProviderType) -> &'static dyn Validator {
-    let _ = type_;
-    &oauth2::OAuth2
+    match type_ {
+        ProviderType::Facebook => &facebook::Facebook,
+        ProviderType::Instagram => &instagram::Instagram,
+        ProviderType::Google => &google::Google,
+        ProviderType::Microsoft => &microsoft::Microsoft,
+        ProviderType::Linkedin => &linkedin::LinkedIn,
+        ProviderType::X => &x::X,
+        ProviderType::Slack => &slack::Slack,
+        ProviderType::Tiktok => &tiktok::TikTok,
+        ProviderType::OAuth2 => &oauth2::OAuth2,
+    }
 }
 
 /// Splits a scope string on spaces and commas (RFC 6749 uses spaces; Meta and others commas).

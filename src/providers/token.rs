@@ -163,7 +163,10 @@ pub(super) async fn token_request(
 pub(super) fn classify_error(e: &ErrorBody) -> Renewal {
     let message = format!("the token endpoint refused: {}", e.describe());
     match e.error.as_str() {
-        "invalid_grant" => Renewal::Rejected { message },
+        // OpenID Connect (and Microsoft's token endpoint): the grant needs a person again.
+        "invalid_grant" | "interaction_required" | "login_required" | "consent_required" => {
+            Renewal::Rejected { message }
+        }
         "invalid_client"
         | "unauthorized_client"
         | "unsupported_grant_type"

@@ -39,6 +39,8 @@ pub fn operator_args(ns: &str) -> Vec<String> {
     [
         "--namespace",
         ns,
+        "--operator-namespace",
+        ns,
         "--allow-namespaced-endpoint-hosts",
         "127.0.0.1",
         "--retry-base",
@@ -77,6 +79,51 @@ impl Scenario {
             operator,
             tokens: Vec::new(),
         }
+    }
+
+    /// Like [`Scenario::start`], with the operator's OAuth callback on a known local port.
+    /// Returns the scenario and the callback's base URL (`--public-url`).
+    pub async fn start_with_callback(prefix: &str) -> (Scenario, String) {
+        let cp = support::control_plane();
+        let client = cp.client();
+        let ns = support::test_namespace(&client, prefix).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let public = format!("http://127.0.0.1:{port}");
+        let mut args = operator_args(&ns);
+        let at = args
+            .iter()
+            .position(|a| a == "--callback-addr")
+            .expect("flag present");
+        args[at + 1] = format!("127.0.0.1:{port}");
+        args.extend(["--public-url".to_owned(), public.clone()]);
+        (Self::start_with(client, ns, &args).await, public)
+    }
+
+    /// Plays the person at the sandbox consent page: submits it for `account` (Allow or Deny)
+    /// and returns where the sandbox redirects (the operator's callback URL with code and state).
+    pub async fn consent(&self, reauth_url: &str, account: &str, allow: bool) -> String {
+        let url = url::Url::parse(reauth_url).expect("reauthUrl is a URL");
+        let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        form.push(("account_id".into(), account.into()));
+        form.push(("account_name".into(), format!("{account} name")));
+        form.push((
+            "decision".into(),
+            if allow { "allow" } else { "deny" }.into(),
+        ));
+        let resp = browser()
+            .post(format!("{}/oauth/authorize", self.sandbox.base_url()))
+            .form(&form)
+            .send()
+            .await
+            .expect("consent page answers");
+        assert_eq!(resp.status().as_u16(), 303, "consent redirects back");
+        resp.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned()
     }
 
     pub fn connections(&self) -> Api<ChannelConnection> {
@@ -312,6 +359,22 @@ impl Scenario {
             );
         }
     }
+}
+
+/// An HTTP client that, like a browser here, does not follow redirects on its own.
+pub fn browser() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// GET `url` as a browser would; returns status and body.
+pub async fn open(url: &str) -> (u16, String) {
+    let resp = browser().get(url).send().await.expect("page answers");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
 }
 
 pub fn connection_spec(

@@ -408,9 +408,12 @@ async fn namespaced_provider_cannot_target_internal_addresses() {
     let client = support::control_plane().client();
     let ns = support::test_namespace(&client, "ssrf").await;
     // No --allow-namespaced-endpoint-hosts: the default policy.
-    let args: Vec<String> = ["--namespace", &ns, "--retry-base", "1s"]
-        .map(str::to_owned)
-        .to_vec();
+    let mut args = crate::fixtures::operator_args(&ns);
+    let at = args
+        .iter()
+        .position(|a| a == "--allow-namespaced-endpoint-hosts")
+        .expect("flag present");
+    args.drain(at..at + 2);
     let mut sc = Scenario::start_with(client, ns, &args).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;

@@ -5,4 +5,7 @@ mod crds;
 mod fixtures;
 mod harness;
 mod health;
+mod notify;
+mod rbac;
+mod reauth;
 mod support;

@@ -53,6 +53,7 @@ fn valid(scopes: &[&str], account: &str) -> Outcome {
             ..Grant::default()
         }),
         secret_expires_at: None,
+        refreshable: false,
     }
 }
 
@@ -63,6 +64,7 @@ fn revoked() -> Outcome {
             message: "inactive".into(),
         },
         secret_expires_at: None,
+        refreshable: false,
     }
 }
 
@@ -73,6 +75,7 @@ fn transient() -> Outcome {
             retry_after: None,
         },
         secret_expires_at: None,
+        refreshable: false,
     }
 }
 
@@ -199,6 +202,7 @@ fn inactive_token_past_its_expiry_is_expired() {
             message: "inactive".into(),
         },
         secret_expires_at: Some("2026-05-01T00:00:00Z".parse().unwrap()),
+        refreshable: false,
     };
     let (s, _) = next_status(&Default::default(), &outcome, &cx(&spec));
     assert_eq!(cond(&s, ConditionType::Ready), pair("False", "Expired"));
@@ -242,6 +246,7 @@ fn soon_expiring_token_is_ready_but_expiring() {
             ..Grant::default()
         }),
         secret_expires_at: None,
+        refreshable: false,
     };
     let (s, _) = next_status(&Default::default(), &outcome, &cx(&spec));
     assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Expiring"));

@@ -1,0 +1,254 @@
+//! Reading and writing what a check needs: the provider application (with its client secret,
+//! behind the endpoint policy) and the token keys of a connection's Secret.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::api::{
+    ChannelProvider, ClusterChannelProvider, ProviderKind, ProviderRef, ProviderSettings,
+    TokenSecretRef,
+};
+use crate::providers::{App, EndpointPolicy, NewTokens, Token};
+
+/// A provider object found for a connection.
+#[derive(Clone, Debug)]
+pub struct ResolvedProvider {
+    pub settings: ProviderSettings,
+    pub kind: ProviderKind,
+    pub name: String,
+    /// Namespace of a ChannelProvider; the operator's for a ClusterChannelProvider.
+    pub namespace: String,
+    pub generation: Option<i64>,
+}
+
+impl ResolvedProvider {
+    pub fn from_namespaced(p: &ChannelProvider) -> Self {
+        Self {
+            settings: p.spec.clone().into(),
+            kind: ProviderKind::ChannelProvider,
+            name: p.name_any(),
+            namespace: p.namespace().unwrap_or_default(),
+            generation: p.metadata.generation,
+        }
+    }
+
+    pub fn from_cluster(p: &ClusterChannelProvider, operator_namespace: &str) -> Self {
+        Self {
+            settings: p.spec.clone().into(),
+            kind: ProviderKind::ClusterChannelProvider,
+            name: p.name_any(),
+            namespace: operator_namespace.to_owned(),
+            generation: p.metadata.generation,
+        }
+    }
+
+    /// Reads the provider object through the API (the callback server has no caches).
+    pub async fn fetch(
+        client: &Client,
+        r: &ProviderRef,
+        namespace: &str,
+        operator_namespace: &str,
+    ) -> Result<Option<Self>, kube::Error> {
+        Ok(match r.kind {
+            ProviderKind::ChannelProvider => {
+                Api::<ChannelProvider>::namespaced(client.clone(), namespace)
+                    .get_opt(&r.name)
+                    .await?
+                    .map(|p| Self::from_namespaced(&p))
+            }
+            ProviderKind::ClusterChannelProvider => {
+                Api::<ClusterChannelProvider>::all(client.clone())
+                    .get_opt(&r.name)
+                    .await?
+                    .map(|p| Self::from_cluster(&p, operator_namespace))
+            }
+        })
+    }
+
+    fn trusted(&self) -> bool {
+        self.kind == ProviderKind::ClusterChannelProvider
+    }
+
+    fn label(&self) -> String {
+        match self.kind {
+            ProviderKind::ChannelProvider => {
+                format!("ChannelProvider/{}/{}", self.namespace, self.name)
+            }
+            ProviderKind::ClusterChannelProvider => format!("ClusterChannelProvider/{}", self.name),
+        }
+    }
+}
+
+/// Why the application cannot be used: shown as `ProviderNotReady`.
+pub type NotReady = String;
+
+/// Builds the [`App`]: endpoints checked against the policy (namespaced providers only) and the
+/// client secret read. A Kubernetes API failure is an `Err(Err(..))` to retry.
+pub async fn load_app(
+    client: &Client,
+    policy: &EndpointPolicy,
+    p: &ResolvedProvider,
+) -> Result<Result<App, NotReady>, kube::Error> {
+    let label = p.label();
+    if !p.trusted() {
+        let e = &p.settings.endpoints;
+        for url in [
+            &e.authorization_url,
+            &e.token_url,
+            &e.introspection_url,
+            &e.userinfo_url,
+            &e.api_base_url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Err(message) = policy.check_url(url) {
+                return Ok(Err(format!("{label}: {message}")));
+            }
+        }
+    }
+    let client_secret = match &p.settings.client_secret_ref {
+        None => None,
+        Some(cs) => {
+            let ns = match (&cs.namespace, p.trusted()) {
+                (Some(ns), true) => ns.clone(),
+                _ => p.namespace.clone(),
+            };
+            let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            match api
+                .get_opt(&cs.name)
+                .await?
+                .and_then(|s| read_key(&s, &cs.key))
+            {
+                Some(v) => Some(v),
+                None => {
+                    return Ok(Err(format!(
+                        "{label}: client secret not found (Secret {ns}/{}, key {:?} in spec.clientSecretRef)",
+                        cs.name, cs.key
+                    )));
+                }
+            }
+        }
+    };
+    Ok(Ok(App {
+        settings: p.settings.clone(),
+        client_secret,
+        trusted: p.trusted(),
+        label,
+    }))
+}
+
+/// A Secret value as a token: UTF-8, surrounding whitespace trimmed (files often end in a
+/// newline), non-empty and without inner whitespace.
+pub fn read_key(secret: &Secret, key: &str) -> Option<Token> {
+    let raw = secret.data.as_ref()?.get(key)?;
+    let text = std::str::from_utf8(&raw.0).ok()?.trim();
+    if text.is_empty() || text.chars().any(char::is_whitespace) {
+        return None;
+    }
+    Some(Token::new(text))
+}
+
+/// `expires_at` as RFC 3339 or Unix seconds.
+pub fn parse_expiry(v: &str) -> Option<jiff::Timestamp> {
+    if let Ok(secs) = v.parse::<i64>() {
+        return jiff::Timestamp::from_second(secs).ok();
+    }
+    v.parse().ok()
+}
+
+/// Why new tokens were not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Someone else changed the Secret since it was read (optimistic concurrency).
+    #[error("the Secret changed while relink was writing it")]
+    Conflict,
+    #[error("cannot write the token Secret: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Writes new tokens into the keys `secret_ref` names, leaving every other key untouched.
+/// With `expected_version`, the write fails with [`WriteError::Conflict`] if the Secret changed
+/// since; a missing Secret is created. Returns the Secret's new `resourceVersion`.
+pub async fn write_tokens(
+    client: &Client,
+    namespace: &str,
+    secret_ref: &TokenSecretRef,
+    tokens: &NewTokens,
+    expected_version: Option<&str>,
+) -> Result<Option<String>, WriteError> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut data = serde_json::Map::new();
+    data.insert(
+        secret_ref.access_token_key.clone(),
+        json!(b64(tokens.access_token.expose())),
+    );
+    if let Some(rt) = &tokens.refresh_token {
+        data.insert(
+            secret_ref.refresh_token_key.clone(),
+            json!(b64(rt.expose())),
+        );
+    }
+    data.insert(
+        secret_ref.expires_at_key.clone(),
+        match tokens.expires_at {
+            Some(t) => json!(b64(&t.to_string())),
+            None => serde_json::Value::Null,
+        },
+    );
+    let mut patch = json!({ "data": data });
+    if let Some(rv) = expected_version {
+        patch["metadata"] = json!({ "resourceVersion": rv });
+    }
+    match api
+        .patch(
+            &secret_ref.name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(s) => Ok(s.resource_version()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(WriteError::Conflict),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let mut values = BTreeMap::new();
+            values.insert(
+                secret_ref.access_token_key.clone(),
+                ByteString(tokens.access_token.expose().as_bytes().to_vec()),
+            );
+            if let Some(rt) = &tokens.refresh_token {
+                values.insert(
+                    secret_ref.refresh_token_key.clone(),
+                    ByteString(rt.expose().as_bytes().to_vec()),
+                );
+            }
+            if let Some(t) = tokens.expires_at {
+                values.insert(
+                    secret_ref.expires_at_key.clone(),
+                    ByteString(t.to_string().into_bytes()),
+                );
+            }
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(secret_ref.name.clone()),
+                    ..Default::default()
+                },
+                data: Some(values),
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(s) => Ok(s.resource_version()),
+                Err(kube::Error::Api(e)) if e.code == 409 => Err(WriteError::Conflict),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}

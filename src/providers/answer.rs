@@ -1,0 +1,135 @@
+//! Small pieces the built-in providers share when they read an answer: provider text made safe
+//! for a status message, timestamps, and the identifiers that name an account.
+
+use std::time::Duration;
+
+use super::{Renewal, Response, Token, Verdict};
+use crate::api::ReportedAccount;
+
+/// Provider text (an error message, a description) as it may appear in a condition: secrets the
+/// provider echoed are replaced (Meta repeats malformed tokens in its messages) and the text is
+/// cut, because conditions are read by tenants and copied into Events.
+pub(super) fn clip(text: &str, secrets: &[&Token]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets {
+        if !s.expose().is_empty() {
+            out = out.replace(s.expose(), "[redacted]");
+        }
+    }
+    const MAX: usize = 300;
+    if out.chars().count() > MAX {
+        out = out.chars().take(MAX).collect::<String>() + "…";
+    }
+    out
+}
+
+/// Unix seconds as a timestamp; 0 and negative values mean "never" (Meta's convention).
+pub(super) fn unix(secs: i64) -> Option<jiff::Timestamp> {
+    (secs > 0)
+        .then(|| jiff::Timestamp::from_second(secs).ok())
+        .flatten()
+}
+
+/// `expires_in` seconds from now.
+pub(super) fn in_secs(secs: i64) -> Option<jiff::Timestamp> {
+    (secs > 0)
+        .then(|| {
+            jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_secs(secs))
+                .ok()
+        })
+        .flatten()
+}
+
+/// A header holding a Unix time (X's `x-rate-limit-reset`) as the wait until then.
+pub(super) fn wait_until_header(resp: &Response, name: &str) -> Option<Duration> {
+    let at: i64 = resp.headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+    let wait = at - jiff::Timestamp::now().as_second();
+    Some(Duration::from_secs(wait.max(0) as u64))
+}
+
+/// The account a token reaches, when the provider named it.
+pub(super) fn account(id: Option<String>, name: Option<String>) -> Option<ReportedAccount> {
+    (id.is_some() || name.is_some()).then_some(ReportedAccount { id, name })
+}
+
+/// Every identifier that names the account the token reaches (user ID, handle, mailbox,
+/// workspace), for `Grant::target_ids`: `spec.account.id` may hold any of them, and e-mail
+/// addresses and handles are compared case-insensitively by adding their lowercase form.
+pub(super) fn aliases<I: IntoIterator<Item = Option<String>>>(ids: I) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for id in ids.into_iter().flatten().filter(|s| !s.is_empty()) {
+        let lower = id.to_lowercase();
+        for v in [id, lower] {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The same failure seen from a token endpoint.
+pub(super) fn renewal(v: Verdict) -> Renewal {
+    match v {
+        Verdict::Transient {
+            message,
+            retry_after,
+        } => Renewal::Transient {
+            message,
+            retry_after,
+        },
+        Verdict::Misconfigured { message } => Renewal::Misconfigured { message },
+        Verdict::Invalid { message, .. } => Renewal::Rejected { message },
+        Verdict::Valid(_) => Renewal::Transient {
+            message: "unexpected answer from the token endpoint".into(),
+            retry_after: None,
+        },
+    }
+}
+
+/// A string that some providers send as a number (Meta IDs, Google's `exp`).
+pub(super) fn de_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    use serde::Deserialize;
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_redacts_and_cuts() {
+        let t = Token::new("EAAsecret");
+        assert_eq!(
+            clip("Malformed access token EAAsecret", &[&t]),
+            "Malformed access token [redacted]"
+        );
+        assert_eq!(clip(&"x".repeat(400), &[]).chars().count(), 301);
+    }
+
+    #[test]
+    fn aliases_dedupe_and_lowercase() {
+        assert_eq!(
+            aliases([Some("Ann@Example.com".into()), None, Some("42".into())]),
+            Some(vec![
+                "Ann@Example.com".into(),
+                "ann@example.com".into(),
+                "42".into()
+            ])
+        );
+        assert_eq!(aliases([None, Some(String::new())]), None);
+    }
+
+    #[test]
+    fn unix_zero_is_never() {
+        assert_eq!(unix(0), None);
+        assert!(unix(1_700_000_000).is_some());
+    }
+}

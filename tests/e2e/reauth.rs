@@ -1,0 +1,248 @@
+//! Closing the loop: the re-authorization link, the OAuth callback, and automatic refresh.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use relink::api::ConditionType;
+
+use crate::fixtures::{Scenario, Validation, open};
+use crate::support;
+
+async fn secret_data(sc: &Scenario, name: &str) -> BTreeMap<String, String> {
+    let s = Api::<Secret>::namespaced(sc.client.clone(), &sc.ns)
+        .get(name)
+        .await
+        .expect("secret");
+    s.data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_connection_is_restored_through_the_reauth_link() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, public) = Scenario::start_with_callback("reauth").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read", "write"]);
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", &t.access_token),
+            ("note", "kept by relink"),
+        ],
+    )
+    .await;
+    sc.connection("chan", "app", "tok", "page-1", &["read", "write"])
+        .await;
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    assert_eq!(s.reauth_url, None, "no link while healthy");
+
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("chan").await;
+    let s = sc.wait_ready_reason("chan", "Revoked").await;
+    let link = s
+        .reauth_url
+        .clone()
+        .expect("a re-authorization link while a person must log in");
+    let q: BTreeMap<String, String> = url::Url::parse(&link)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert!(link.starts_with(&format!("{}/oauth/authorize?", sc.sandbox.base_url())));
+    assert_eq!(q["client_id"], "relink-sandbox");
+    assert_eq!(q["redirect_uri"], format!("{public}/oauth/callback"));
+    assert_eq!(q["scope"], "read write");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert!(q.contains_key("state") && q.contains_key("code_challenge"));
+    assert!(
+        !link.contains("sandbox-secret"),
+        "no client secret in the link"
+    );
+
+    // The link stays the same across checks (so an emailed link keeps working).
+    sc.request_check("chan").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sc.status("chan").await.reauth_url.as_deref(),
+        Some(link.as_str())
+    );
+
+    // The person logs in with the right page and is sent back to the operator.
+    let callback = sc.consent(&link, "page-1", true).await;
+    assert!(
+        callback.starts_with(&format!("{public}/oauth/callback?")),
+        "{callback}"
+    );
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("connected again"), "{page}");
+
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    assert_eq!(s.reauth_url, None, "link withdrawn once healthy");
+    let data = secret_data(&sc, "tok").await;
+    assert_ne!(data["access_token"], t.access_token, "new token written");
+    assert!(data["access_token"].starts_with("sbx-at-"));
+    assert!(data.contains_key("refresh_token") && data.contains_key("expires_at"));
+    assert_eq!(data["note"], "kept by relink", "other keys untouched");
+    sc.wait_event("chan", "Normal", "Valid").await;
+
+    // The same callback again: single use.
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("already used"), "{page}");
+    sc.tokens.push(data["access_token"].clone());
+    sc.tokens.push(data["refresh_token"].clone());
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_or_wrong_account_callbacks_change_nothing() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, public) = Scenario::start_with_callback("forged").await;
+    sc.provider("app", Validation::Userinfo).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("chan").await;
+    let link = sc
+        .wait_ready_reason("chan", "Revoked")
+        .await
+        .reauth_url
+        .expect("link");
+    let before = secret_data(&sc, "tok").await;
+
+    // A forged state: signature does not match.
+    let callback = sc.consent(&link, "page-1", true).await;
+    let forged = callback.replace("state=", "state=x");
+    let (status, page) = open(&forged).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("cannot be used"), "{page}");
+    // No state at all, garbage parameters.
+    let (status, _) = open(&format!("{public}/oauth/callback?code=abc")).await;
+    assert_eq!(status, 400);
+
+    // Logging in with another page: refused before anything is written.
+    let wrong = sc.consent(&link, "page-2", true).await;
+    let (status, page) = open(&wrong).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("page-2") && page.contains("page-1"), "{page}");
+
+    // Deny at the provider.
+    let denied = sc.consent(&link, "page-1", false).await;
+    let (status, page) = open(&denied).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("access_denied"), "{page}");
+
+    assert_eq!(
+        secret_data(&sc, "tok").await,
+        before,
+        "the Secret is unchanged"
+    );
+    let s = sc.status("chan").await;
+    assert_eq!(s.condition(ConditionType::Ready).unwrap().reason, "Revoked");
+    assert_eq!(
+        s.reauth_url.as_deref(),
+        Some(link.as_str()),
+        "the link still works for the right login"
+    );
+
+    // The untouched link still works afterwards.
+    let ok = sc.consent(&link, "page-1", true).await;
+    assert_eq!(open(&ok).await.0, 200);
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_token_is_refreshed_ahead_of_time() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = Scenario::start("refresh").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    let soon = jiff::Timestamp::now().as_second() + 1800;
+    sc.sandbox.set_expires_at(&t.access_token, Some(soon));
+    let rt = t.refresh_token.clone().expect("refreshable grant");
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", &t.access_token),
+            ("refresh_token", &rt),
+            ("expires_at", &soon.to_string()),
+            ("other", "x"),
+        ],
+    )
+    .await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    let s = support::eventually("a refresh", Duration::from_secs(30), || async {
+        let s = sc.status("chan").await;
+        (s.last_refresh_time.is_some() && s.condition(ConditionType::Ready).is_some()).then_some(s)
+    })
+    .await;
+    assert_eq!(s.condition(ConditionType::Ready).unwrap().reason, "Valid");
+    let data = secret_data(&sc, "tok").await;
+    assert_ne!(data["access_token"], t.access_token, "access token renewed");
+    assert_ne!(data["refresh_token"], rt, "rotated refresh token stored");
+    assert_eq!(data["other"], "x");
+    let new_expiry: jiff::Timestamp = data["expires_at"].parse().expect("RFC 3339 expiry");
+    assert!(new_expiry.as_second() > soon, "later expiry");
+    assert!(sc.sandbox.calls().iter().any(|c| c.path == "/oauth/token"));
+    sc.tokens.push(data["access_token"].clone());
+    sc.tokens.push(data["refresh_token"].clone());
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_renewed_and_a_dead_refresh_token_asks_for_login() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = Scenario::start("renew").await;
+    sc.provider("app", Validation::Introspection).await;
+    // Expired access token, working refresh token: relink renews without waking anyone.
+    let t = sc.issue("page-1", &["read"]);
+    let past = jiff::Timestamp::now().as_second() - 60;
+    sc.sandbox.set_expires_at(&t.access_token, Some(past));
+    let rt = t.refresh_token.clone().unwrap();
+    sc.secret(
+        "tok",
+        &[("access_token", &t.access_token), ("refresh_token", &rt)],
+    )
+    .await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    assert!(s.last_refresh_time.is_some());
+
+    // A revoked grant: the refresh is refused, a person must log in.
+    let t2 = sc.issue("page-2", &["read"]);
+    sc.sandbox.set_expires_at(&t2.access_token, Some(past));
+    sc.sandbox.revoke(&t2.access_token);
+    let rt2 = t2.refresh_token.clone().unwrap();
+    sc.secret(
+        "tok2",
+        &[("access_token", &t2.access_token), ("refresh_token", &rt2)],
+    )
+    .await;
+    sc.connection("dead", "app", "tok2", "page-2", &["read"])
+        .await;
+    let s = sc.wait_ready_reason("dead", "RefreshFailed").await;
+    assert_eq!(s.condition(ConditionType::Stalled).unwrap().status, "True");
+    assert!(s.reauth_url.is_some(), "a link to log in again");
+    sc.wait_event("dead", "Warning", "RefreshFailed").await;
+    sc.assert_no_token_leaked().await;
+}
