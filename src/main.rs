@@ -121,7 +121,8 @@ struct RunArgs {
     /// Only reconcile connections matching this label selector (sharding).
     #[arg(long, env = "RELINK_SELECTOR")]
     selector: Option<String>,
-    /// SMTP server for email notifications: `smtp://host:port` (STARTTLS when offered), `smtps://host:port`.
+    /// SMTP server for email notifications: `smtp://host:port` (plain), `smtp://host:port?tls=required`
+    /// (STARTTLS), `smtp://host:port?tls=opportunistic`, `smtps://host:port` (implicit TLS).
     #[arg(long, env = "RELINK_SMTP_URL")]
     smtp_url: Option<String>,
     /// Sender address of notification emails.

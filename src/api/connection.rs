@@ -36,7 +36,7 @@ use super::duration::{DURATION_PATTERN, INTERVAL_PATTERN};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
-    printcolumn(name = "EXPIRES", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "EXPIRES", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "LAST CHECK",
         type_ = "date",
