@@ -22,6 +22,9 @@ use relink::sandbox::{Sandbox, SandboxConfig};
 use relink::telemetry::{self, Metrics};
 use tokio::sync::watch;
 
+mod demo;
+mod status_cmd;
+
 /// relink keeps the OAuth token connections of social-media and email channels healthy.
 #[derive(Parser)]
 #[command(name = "relink", version, about)]
@@ -38,6 +41,10 @@ enum Command {
     Crd,
     /// Serve the sandbox OAuth provider used by tests and the demo.
     Sandbox(SandboxArgs),
+    /// A local tour: sandbox provider, operator and four channel connections in namespace relink-demo.
+    Demo(demo::DemoArgs),
+    /// One line per channel connection: verdict, account, expiry and what to do (exit 1 unless all Ready).
+    Status(status_cmd::StatusArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -190,6 +197,8 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => runtime().block_on(run(*args)),
         Command::Sandbox(args) => runtime().block_on(sandbox(args)),
+        Command::Demo(args) => demo::main(args),
+        Command::Status(args) => status_cmd::main(args),
     }
 }
 

@@ -6,6 +6,7 @@ mod fixtures;
 mod harness;
 mod health;
 mod notify;
+mod operations;
 mod rbac;
 mod reauth;
 mod support;

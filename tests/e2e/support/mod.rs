@@ -543,6 +543,13 @@ impl Operator {
 
     /// SIGTERM, then SIGKILL if it hasn't exited within 10 s.
     pub async fn stop(&mut self) {
+        self.terminate().await;
+    }
+
+    /// SIGTERM; returns the exit status when the process ended on its own within 10 s,
+    /// `None` when it had to be killed.
+    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut status = None;
         if let Some(mut child) = self.child.take()
             && let Some(pid) = child.id()
         {
@@ -550,14 +557,24 @@ impl Operator {
                 .args(["-TERM", &pid.to_string()])
                 .status()
                 .await;
-            if tokio::time::timeout(Duration::from_secs(10), child.wait())
-                .await
-                .is_err()
-            {
-                eprintln!("[e2e] relink (pid {pid}) ignored SIGTERM for 10 s; killing");
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+            match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+                Ok(s) => status = s.ok(),
+                Err(_) => {
+                    eprintln!("[e2e] relink (pid {pid}) ignored SIGTERM for 10 s; killing");
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
             }
+        }
+        self.stop_watchdog();
+        status
+    }
+
+    /// SIGKILL at once, as a crashed node or `kill -9` would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
         }
         self.stop_watchdog();
     }
