@@ -15,6 +15,8 @@ pub enum ConditionType {
     Stalled,
     /// A check or refresh is in flight or retrying.
     Reconciling,
+    /// Groups only: some members are not Ready.
+    Degraded,
 }
 
 impl ConditionType {
@@ -25,6 +27,7 @@ impl ConditionType {
             Self::ScopesGranted => "ScopesGranted",
             Self::Stalled => "Stalled",
             Self::Reconciling => "Reconciling",
+            Self::Degraded => "Degraded",
         }
     }
 }
@@ -116,6 +119,27 @@ pub fn set_condition(
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) {
+    set_condition_reason(
+        conditions,
+        type_,
+        status,
+        reason.as_str(),
+        message,
+        generation,
+        now,
+    );
+}
+
+/// [`set_condition`] with a free-form reason (groups use `Healthy`, `Degraded`, `Down`).
+pub fn set_condition_reason(
+    conditions: &mut Vec<Condition>,
+    type_: ConditionType,
+    status: Option<bool>,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
     let status = match status {
         Some(true) => "True",
         Some(false) => "False",
@@ -130,7 +154,7 @@ pub fn set_condition(
     let condition = Condition {
         type_: type_.as_str().to_owned(),
         status,
-        reason: reason.as_str().to_owned(),
+        reason: reason.to_owned(),
         message: message.into(),
         observed_generation: generation,
         last_transition_time,

@@ -9,11 +9,13 @@
 mod conditions;
 mod connection;
 mod duration;
+mod group;
 mod provider;
 
-pub use conditions::{ConditionType, Reason, set_condition};
+pub use conditions::{ConditionType, Reason, set_condition, set_condition_reason};
 pub use connection::*;
 pub use duration::{DurationError, parse_duration};
+pub use group::*;
 pub use provider::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -32,6 +34,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         ChannelConnection::crd(),
         ChannelProvider::crd(),
         ClusterChannelProvider::crd(),
+        ChannelGroup::crd(),
     ]
 }
 

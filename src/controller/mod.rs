@@ -4,6 +4,7 @@
 //! `managedFields`), provider objects, and the `resourceVersion` of each Secret from a
 //! metadata-only watch. Secret data is read when a check is due.
 
+mod group;
 mod reconcile;
 mod schedule;
 mod secrets;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -28,8 +29,8 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::api::{
-    ChannelConnection, ChannelConnectionStatus, ChannelProvider, ClusterChannelProvider,
-    ProviderKind,
+    ChannelConnection, ChannelConnectionStatus, ChannelGroup, ChannelProvider,
+    ClusterChannelProvider, ProviderKind,
 };
 use crate::notify::Notifier;
 use crate::providers::Http;
@@ -77,6 +78,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
     pub settings: Settings,
+    /// Connections (without managedFields), read by the group controller.
+    pub connections: Store<ChannelConnection>,
     pub providers: Store<ChannelProvider>,
     pub cluster_providers: Store<ClusterChannelProvider>,
     pub secrets: SecretVersions,
@@ -157,6 +160,10 @@ pub async fn run(
 
     let (conn_store, conn_writer) = reflector::store::<ChannelConnection>();
     let metrics = deps.metrics.clone();
+    // Groups are recounted when a connection of their namespace changes (or goes away).
+    let group_controller = Controller::new(api_for::<ChannelGroup>(&client, &ns), wc.clone());
+    let group_store = group_controller.store();
+    let (group_tx, group_rx) = futures::channel::mpsc::unbounded::<ObjectRef<ChannelGroup>>();
     let conn_wc = match &settings.selector {
         Some(sel) => wc.clone().labels(sel),
         None => wc.clone(),
@@ -166,8 +173,17 @@ pub async fn run(
         .modify(|c| c.managed_fields_mut().clear())
         .reflect(conn_writer)
         .inspect_ok(move |event| {
-            if let watcher::Event::Delete(c) = event {
-                metrics.forget_connection(&connection_labels(c));
+            let changed = match event {
+                watcher::Event::Delete(c) => {
+                    metrics.forget_connection(&connection_labels(c));
+                    c
+                }
+                watcher::Event::Apply(c) => c,
+                _ => return,
+            };
+            let ns = changed.namespace();
+            for g in group_store.state().iter().filter(|g| g.namespace() == ns) {
+                let _ = group_tx.unbounded_send(ObjectRef::from_obj(g.as_ref()));
             }
         })
         .applied_objects();
@@ -203,6 +219,7 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Context {
+        connections: conn_store.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         client,
         http: deps.http,
@@ -230,6 +247,19 @@ pub async fn run(
         });
     }
 
+    let shutdown = shutdown.shared();
+    let groups = group_controller
+        .reconcile_on(group_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(group::reconcile, group::error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                match e {
+                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                    other => warn!(error = %other, "group reconcile failed"),
+                }
+            }
+        });
     let by_secret = conn_store.clone();
     let by_provider = conn_store.clone();
     let by_cluster_provider = conn_store.clone();
@@ -237,7 +267,7 @@ pub async fn run(
         namespace = ns.as_deref().unwrap_or("<all>"),
         "starting the ChannelConnection controller"
     );
-    Controller::for_stream(connections, conn_store)
+    let connections = Controller::for_stream(connections, conn_store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .watches_stream(secret_events, move |s| {
             let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
@@ -269,8 +299,8 @@ pub async fn run(
                     other => warn!(error = %other, "reconcile failed"),
                 }
             }
-        })
-        .await;
+        });
+    futures::join!(connections, groups);
     info!("controller stopped");
 }
 

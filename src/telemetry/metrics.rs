@@ -36,6 +36,12 @@ pub struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
 }
@@ -62,6 +68,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Status writes; with `checks` it gives writes per check.
     pub status_writes: Counter,
+    pub group_members: Family<GroupLabels, Gauge>,
+    pub group_ready_members: Family<GroupLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -77,6 +85,8 @@ impl Default for Metrics {
             reconcile_duration: latency_histogram(),
             reconcile_errors: Family::default(),
             status_writes: Counter::default(),
+            group_members: Family::default(),
+            group_ready_members: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -138,6 +148,11 @@ impl Metrics {
     }
 
     /// Drops the series of a deleted connection.
+    pub fn forget_group(&self, labels: &GroupLabels) {
+        self.group_members.remove(labels);
+        self.group_ready_members.remove(labels);
+    }
+
     pub fn forget_connection(&self, labels: &ConnectionLabels) {
         self.connection_ready.remove(labels);
         self.token_expiration.remove(labels);

@@ -3,6 +3,7 @@
 
 mod crds;
 mod fixtures;
+mod groups;
 mod harness;
 mod health;
 mod notify;

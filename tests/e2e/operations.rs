@@ -301,3 +301,36 @@ async fn operator_exits_with_a_clear_message_when_the_cluster_is_unreachable() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_check_finishes_it_before_exiting() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = Scenario::start("sigterm").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+
+    // The provider hangs; the operator's 2 s provider timeout ends the check.
+    sc.sandbox.set_mode(relink::sandbox::Mode::Hang);
+    sc.request_check("chan").await;
+    support::eventually(
+        "the check reached the provider",
+        Duration::from_secs(20),
+        || async { (sc.sandbox.calls().len() == 2).then_some(()) },
+    )
+    .await;
+    let status = sc.operator.terminate().await.expect("exits by itself");
+    assert!(status.success(), "{status:?}");
+    let after = sc.status("chan").await;
+    assert_eq!(after.consecutive_failures, 1, "the in-flight check was written before exit");
+    let reconciling = after
+        .condition(relink::api::ConditionType::Reconciling)
+        .unwrap();
+    assert_eq!(reconciling.reason, "ProviderUnavailable");
+    sc.sandbox.set_mode(relink::sandbox::Mode::Normal);
+}

@@ -1,0 +1,941 @@
+//! `relink demo`: a local tour for newcomers. Installs the CRDs, starts the sandbox provider
+//! ("Sandbox Social") and the operator in this process, creates four channel connections in
+//! different states, prints them the way `kubectl get channelconnections -o wide` does, and
+//! walks the user through re-authorizing the broken one in a browser. Ctrl-C stops everything.
+//!
+//! `relink demo --probe` only tells (exit code) whether the Kubernetes API answers within 5 s;
+//! `scripts/demo` uses it to decide between the current kube context and a local control plane.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use relink::api::{
+    AccountRef, CHECK_REQUESTED_ANNOTATION, ChannelConnection, ChannelConnectionSpec,
+    ChannelProvider, ChannelProviderSpec, ClientSecretRef, ConditionType, ProviderEndpoints,
+    ProviderKind, ProviderRef, ProviderType, RefreshPolicy, TokenSecretRef,
+};
+use relink::sandbox::{Grant, Sandbox, SandboxConfig};
+
+use crate::status_cmd::{config_for, human_duration};
+
+/// Field manager of everything the demo writes.
+const MANAGER: &str = "relink-demo";
+/// The provider object every demo connection uses.
+const PROVIDER: &str = "sandbox-social";
+/// The connection the user heals in the browser.
+const BROKEN: &str = "acme-support-inbox";
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Only check that the Kubernetes API answers within 5 s: exit 0 if it does, 1 if not.
+    #[arg(long)]
+    probe: bool,
+    /// Kubeconfig file to use (default: $KUBECONFIG or ~/.kube/config, current context).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace for the demo's objects (created if absent).
+    #[arg(long, short = 'n', default_value = "relink-demo")]
+    namespace: String,
+    /// Where the sandbox provider listens (a free port is used when this one is taken).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    sandbox_addr: SocketAddr,
+    /// Where the operator's OAuth callback listens (a free port is used when this one is taken).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    callback_addr: SocketAddr,
+}
+
+pub fn main(args: DemoArgs) -> ExitCode {
+    if args.probe {
+        return probe_main(args.kubeconfig.as_deref());
+    }
+    if let Some(path) = &args.kubeconfig {
+        // The in-process operator builds its client from the environment, like `relink run`.
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        // SAFETY: no other thread exists yet (the async runtime starts below), so nothing can
+        // read the environment while it changes.
+        unsafe { std::env::set_var("KUBECONFIG", &path) };
+    }
+    match super::runtime().block_on(demo(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nerror: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe_main(kubeconfig: Option<&Path>) -> ExitCode {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|rt| {
+            rt.block_on(async {
+                let config = config_for(kubeconfig).await?;
+                let url = config.cluster_url.to_string();
+                let client = Client::try_from(config).map_err(|e| e.to_string())?;
+                match tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await
+                {
+                    Ok(Ok(v)) => Ok(format!("{url} answers (Kubernetes {})", v.git_version)),
+                    Ok(Err(e)) => Err(format!("{url} does not answer: {e}")),
+                    Err(_) => Err(format!("{url} does not answer within 5 s")),
+                }
+            })
+        });
+    match answer {
+        Ok(msg) => {
+            eprintln!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why the demo stops.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// Ctrl-C or SIGTERM: the operator got it too and shuts down on its own.
+    Signal,
+    /// SIGHUP (terminal closed) or whoever started us is gone.
+    Gone,
+}
+
+async fn stop_requested() -> Stop {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn recv(s: &mut Option<Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut hup = signal(SignalKind::hangup()).ok();
+        let parent = std::os::unix::process::parent_id();
+        let orphaned = async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if std::os::unix::process::parent_id() != parent {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = recv(&mut int) => Stop::Signal,
+            _ = recv(&mut term) => Stop::Signal,
+            _ = recv(&mut hup) => Stop::Gone,
+            _ = orphaned => Stop::Gone,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        Stop::Signal
+    }
+}
+
+/// What `prepare` set up.
+struct Stage {
+    sandbox: Sandbox,
+    callback: SocketAddr,
+    metrics: SocketAddr,
+}
+
+async fn demo(args: DemoArgs) -> Result<(), String> {
+    let mut stop = pin!(stop_requested());
+    let config = config_for(args.kubeconfig.as_deref()).await?;
+    let api_url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    let ns = args.namespace.clone();
+    say(&format!(
+        "relink demo: a sandbox social network, the relink operator and four channel \
+         connections in namespace {ns}.\nStop it with Ctrl-C.\n"
+    ));
+
+    let stage = tokio::select! {
+        r = prepare(&client, &args, &api_url) => r?,
+        _ = &mut stop => {
+            say("\nStopped.");
+            return Ok(());
+        }
+    };
+
+    let run_args = operator_args(&ns, stage.callback, stage.metrics, stage.sandbox.addr())?;
+    super::init_logging(run_args.log_format, &run_args.log_level);
+    say(&format!(
+        "[5/6] Starting the relink operator (watching namespace {ns}; OAuth callback on \
+         http://{})",
+        stage.callback
+    ));
+    let mut operator = pin!(super::run_operator(run_args));
+    let flow = show(&client, &args, &stage);
+    let why = tokio::select! {
+        r = &mut operator => {
+            return Err(match r {
+                Ok(()) => "the operator stopped unexpectedly".to_owned(),
+                Err(e) => format!("the operator stopped: {e}"),
+            });
+        }
+        r = flow => {
+            r?;
+            Stop::Gone
+        }
+        why = &mut stop => why,
+    };
+    say("\nStopping the operator and the sandbox provider…");
+    if why == Stop::Signal {
+        // The operator saw the same signal and finishes the checks in flight.
+        let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    }
+    stage.sandbox.shutdown();
+    let kubeconfig = args
+        .kubeconfig
+        .as_ref()
+        .map(|p| format!(" --kubeconfig {}", p.display()))
+        .unwrap_or_default();
+    say(&format!(
+        "Stopped. The demo's objects stay in namespace {ns} \
+         (remove them with `kubectl{kubeconfig} delete namespace {ns}`)."
+    ));
+    Ok(())
+}
+
+fn say(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{s}");
+    let _ = out.flush();
+}
+
+/// Prints without a newline (a step whose result follows on the same line).
+fn start(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{s}");
+    let _ = out.flush();
+}
+
+/// Steps 1–4: the API, the CRDs, the namespace, the sandbox; picks the operator's ports.
+async fn prepare(client: &Client, args: &DemoArgs, api_url: &str) -> Result<Stage, String> {
+    start(&format!(
+        "[1/6] Connecting to the Kubernetes API at {api_url} … "
+    ));
+    let version = wait_for_api(client).await?;
+    say(&format!("ok (Kubernetes {version})"));
+
+    start("[2/6] Installing the relink CRDs (server-side apply) … ");
+    install_crds(client).await?;
+    say("ok");
+
+    start(&format!("[3/6] Creating namespace {} … ", args.namespace));
+    let created = ensure_namespace(client, &args.namespace).await?;
+    say(if created {
+        "ok"
+    } else {
+        "ok (it already exists)"
+    });
+
+    start("[4/6] Starting the sandbox provider \"Sandbox Social\" (plays a social network) … ");
+    let (sandbox, moved) = match Sandbox::start(args.sandbox_addr, SandboxConfig::default()).await {
+        Ok(s) => (s, false),
+        Err(_) => {
+            let any = SocketAddr::new(args.sandbox_addr.ip(), 0);
+            let s = Sandbox::start(any, SandboxConfig::default())
+                .await
+                .map_err(|e| format!("cannot start the sandbox provider on {any}: {e}"))?;
+            (s, true)
+        }
+    };
+    say(&format!(
+        "ok: {}{}",
+        sandbox.base_url(),
+        if moved {
+            format!(" ({} was taken)", args.sandbox_addr)
+        } else {
+            String::new()
+        }
+    ));
+
+    let callback = free_or_fallback(args.callback_addr)?;
+    let metrics = free_or_fallback(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))?;
+    Ok(Stage {
+        sandbox,
+        callback,
+        metrics,
+    })
+}
+
+/// `addr` when it can be bound now, else a free port on the same address.
+fn free_or_fallback(addr: SocketAddr) -> Result<SocketAddr, String> {
+    let bound = std::net::TcpListener::bind(addr)
+        .or_else(|_| std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("cannot find a free port on {}: {e}", addr.ip()))?;
+    Ok(bound)
+}
+
+/// Retries for up to 60 s; returns the server's version.
+async fn wait_for_api(client: &Client) -> Result<String, String> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        match tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await {
+            Ok(Ok(v)) => return Ok(v.git_version),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no answer within 5 s".to_owned(),
+        }
+        start(".");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(format!(
+        "the Kubernetes API did not answer for 60 s ({last}); check the kube context (or run \
+         scripts/demo, which starts a local control plane)"
+    ))
+}
+
+async fn install_crds(client: &Client) -> Result<(), String> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply(MANAGER).force();
+    let crds = relink::api::crds();
+    for crd in &crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &pp, &Patch::Apply(crd))
+            .await
+            .map_err(|e| format!("cannot install CRD {name}: {e}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for crd in &crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        loop {
+            let established = api.get(&name).await.ok().is_some_and(|c| {
+                c.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("CRD {name} is not Established after 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the namespace; `Ok(false)` when it was already there.
+async fn ensure_namespace(client: &Client, name: &str) -> Result<bool, String> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if let Some(existing) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("cannot read namespace {name}: {e}"))?
+    {
+        if existing.metadata.deletion_timestamp.is_some() {
+            return Err(format!(
+                "namespace {name} is being deleted; wait until it is gone or pass --namespace"
+            ));
+        }
+        return Ok(false);
+    }
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(format!("cannot create namespace {name}: {e}")),
+    }
+}
+
+/// `relink run` flags for the in-process operator.
+fn operator_args(
+    ns: &str,
+    callback: SocketAddr,
+    metrics: SocketAddr,
+    sandbox: SocketAddr,
+) -> Result<super::RunArgs, String> {
+    let public = format!("http://{}", public_addr(callback));
+    let (callback, metrics, allowed) = (
+        callback.to_string(),
+        metrics.to_string(),
+        sandbox.ip().to_string(),
+    );
+    let argv = [
+        "relink",
+        "run",
+        "--namespace",
+        ns,
+        "--operator-namespace",
+        ns,
+        "--allow-namespaced-endpoint-hosts",
+        &allowed,
+        "--callback-addr",
+        &callback,
+        "--public-url",
+        &public,
+        "--metrics-addr",
+        &metrics,
+        "--log-level",
+        "warn",
+    ];
+    match super::Cli::try_parse_from(argv) {
+        Ok(super::Cli {
+            command: super::Command::Run(args),
+        }) => Ok(*args),
+        Ok(_) => Err("internal error: `relink run` flags did not parse as `run`".to_owned()),
+        Err(e) => Err(format!("internal error: {e}")),
+    }
+}
+
+/// Where a browser on this machine reaches a listener bound to `addr`.
+fn public_addr(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
+}
+
+/// One demo channel: what its token looks like at the sandbox and what the user should see.
+struct Channel {
+    name: &'static str,
+    account_id: &'static str,
+    account_name: &'static str,
+    /// Granted at the sandbox.
+    scopes: &'static [&'static str],
+    /// Required by the connection.
+    required: &'static [&'static str],
+    expires_in_secs: Option<u64>,
+    refreshable: bool,
+    revoked: bool,
+    /// Said when the connection is created.
+    story: &'static str,
+}
+
+const CHANNELS: [Channel; 4] = [
+    Channel {
+        name: "acme-facebook-page",
+        account_id: "104839201122334",
+        account_name: "Acme Coffee",
+        scopes: &["pages_show_list", "pages_manage_posts"],
+        required: &["pages_show_list", "pages_manage_posts"],
+        expires_in_secs: Some(60 * 86_400),
+        refreshable: true,
+        revoked: false,
+        story: "a healthy page token",
+    },
+    Channel {
+        name: BROKEN,
+        account_id: "support@acme-coffee.example",
+        account_name: "Acme Coffee Support",
+        scopes: &["mail.read", "mail.send"],
+        required: &["mail.read", "mail.send"],
+        expires_in_secs: None,
+        refreshable: false,
+        revoked: true,
+        story: "a mailbox whose access was removed at the provider (revoked)",
+    },
+    Channel {
+        name: "acme-instagram",
+        account_id: "17841405822304914",
+        account_name: "@acmecoffee",
+        scopes: &["instagram_basic"],
+        required: &["instagram_basic", "instagram_content_publish"],
+        expires_in_secs: Some(60 * 86_400),
+        refreshable: true,
+        revoked: false,
+        story: "a token granted without the permission to publish",
+    },
+    Channel {
+        name: "acme-linkedin",
+        account_id: "urn:li:organization:2414183",
+        account_name: "Acme Coffee (LinkedIn)",
+        scopes: &["w_organization_social"],
+        required: &["w_organization_social"],
+        expires_in_secs: Some(12 * 3600),
+        refreshable: false,
+        revoked: false,
+        story: "a token that expires in 12 hours and cannot be refreshed",
+    },
+];
+
+/// Step 6 and the rest: the objects, the first verdicts, the table, the instructions, then a
+/// new table whenever a verdict changes. Returns only on error.
+async fn show(client: &Client, args: &DemoArgs, stage: &Stage) -> Result<(), String> {
+    let ns = &args.namespace;
+    say(&format!(
+        "[6/6] Creating the provider {PROVIDER} and four channel connections:"
+    ));
+    create_objects(client, ns, &stage.sandbox).await?;
+    for c in &CHANNELS {
+        say(&format!("        {:<20} {}", c.name, c.story));
+    }
+
+    start("\nWaiting for relink to check each connection … ");
+    let started = Instant::now();
+    let conns: Api<ChannelConnection> = Api::namespaced(client.clone(), ns);
+    let mut seen = loop {
+        let verdicts = verdicts(&conns).await;
+        let done = CHANNELS.iter().all(|c| {
+            verdicts
+                .get(c.name)
+                .is_some_and(|(_, reason)| !reason.is_empty() && reason != "Checking")
+        });
+        if done {
+            break verdicts;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            return Err(format!(
+                "no verdict for every connection after 90 s (so far: {verdicts:?}); is the operator \
+                 able to reach the sandbox at {}?",
+                stage.sandbox.base_url()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    say(&format!("done ({} s).\n", started.elapsed().as_secs()));
+    print_table(client, ns).await?;
+    let link = conns
+        .get(BROKEN)
+        .await
+        .ok()
+        .and_then(|c| c.status?.reauth_url)
+        .unwrap_or_default();
+    say(&guide(args, &link, stage.callback));
+
+    let mut warned = false;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = verdicts(&conns).await;
+        if now.is_empty() {
+            if !warned {
+                say("(cannot read the connections right now; retrying)");
+                warned = true;
+            }
+            continue;
+        }
+        warned = false;
+        if now == seen {
+            continue;
+        }
+        let mut changes = Vec::new();
+        for (name, (status, reason)) in &now {
+            match seen.get(name) {
+                Some((s, r)) if s == status && r == reason => {}
+                Some((_, r)) if !r.is_empty() => changes.push(format!("{name}: {r} → {reason}")),
+                _ => changes.push(format!("{name}: {reason}")),
+            }
+        }
+        seen = now;
+        let clock = jiff::Zoned::now().strftime("%H:%M:%S").to_string();
+        say(&format!("\n[{clock}] {}\n", changes.join(", ")));
+        print_table(client, ns).await?;
+        if let Some((status, reason)) = seen.get(BROKEN)
+            && status == "True"
+            && reason == "Valid"
+        {
+            say(&format!(
+                "\n{BROKEN} is Ready again: relink stored the new token in Secret \
+                 {BROKEN}-token (other keys untouched) and checked it at once.\n\
+                 The other broken one, acme-instagram, heals the same way: its link is in \
+                 `relink status -n {ns}`. Ctrl-C stops the demo."
+            ));
+        }
+    }
+}
+
+/// `name → (Ready status, Ready reason)`; empty when the list failed.
+async fn verdicts(api: &Api<ChannelConnection>) -> BTreeMap<String, (String, String)> {
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return BTreeMap::new();
+    };
+    list.items
+        .into_iter()
+        .map(|c| {
+            let ready = c
+                .status
+                .as_ref()
+                .and_then(|s| s.condition(ConditionType::Ready))
+                .map(|r| (r.status.clone(), r.reason.clone()))
+                .unwrap_or_default();
+            (c.metadata.name.unwrap_or_default(), ready)
+        })
+        .collect()
+}
+
+/// The provider, its client secret, and for each channel a token Secret and a connection.
+/// Leftovers of an earlier run (connections, token Secrets) are replaced: their tokens belonged
+/// to a sandbox that is gone.
+async fn create_objects(client: &Client, ns: &str, sandbox: &Sandbox) -> Result<(), String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let conns: Api<ChannelConnection> = Api::namespaced(client.clone(), ns);
+    let pp = PatchParams::apply(MANAGER).force();
+    for c in &CHANNELS {
+        delete_if_present(&conns, c.name).await?;
+        delete_if_present(&secrets, &format!("{}-token", c.name)).await?;
+    }
+
+    let client_secret = secret(
+        &format!("{PROVIDER}-client"),
+        &[("client_secret", &SandboxConfig::default().client_secret)],
+    );
+    secrets
+        .patch(
+            &format!("{PROVIDER}-client"),
+            &pp,
+            &Patch::Apply(&client_secret),
+        )
+        .await
+        .map_err(|e| format!("cannot write Secret {PROVIDER}-client: {e}"))?;
+    let base = sandbox.base_url();
+    let provider = ChannelProvider::new(
+        PROVIDER,
+        ChannelProviderSpec {
+            type_: ProviderType::OAuth2,
+            client_id: SandboxConfig::default().client_id,
+            client_secret_ref: Some(ClientSecretRef {
+                name: format!("{PROVIDER}-client"),
+                key: "client_secret".into(),
+                namespace: None,
+            }),
+            redirect_url: None,
+            scopes: vec![],
+            endpoints: ProviderEndpoints {
+                authorization_url: Some(format!("{base}/oauth/authorize")),
+                token_url: Some(format!("{base}/oauth/token")),
+                introspection_url: Some(format!("{base}/oauth/introspect")),
+                ..Default::default()
+            },
+            authorization_params: BTreeMap::new(),
+        },
+    );
+    Api::<ChannelProvider>::namespaced(client.clone(), ns)
+        .patch(PROVIDER, &pp, &Patch::Apply(&provider))
+        .await
+        .map_err(|e| format!("cannot apply ChannelProvider {PROVIDER}: {e}"))?;
+
+    for c in &CHANNELS {
+        let tokens = sandbox.issue(Grant {
+            account_id: c.account_id.into(),
+            account_name: c.account_name.into(),
+            scopes: c.scopes.iter().map(|s| (*s).to_owned()).collect(),
+            expires_in_secs: c.expires_in_secs,
+            refreshable: c.refreshable,
+        });
+        if let Some(at) = tokens.expires_at {
+            sandbox.set_expires_at(&tokens.access_token, Some(at));
+        }
+        if c.revoked {
+            sandbox.revoke(&tokens.access_token);
+        }
+        let expires_at = tokens.expires_at.map(|t| t.to_string());
+        let mut data = vec![("access_token", tokens.access_token.as_str())];
+        if let Some(rt) = &tokens.refresh_token {
+            data.push(("refresh_token", rt));
+        }
+        if let Some(at) = &expires_at {
+            data.push(("expires_at", at));
+        }
+        let name = format!("{}-token", c.name);
+        secrets
+            .create(&PostParams::default(), &secret(&name, &data))
+            .await
+            .map_err(|e| format!("cannot create Secret {name}: {e}"))?;
+        let conn = ChannelConnection::new(
+            c.name,
+            ChannelConnectionSpec {
+                provider_ref: ProviderRef {
+                    kind: ProviderKind::ChannelProvider,
+                    name: PROVIDER.into(),
+                },
+                account: Some(AccountRef {
+                    id: c.account_id.into(),
+                    display_name: Some(c.account_name.into()),
+                }),
+                secret_ref: TokenSecretRef {
+                    name,
+                    access_token_key: "access_token".into(),
+                    refresh_token_key: "refresh_token".into(),
+                    expires_at_key: "expires_at".into(),
+                },
+                required_scopes: c.required.iter().map(|s| (*s).to_owned()).collect(),
+                check_interval: "5m".into(),
+                refresh: RefreshPolicy::default(),
+                owners: vec!["social-team@acme-coffee.example".into()],
+                notify: Default::default(),
+                suspend: false,
+            },
+        );
+        conns
+            .create(&PostParams::default(), &conn)
+            .await
+            .map_err(|e| format!("cannot create ChannelConnection {}: {e}", c.name))?;
+    }
+    Ok(())
+}
+
+fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/part-of".to_owned(),
+                MANAGER.to_owned(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Deletes `name` and waits until it is gone (no finalizers on demo objects, so that is quick).
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(format!("cannot replace {name} from an earlier run: {e}")),
+    }
+    for _ in 0..100 {
+        match api.get_opt(name).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Err(format!("{name} from an earlier run is still being deleted"))
+}
+
+/// What the user does next, in plain words.
+fn guide(args: &DemoArgs, link: &str, callback: SocketAddr) -> String {
+    let ns = &args.namespace;
+    let kubectl = match &args.kubeconfig {
+        Some(p) => {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            format!("  export KUBECONFIG={}\n", p.display())
+        }
+        None => String::new(),
+    };
+    let relink = relink_command();
+    let open = if link.is_empty() {
+        format!("  (the link is not published yet: run `{relink} status -n {ns}` in a moment)\n")
+    } else {
+        format!("\n  {link}\n\n")
+    };
+    format!(
+        "\nWhat you see: relink checked every token with the provider.\n\
+         \x20 acme-facebook-page  Valid          works, reaches the page, has every permission.\n\
+         \x20 acme-support-inbox  Revoked        access was removed at the provider: someone must log in again.\n\
+         \x20 acme-instagram      ScopesMissing  works, but lacks instagram_content_publish: log in again and grant it.\n\
+         \x20 acme-linkedin       Expiring       works today, expires within 12 h and cannot be refreshed: log in before then.\n\
+         \n\
+         Heal the revoked channel the way its owner would:\n\
+         \x20 1. Open its re-authorization link (status.reauthUrl) in a browser:\n\
+         {open}\
+         \x20 2. \"Sandbox Social\" asks for consent; keep the page id support@acme-coffee.example and click Allow.\n\
+         \x20 3. You land on relink's page \"Channel connected again\": relink wrote the new token into the\n\
+         \x20    Secret and checked it. The table below is printed again with acme-support-inbox Ready.\n\
+         \x20 (Browser on another machine? Forward the two ports first:\n\
+         \x20  ssh -L {sb}:127.0.0.1:{sb} -L {cb}:127.0.0.1:{cb} this-host)\n\
+         \n\
+         Never delete and re-create a broken connection: re-authorize it. Its Secret, history and\n\
+         link stay, and the same link keeps working until it is used.\n\
+         \n\
+         Watch from another terminal:\n\
+         {kubectl}\
+         \x20 kubectl get channelconnections -n {ns} -o wide --watch\n\
+         \x20 {relink} status -n {ns}\n\
+         \x20 kubectl annotate channelconnection {BROKEN} -n {ns} {CHECK_REQUESTED_ANNOTATION}=$(date +%s) --overwrite   # check now\n\
+         \n\
+         The table is printed again whenever a verdict changes. Ctrl-C stops the demo.",
+        sb = port_of(link),
+        cb = callback.port(),
+    )
+}
+
+fn port_of(link: &str) -> String {
+    url::Url::parse(link)
+        .ok()
+        .and_then(|u| u.port_or_known_default())
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "8090".to_owned())
+}
+
+/// How the user runs this binary again: a path relative to the working directory when short.
+fn relink_command() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "relink".to_owned();
+    };
+    if let Ok(cwd) = std::env::current_dir()
+        && let Ok(rel) = exe.strip_prefix(&cwd)
+    {
+        return rel.display().to_string();
+    }
+    exe.display().to_string()
+}
+
+/// `kubectl get channelconnections -n NS -o wide`, rendered from the server-side Table.
+async fn print_table(client: &Client, ns: &str) -> Result<(), String> {
+    let path = format!("/apis/relink.dev/v1alpha1/namespaces/{ns}/channelconnections");
+    let table = get_table(client, &path).await?;
+    say(&format!("$ kubectl get channelconnections -n {ns} -o wide"));
+    say(&render_table(&table, jiff::Timestamp::now()));
+    Ok(())
+}
+
+async fn get_table(client: &Client, path: &str) -> Result<serde_json::Value, String> {
+    let mut req = kube::core::Request::new("/")
+        .get("x", &Default::default())
+        .map_err(|e| format!("cannot build a request: {e}"))?;
+    *req.uri_mut() = path
+        .parse()
+        .map_err(|e| format!("bad request path {path}: {e}"))?;
+    req.headers_mut().insert(
+        reqwest::header::ACCEPT,
+        reqwest::header::HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"),
+    );
+    let text = client
+        .request_text(req)
+        .await
+        .map_err(|e| format!("cannot list the connections: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("the API answered something else: {e}"))
+}
+
+/// A `meta.k8s.io/v1` Table as `kubectl -o wide` prints it: every column, dates as ages.
+fn render_table(table: &serde_json::Value, now: jiff::Timestamp) -> String {
+    let empty = Vec::new();
+    let columns = table["columnDefinitions"].as_array().unwrap_or(&empty);
+    let rows = table["rows"].as_array().unwrap_or(&empty);
+    if rows.is_empty() {
+        return "No resources found.".to_owned();
+    }
+    let mut grid: Vec<Vec<String>> = vec![
+        columns
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or("").to_uppercase())
+            .collect(),
+    ];
+    for row in rows {
+        let cells = row["cells"].as_array().unwrap_or(&empty);
+        grid.push(
+            columns
+                .iter()
+                .enumerate()
+                .map(|(i, col)| cell(cells.get(i), col["type"].as_str(), now))
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            grid.iter()
+                .map(|r| r.get(i).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    grid.iter()
+        .map(|r| {
+            let line: String = r
+                .iter()
+                .zip(&widths)
+                .map(|(s, w)| format!("{s}{}   ", " ".repeat(w - s.chars().count())))
+                .collect();
+            line.trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn cell(v: Option<&serde_json::Value>, type_: Option<&str>, now: jiff::Timestamp) -> String {
+    use serde_json::Value;
+    match v {
+        None | Some(Value::Null) => "<none>".to_owned(),
+        Some(Value::String(s)) if type_ == Some("date") => match s.parse::<jiff::Timestamp>() {
+            Ok(t) => human_duration(now.as_second() - t.as_second()),
+            Err(_) => "<unknown>".to_owned(),
+        },
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_print_like_kubectl_wide() {
+        let now: jiff::Timestamp = "2026-01-01T12:00:00Z".parse().expect("time");
+        let table = json!({
+            "kind": "Table",
+            "columnDefinitions": [
+                {"name": "Name", "type": "string", "priority": 0},
+                {"name": "READY", "type": "string", "priority": 0},
+                {"name": "LAST CHECK", "type": "date", "priority": 0},
+                {"name": "REAUTH URL", "type": "string", "priority": 1},
+            ],
+            "rows": [
+                {"cells": ["a", "True", "2026-01-01T11:59:30Z", null]},
+                {"cells": ["bb", "False", "2026-01-01T11:00:00Z", "http://x/y"]},
+            ],
+        });
+        let text = render_table(&table, now);
+        assert_eq!(
+            text,
+            "NAME   READY   LAST CHECK   REAUTH URL\n\
+             a      True    30s          <none>\n\
+             bb     False   60m          http://x/y"
+        );
+        assert_eq!(
+            render_table(&json!({"rows": []}), now),
+            "No resources found."
+        );
+    }
+
+    #[test]
+    fn operator_flags_parse() {
+        let cb: SocketAddr = "127.0.0.1:8081".parse().expect("addr");
+        let m: SocketAddr = "127.0.0.1:9000".parse().expect("addr");
+        let sb: SocketAddr = "127.0.0.1:8090".parse().expect("addr");
+        let args = operator_args("relink-demo", cb, m, sb).expect("flags parse");
+        assert_eq!(args.namespace.as_deref(), Some("relink-demo"));
+        assert_eq!(args.operator_namespace, "relink-demo");
+        assert_eq!(args.public_url, "http://127.0.0.1:8081");
+        assert_eq!(args.allow_namespaced_endpoint_hosts, vec!["127.0.0.1"]);
+        assert_eq!(args.log_level, "warn");
+        let any: SocketAddr = "0.0.0.0:8081".parse().expect("addr");
+        assert_eq!(public_addr(any), cb);
+    }
+}
