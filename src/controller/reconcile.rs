@@ -186,7 +186,9 @@ fn record_metrics(
     m.connection_ready
         .get_or_create(&labels)
         .set(i64::from(ready));
-    match &status.expires_at {
+    // The expiry a person must act on: a token relink renews itself never needs anyone.
+    let refreshable = matches!(outcome, Outcome::Checked { refreshable: true, .. });
+    match status.expires_at.as_ref().filter(|_| !refreshable) {
         Some(t) => {
             m.token_expiration
                 .get_or_create(&labels)

@@ -57,7 +57,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// 1 when the connection is Ready, else 0.
     pub connection_ready: Family<ConnectionLabels, Gauge>,
-    /// Unix time the access token expires (absent when it does not).
+    /// Unix time the access token expires, for tokens relink cannot renew itself (absent when
+    /// it does not expire or relink refreshes it), so an alert on it always needs a person.
     pub token_expiration: Family<ConnectionLabels, Gauge<f64, AtomicU64>>,
     /// Checks by verdict (`Valid`, `Revoked`, `ProviderUnavailable`, ...).
     pub checks: Family<ResultLabels, Counter>,
@@ -96,7 +97,7 @@ impl Default for Metrics {
         );
         registry.register(
             "token_expiration_timestamp_seconds",
-            "Unix time at which the connection's access token expires",
+            "Unix time at which the connection's access token expires, when relink cannot refresh it",
             m.token_expiration.clone(),
         );
         registry.register(
