@@ -67,7 +67,17 @@ impl Scenario {
     }
 
     pub async fn start_with(client: Client, ns: String, args: &[String]) -> Scenario {
-        let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
+        Self::start_with_sandbox(client, ns, args, SandboxConfig::default()).await
+    }
+
+    /// Like [`Scenario::start_with`], with a sandbox configured by the test (e.g. its latency).
+    pub async fn start_with_sandbox(
+        client: Client,
+        ns: String,
+        args: &[String],
+        config: SandboxConfig,
+    ) -> Scenario {
+        let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), config)
             .await
             .expect("sandbox starts");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

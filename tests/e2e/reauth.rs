@@ -246,3 +246,223 @@ async fn expired_token_is_renewed_and_a_dead_refresh_token_asks_for_login() {
     sc.wait_event("dead", "Warning", "RefreshFailed").await;
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_links_and_logins_with_fewer_scopes_change_nothing() {
+    if support::skip() {
+        return;
+    }
+    let cp = support::control_plane();
+    let client = cp.client();
+    let ns = support::test_namespace(&client, "linkttl").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut args = crate::fixtures::operator_args(&ns);
+    let at = args.iter().position(|a| a == "--callback-addr").unwrap();
+    args[at + 1] = format!("127.0.0.1:{port}");
+    args.extend([
+        "--public-url".into(),
+        format!("http://127.0.0.1:{port}"),
+        "--reauth-link-ttl".into(),
+        "3s".into(),
+    ]);
+    let mut sc = Scenario::start_with(client, ns, &args).await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read", "write"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.connection("chan", "app", "tok", "page-1", &["read", "write"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("chan").await;
+    let link = sc
+        .wait_ready_reason("chan", "Revoked")
+        .await
+        .reauth_url
+        .expect("link");
+    let before = secret_data(&sc, "tok").await;
+
+    // Fewer scopes granted than the connection requires: refused with a clear page.
+    let narrowed = {
+        let mut url = url::Url::parse(&link).unwrap();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .into_owned()
+            .map(|(k, v)| {
+                if k == "scope" {
+                    (k, "read".to_owned())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        url.to_string()
+    };
+    let callback = sc.consent(&narrowed, "page-1", true).await;
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("required scopes") && page.contains("write"),
+        "{page}"
+    );
+    assert_eq!(secret_data(&sc, "tok").await, before);
+
+    // After the link's lifetime, it no longer works.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let late = sc.consent(&link, "page-1", true).await;
+    let (status, page) = open(&late).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("expired"), "{page}");
+    assert_eq!(secret_data(&sc, "tok").await, before, "nothing written");
+
+    // The next check publishes a fresh link, which works.
+    sc.request_check("chan").await;
+    let fresh = support::eventually("a fresh link", Duration::from_secs(20), || async {
+        sc.status("chan").await.reauth_url.filter(|u| *u != link)
+    })
+    .await;
+    let ok = sc.consent(&fresh, "page-1", true).await;
+    assert_eq!(open(&ok).await.0, 200);
+    sc.wait_ready_reason("chan", "Valid").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_rotated_elsewhere_is_not_a_dead_one() {
+    if support::skip() {
+        return;
+    }
+    let client = support::control_plane().client();
+    let ns = support::test_namespace(&client, "rotated").await;
+    let mut args = crate::fixtures::operator_args(&ns);
+    let at = args.iter().position(|a| a == "--provider-timeout").unwrap();
+    args[at + 1] = "10s".into();
+    // Slow provider answers leave time for "another client" to rotate the refresh token first.
+    let config = relink::sandbox::SandboxConfig {
+        latency: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let mut sc = Scenario::start_with_sandbox(client, ns, &args, config).await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    let past = jiff::Timestamp::now().as_second() - 60;
+    sc.sandbox.set_expires_at(&t.access_token, Some(past));
+    let rt1 = t.refresh_token.clone().unwrap();
+    sc.secret(
+        "tok",
+        &[("access_token", &t.access_token), ("refresh_token", &rt1)],
+    )
+    .await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+
+    // While the operator waits for its (slow) check of the expired token, another client
+    // refreshes with the same refresh token and stores the rotated pair. The operator's own
+    // refresh then gets invalid_grant, re-reads the Secret and must not declare the channel dead.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resp = crate::fixtures::browser()
+        .post(format!("{}/oauth/token", sc.sandbox.base_url()))
+        .basic_auth("relink-sandbox", Some("sandbox-secret"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt1.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let (at2, rt2) = (
+        body["access_token"].as_str().unwrap().to_owned(),
+        body["refresh_token"].as_str().unwrap().to_owned(),
+    );
+    sc.tokens.extend([at2.clone(), rt2.clone()]);
+    sc.secret("tok", &[("access_token", &at2), ("refresh_token", &rt2)])
+        .await;
+
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    let history: Vec<String> = sc
+        .events("chan")
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        !history
+            .iter()
+            .any(|r| r == "RefreshFailed" || r == "Revoked" || r == "Expired"),
+        "{history:?}"
+    );
+    assert_eq!(s.condition(ConditionType::Stalled).unwrap().status, "False");
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_down_during_refresh_is_not_a_dead_token() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = Scenario::start("refreshdown").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    let rt = t.refresh_token.clone().unwrap();
+    sc.secret(
+        "tok",
+        &[("access_token", &t.access_token), ("refresh_token", &rt)],
+    )
+    .await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+
+    // The token is now due for refresh, and the provider is down.
+    sc.sandbox
+        .set_mode(relink::sandbox::Mode::Status { code: 503 });
+    let soon = (jiff::Timestamp::now().as_second() + 600).to_string();
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", &t.access_token),
+            ("refresh_token", &rt),
+            ("expires_at", &soon),
+        ],
+    )
+    .await;
+    let s = sc
+        .wait_condition("chan", ConditionType::Reconciling, "ProviderUnavailable")
+        .await;
+    assert_eq!(
+        s.condition(ConditionType::Ready).unwrap().reason,
+        "Valid",
+        "verdict kept"
+    );
+    assert!(
+        sc.sandbox
+            .calls()
+            .iter()
+            .any(|c| c.path == "/oauth/token" && c.status == 503),
+        "a refresh was tried"
+    );
+    let data = secret_data(&sc, "tok").await;
+    assert_eq!(data["refresh_token"], rt, "nothing overwritten");
+
+    // Back up: the refresh goes through.
+    sc.sandbox.set_mode(relink::sandbox::Mode::Normal);
+    let s = support::eventually(
+        "refreshed after the outage",
+        Duration::from_secs(30),
+        || async {
+            let s = sc.status("chan").await;
+            s.last_refresh_time.is_some().then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(s.condition(ConditionType::Ready).unwrap().reason, "Valid");
+    let data = secret_data(&sc, "tok").await;
+    sc.tokens
+        .extend([data["access_token"].clone(), data["refresh_token"].clone()]);
+    sc.assert_no_token_leaked().await;
+}
