@@ -52,6 +52,9 @@ pub struct DemoArgs {
     /// Where the operator's OAuth callback listens (a free port is used when this one is taken).
     #[arg(long, default_value = "127.0.0.1:8081")]
     callback_addr: SocketAddr,
+    /// The cluster goes away with the demo (scripts/demo's local control plane).
+    #[arg(long, hide = true)]
+    throwaway_cluster: bool,
 }
 
 pub fn main(args: DemoArgs) -> ExitCode {
@@ -86,7 +89,7 @@ fn probe_main(kubeconfig: Option<&Path>) -> ExitCode {
                 let client = Client::try_from(config).map_err(|e| e.to_string())?;
                 match tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await
                 {
-                    Ok(Ok(v)) => Ok(format!("{url} answers (Kubernetes {})", v.git_version)),
+                    Ok(Ok(v)) => Ok(format!("{url} answers (Kubernetes {})", version(&v))),
                     Ok(Err(e)) => Err(format!("{url} does not answer: {e}")),
                     Err(_) => Err(format!("{url} does not answer within 5 s")),
                 }
@@ -205,15 +208,14 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
     }
     stage.sandbox.shutdown();
-    let kubeconfig = args
-        .kubeconfig
-        .as_ref()
-        .map(|p| format!(" --kubeconfig {}", p.display()))
-        .unwrap_or_default();
-    say(&format!(
-        "Stopped. The demo's objects stay in namespace {ns} \
-         (remove them with `kubectl{kubeconfig} delete namespace {ns}`)."
-    ));
+    if args.throwaway_cluster {
+        say("Stopped.");
+    } else {
+        say(&format!(
+            "Stopped. The demo's objects stay in namespace {ns} of this cluster \
+             (`kubectl delete namespace {ns}` removes them)."
+        ));
+    }
     Ok(())
 }
 
@@ -297,7 +299,7 @@ async fn wait_for_api(client: &Client) -> Result<String, String> {
     let mut last = String::new();
     while started.elapsed() < Duration::from_secs(60) {
         match tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await {
-            Ok(Ok(v)) => return Ok(v.git_version),
+            Ok(Ok(v)) => return Ok(version(&v)),
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = "no answer within 5 s".to_owned(),
         }
@@ -372,6 +374,15 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<bool, String> {
     }
 }
 
+/// `1.20`, or the build's version string when the server does not say.
+fn version(v: &k8s_openapi::apimachinery::pkg::version::Info) -> String {
+    if v.major.is_empty() {
+        v.git_version.clone()
+    } else {
+        format!("{}.{}", v.major, v.minor)
+    }
+}
+
 /// `relink run` flags for the in-process operator.
 fn operator_args(
     ns: &str,
@@ -401,7 +412,9 @@ fn operator_args(
         "--metrics-addr",
         &metrics,
         "--log-level",
-        "warn",
+        // Quiet: the demo's own output is what the user reads. (A local control plane has a
+        // self-signed certificate, which kube warns about on every connection.)
+        "warn,kube_client::client::tls=error",
     ];
     match super::Cli::try_parse_from(argv) {
         Ok(super::Cli {
@@ -880,10 +893,12 @@ fn render_table(table: &serde_json::Value, now: jiff::Timestamp) -> String {
 fn cell(v: Option<&serde_json::Value>, type_: Option<&str>, now: jiff::Timestamp) -> String {
     use serde_json::Value;
     match v {
-        None | Some(Value::Null) => "<none>".to_owned(),
+        // kubectl leaves a custom column empty when its JSONPath finds nothing.
+        None | Some(Value::Null) => String::new(),
+        // The server usually sends dates as ages already ("62s"); a timestamp becomes one.
         Some(Value::String(s)) if type_ == Some("date") => match s.parse::<jiff::Timestamp>() {
             Ok(t) => human_duration(now.as_second() - t.as_second()),
-            Err(_) => "<unknown>".to_owned(),
+            Err(_) => s.clone(),
         },
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
@@ -908,15 +923,15 @@ mod tests {
             ],
             "rows": [
                 {"cells": ["a", "True", "2026-01-01T11:59:30Z", null]},
-                {"cells": ["bb", "False", "2026-01-01T11:00:00Z", "http://x/y"]},
+                {"cells": ["bb", "False", "5m", "http://x/y"]},
             ],
         });
         let text = render_table(&table, now);
         assert_eq!(
             text,
             "NAME   READY   LAST CHECK   REAUTH URL\n\
-             a      True    30s          <none>\n\
-             bb     False   60m          http://x/y"
+             a      True    30s\n\
+             bb     False   5m           http://x/y"
         );
         assert_eq!(
             render_table(&json!({"rows": []}), now),
@@ -934,7 +949,7 @@ mod tests {
         assert_eq!(args.operator_namespace, "relink-demo");
         assert_eq!(args.public_url, "http://127.0.0.1:8081");
         assert_eq!(args.allow_namespaced_endpoint_hosts, vec!["127.0.0.1"]);
-        assert_eq!(args.log_level, "warn");
+        assert!(args.log_level.starts_with("warn"));
         let any: SocketAddr = "0.0.0.0:8081".parse().expect("addr");
         assert_eq!(public_addr(any), cb);
     }

@@ -57,7 +57,15 @@ pub(crate) async fn config_for(kubeconfig: Option<&Path>) -> Result<Config, Stri
                 .map_err(|e| format!("cannot use kubeconfig {}: {e}", path.display()))
         }
         None => Config::infer().await.map_err(|e| {
-            format!("no Kubernetes configuration found (set KUBECONFIG or pass --kubeconfig): {e}")
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            if std::env::var_os("KUBECONFIG").is_none() && !home.join(".kube/config").exists() {
+                "no kubeconfig (KUBECONFIG is not set and ~/.kube/config does not exist)".to_owned()
+            } else {
+                let e = e.to_string().replace('\n', " ");
+                format!("cannot load the kubeconfig (set KUBECONFIG or pass --kubeconfig): {e}")
+            }
         }),
     }
 }

@@ -5,6 +5,7 @@
 //! metadata-only watch. Secret data is read when a check is due.
 
 mod group;
+mod provider;
 mod reconcile;
 mod schedule;
 mod secrets;
@@ -89,9 +90,52 @@ pub struct Context {
     provider_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// True once every cache has its first complete list; no check is decided before that.
     synced: watch::Sender<bool>,
+    /// Application problems learned from checks, by provider label (see `provider.rs`).
+    app_problems: Mutex<HashMap<String, String>>,
+    provider_triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<ChannelProvider>>,
+    cluster_provider_triggers:
+        futures::channel::mpsc::UnboundedSender<ObjectRef<ClusterChannelProvider>>,
 }
 
 impl Context {
+    /// The application problem a check last reported for provider `label`, if any.
+    pub fn app_problem(&self, label: &str) -> Option<String> {
+        self.app_problems
+            .lock()
+            .expect("app problems lock")
+            .get(label)
+            .cloned()
+    }
+
+    /// Records what a check learned about an application; a change re-evaluates the provider's
+    /// `Ready` condition at once.
+    pub fn learn_about_app(&self, provider: &tokens::ResolvedProvider, problem: Option<String>) {
+        let label = provider.label();
+        let changed = {
+            let mut map = self.app_problems.lock().expect("app problems lock");
+            let before = map.get(&label).cloned();
+            match &problem {
+                Some(p) => map.insert(label, p.clone()),
+                None => map.remove(&label),
+            };
+            before != problem
+        };
+        if !changed {
+            return;
+        }
+        match provider.kind {
+            ProviderKind::ChannelProvider => {
+                let r = ObjectRef::new(&provider.name).within(&provider.namespace);
+                let _ = self.provider_triggers.unbounded_send(r);
+            }
+            ProviderKind::ClusterChannelProvider => {
+                let _ = self
+                    .cluster_provider_triggers
+                    .unbounded_send(ObjectRef::new(&provider.name));
+            }
+        }
+    }
+
     /// Waits until the caches are complete. (A watch channel, because kube's
     /// `Store::wait_until_ready` was seen to wake only one of several concurrent waiters.)
     pub async fn wait_synced(&self) {
@@ -218,7 +262,12 @@ pub async fn run(
         controller: "relink".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let (provider_triggers, provider_rx) = futures::channel::mpsc::unbounded();
+    let (cluster_provider_triggers, cluster_provider_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
+        app_problems: Mutex::default(),
+        provider_triggers,
+        cluster_provider_triggers,
         connections: conn_store.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -248,18 +297,13 @@ pub async fn run(
     }
 
     let shutdown = shutdown.shared();
+    let ctx_client = ctx.client.clone();
+    let provider_ctx = ctx.clone();
     let groups = group_controller
         .reconcile_on(group_rx)
         .graceful_shutdown_on(shutdown.clone())
         .run(group::reconcile, group::error_policy, ctx.clone())
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                match e {
-                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
-                    other => warn!(error = %other, "group reconcile failed"),
-                }
-            }
-        });
+        .for_each(log_errors("ChannelGroup"));
     let by_secret = conn_store.clone();
     let by_provider = conn_store.clone();
     let by_cluster_provider = conn_store.clone();
@@ -290,18 +334,46 @@ pub async fn run(
                     && c.spec.provider_ref.name == name
             })
         })
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                match e {
-                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
-                    other => warn!(error = %other, "reconcile failed"),
-                }
-            }
-        });
-    futures::join!(connections, groups);
+        .for_each(log_errors("ChannelConnection"));
+    let provider_status = Controller::new(api_for::<ChannelProvider>(&ctx_client, &ns), wc.clone())
+        .reconcile_on(provider_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            provider::reconcile_namespaced,
+            provider::error_policy,
+            provider_ctx.clone(),
+        )
+        .for_each(log_errors("ChannelProvider"));
+    let cluster_status = Controller::new(
+        Api::<ClusterChannelProvider>::all(ctx_client.clone()),
+        wc.clone(),
+    )
+    .reconcile_on(cluster_provider_rx)
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        provider::reconcile_cluster,
+        provider::error_policy,
+        provider_ctx,
+    )
+    .for_each(log_errors("ClusterChannelProvider"));
+    futures::join!(connections, groups, provider_status, cluster_status);
     info!("controller stopped");
+}
+
+/// Logs what a controller's run stream reports (reconcile errors are already logged by the
+/// error policies; objects deleted meanwhile are not worth a line).
+fn log_errors<T, E: std::fmt::Display>(
+    kind: &'static str,
+) -> impl FnMut(Result<T, kube::runtime::controller::Error<Error, E>>) -> std::future::Ready<()> {
+    move |res| {
+        match res {
+            Err(kube::runtime::controller::Error::ObjectNotFound(_)) | Ok(_) => {}
+            Err(other) => warn!(error = %other, kind, "reconcile failed"),
+        }
+        std::future::ready(())
+    }
 }
 
 /// Labels of a connection's own metric series.

@@ -71,12 +71,27 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
             outcome: Outcome::Suspended,
             observed,
             app: None,
+            provider: None,
             refreshed: false,
         }
     } else {
         gather_and_check(&conn, ctx, &ns, observed).await?
     };
     let (outcome, observed) = (g.outcome, g.observed);
+    if let Some(provider) = &g.provider {
+        match &outcome {
+            Outcome::ProviderNotReady { message }
+            | Outcome::Checked {
+                verdict: Verdict::Misconfigured { message },
+                ..
+            } => ctx.learn_about_app(provider, Some(message.clone())),
+            Outcome::Checked {
+                verdict: Verdict::Valid(_) | Verdict::Invalid { .. },
+                ..
+            } => ctx.learn_about_app(provider, None),
+            _ => {}
+        }
+    }
     let old = conn.status.clone().unwrap_or_default();
     let cx = CheckContext {
         spec: &conn.spec,
@@ -187,7 +202,13 @@ fn record_metrics(
         .get_or_create(&labels)
         .set(i64::from(ready));
     // The expiry a person must act on: a token relink renews itself never needs anyone.
-    let refreshable = matches!(outcome, Outcome::Checked { refreshable: true, .. });
+    let refreshable = matches!(
+        outcome,
+        Outcome::Checked {
+            refreshable: true,
+            ..
+        }
+    );
     match status.expires_at.as_ref().filter(|_| !refreshable) {
         Some(t) => {
             m.token_expiration
@@ -288,6 +309,8 @@ struct Gathered {
     observed: super::Observed,
     /// The application, when it could be loaded (needed for a re-authorization link).
     app: Option<App>,
+    /// The provider object, when found (its status learns from this check).
+    provider: Option<ResolvedProvider>,
     refreshed: bool,
 }
 
@@ -303,10 +326,11 @@ async fn gather_and_check(
         secret_version: cached.secret_version,
         provider_generation: None,
     };
-    let done = |outcome, observed, app| Gathered {
+    let done = |outcome, observed, app, provider| Gathered {
         outcome,
         observed,
         app,
+        provider,
         refreshed: false,
     };
     let r = &conn.spec.provider_ref;
@@ -325,12 +349,15 @@ async fn gather_and_check(
             kind: r.kind.as_str(),
             name: r.name.clone(),
         };
-        return Ok(done(outcome, observed, None));
+        return Ok(done(outcome, observed, None, None));
     };
     observed.provider_generation = provider.generation;
     let app = match load_app(&ctx.client, ctx.http.policy(), &provider).await? {
         Ok(app) => app,
-        Err(message) => return Ok(done(Outcome::ProviderNotReady { message }, observed, None)),
+        Err(message) => {
+            let outcome = Outcome::ProviderNotReady { message };
+            return Ok(done(outcome, observed, None, Some(provider)));
+        }
     };
 
     let sref = &conn.spec.secret_ref;
@@ -340,7 +367,7 @@ async fn gather_and_check(
         let outcome = Outcome::SecretNotFound {
             secret: sref.name.clone(),
         };
-        return Ok(done(outcome, observed, Some(app)));
+        return Ok(done(outcome, observed, Some(app), Some(provider)));
     };
     observed.secret_version = secret.resource_version();
     let Some(mut token) = read_key(&secret, &sref.access_token_key) else {
@@ -348,7 +375,7 @@ async fn gather_and_check(
             secret: sref.name.clone(),
             key: sref.access_token_key.clone(),
         };
-        return Ok(done(outcome, observed, Some(app)));
+        return Ok(done(outcome, observed, Some(app), Some(provider)));
     };
     let refresh_token = read_key(&secret, &sref.refresh_token_key);
     let mut expires_at =
@@ -398,7 +425,12 @@ async fn gather_and_check(
                     secret_expires_at: expires_at,
                     refreshable,
                 };
-                return Ok(done(outcome, refresh.observed(observed), Some(app)));
+                return Ok(done(
+                    outcome,
+                    refresh.observed(observed),
+                    Some(app),
+                    Some(provider),
+                ));
             }
             _ => {}
         }
@@ -434,6 +466,7 @@ async fn gather_and_check(
         },
         observed,
         app: Some(app),
+        provider: Some(provider),
         refreshed,
     })
 }

@@ -70,11 +70,11 @@ impl ResolvedProvider {
         })
     }
 
-    fn trusted(&self) -> bool {
+    pub fn trusted(&self) -> bool {
         self.kind == ProviderKind::ClusterChannelProvider
     }
 
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         match self.kind {
             ProviderKind::ChannelProvider => {
                 format!("ChannelProvider/{}/{}", self.namespace, self.name)

@@ -222,6 +222,21 @@ fn judge(app: &App, d: DebugData, secrets: &[&Token]) -> Verdict {
             ),
         };
     }
+    // Once the 90-day data access lapses Meta still authenticates the person (`is_valid`
+    // stays true), but the app can no longer read or act on their data until they log in
+    // again; exchanging the token does not renew it.
+    if let Some(lapsed) = d
+        .data_access_expires_at
+        .and_then(unix)
+        .filter(|t| *t <= jiff::Timestamp::now())
+    {
+        return Verdict::Invalid {
+            reason: Reason::ReauthorizationRequired,
+            message: format!(
+                "Meta reports that the app's access to the account's data expired at {lapsed} (data access lasts 90 days from the person's last login to the app)"
+            ),
+        };
+    }
     let page = d.kind.as_deref() == Some("PAGE");
     let (account_id, target_ids) = if page {
         (d.profile_id.clone(), None)

@@ -191,9 +191,15 @@ pub(super) fn usage(resp: &Response) -> Option<(f64, Option<Duration>)> {
     ))
 }
 
-/// How long to wait after a throttled or failed call: `Retry-After`, else Meta's own estimate.
+/// How long to wait after a throttled or failed call: `Retry-After`, else Meta's own estimate,
+/// else, when the usage headers show the app at its limit, [`USAGE_BACKOFF`]: retrying within
+/// seconds cannot succeed before Meta's window moves and keeps the app throttled.
 fn backoff(resp: &Response) -> Option<Duration> {
-    resp.retry_after().or_else(|| usage(resp).and_then(|u| u.1))
+    resp.retry_after().or_else(|| {
+        usage(resp).and_then(|(percent, regain)| {
+            regain.or((percent >= USAGE_LIMIT).then_some(USAGE_BACKOFF))
+        })
+    })
 }
 
 /// A working token seen while the app is about to be throttled becomes "try later": the next
@@ -322,6 +328,51 @@ mod tests {
             error_subcode: sub,
             is_transient: false,
         }
+    }
+
+    fn response(headers: &[(&'static str, &str)]) -> Response {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, v.parse().unwrap());
+        }
+        Response {
+            status: 400,
+            headers: map,
+            body: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn throttled_at_the_limit_waits_for_metas_window() {
+        // Code 4 with X-App-Usage at 100 % and no estimate: the usage backoff, not seconds.
+        let full = response(&[(
+            "x-app-usage",
+            r#"{"call_count":100,"total_cputime":41,"total_time":57}"#,
+        )]);
+        assert_eq!(backoff(&full), Some(USAGE_BACKOFF));
+        let v = err(4, None).verdict(Some(&full), &[]);
+        assert!(
+            matches!(v, Verdict::Transient { retry_after: Some(d), .. } if d == USAGE_BACKOFF),
+            "{v:?}"
+        );
+        // Meta's estimate and Retry-After still come first.
+        let buc = response(&[(
+            "x-business-use-case-usage",
+            r#"{"111":[{"type":"pages","call_count":100,"estimated_time_to_regain_access":7}]}"#,
+        )]);
+        assert_eq!(backoff(&buc), Some(Duration::from_secs(420)));
+        let ra = response(&[
+            ("retry-after", "30"),
+            ("x-app-usage", r#"{"call_count":100}"#),
+        ]);
+        assert_eq!(backoff(&ra), Some(Duration::from_secs(30)));
+        // Below the limit or without headers: the operator's own backoff.
+        assert_eq!(
+            backoff(&response(&[("x-app-usage", r#"{"call_count":40}"#)])),
+            None
+        );
+        assert_eq!(backoff(&response(&[])), None);
     }
 
     #[test]

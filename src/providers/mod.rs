@@ -80,7 +80,8 @@ pub enum Verdict {
     /// The token works.
     Valid(Grant),
     /// The provider said explicitly that the token is dead or needs a person. `reason` is one of
-    /// `Expired`, `Revoked`, `AccountActionRequired`, `ScopesMissing`.
+    /// `Expired`, `Revoked`, `AccountActionRequired`, `ScopesMissing`, `ReauthorizationRequired`
+    /// (the token authenticates but the consent behind it lapsed, e.g. Meta's data access).
     Invalid { reason: Reason, message: String },
     /// No verdict this time (timeout, 5xx, 429, garbage): keep the last one and retry later.
     Transient {

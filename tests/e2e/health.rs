@@ -456,3 +456,56 @@ async fn namespaced_provider_cannot_target_internal_addresses() {
     );
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_application_is_reported_on_the_provider_not_as_a_relogin() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = Scenario::start("badclient").await;
+    sc.provider("app", Validation::Introspection).await;
+    let providers: kube::Api<relink::api::ChannelProvider> =
+        kube::Api::namespaced(sc.client.clone(), &sc.ns);
+    let provider_ready = |want: &'static str| {
+        let providers = providers.clone();
+        async move {
+            support::eventually(
+                &format!("provider Ready={want}"),
+                Duration::from_secs(30),
+                || {
+                    let providers = providers.clone();
+                    async move {
+                        let s = providers.get("app").await.ok()?.status?;
+                        let c = s.conditions.iter().find(|c| c.type_ == "Ready")?.clone();
+                        (c.status == want).then_some(c)
+                    }
+                },
+            )
+            .await
+        }
+    };
+    provider_ready("True").await;
+
+    // The app's secret is wrong: the provider object says so; the connection is not asked to log in.
+    sc.secret("app-client", &[("client_secret", "wrong")]).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    let s = sc.wait_ready_reason("chan", "ProviderNotReady").await;
+    assert_eq!(
+        s.reauth_url, None,
+        "an application problem is not a re-login request"
+    );
+    let c = provider_ready("False").await;
+    assert_eq!(c.reason, "ProviderNotReady");
+    assert!(c.message.contains("client credentials"), "{}", c.message);
+
+    // Fixed: the next check clears both.
+    sc.secret("app-client", &[("client_secret", "sandbox-secret")])
+        .await;
+    sc.request_check("chan").await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    provider_ready("True").await;
+    sc.assert_no_token_leaked().await;
+}

@@ -141,6 +141,19 @@ async fn invalid_without_error_uses_expiry() {
 }
 
 #[tokio::test]
+async fn lapsed_data_access_needs_a_new_login() {
+    let lapsed = jiff::Timestamp::now().as_second() - 3600;
+    let (v, _s) = check_with(Canned::json(
+        200,
+        json!({"data": {"app_id": "app-id", "type": "USER", "is_valid": true,
+                        "expires_at": FUTURE, "data_access_expires_at": lapsed,
+                        "scopes": ["pages_manage_posts"], "user_id": "42"}}),
+    ))
+    .await;
+    assert_eq!(invalid(&v), Reason::ReauthorizationRequired);
+}
+
+#[tokio::test]
 async fn wrong_app_secret_is_the_providers_problem() {
     let (v, _s) = check_with(Canned::json(
         400,
