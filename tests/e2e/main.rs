@@ -2,6 +2,7 @@
 //! the operator running as a process, the sandbox provider in the test process.
 
 mod crds;
+mod demo;
 mod fixtures;
 mod groups;
 mod harness;

@@ -327,7 +327,10 @@ async fn sigterm_during_a_check_finishes_it_before_exiting() {
     let status = sc.operator.terminate().await.expect("exits by itself");
     assert!(status.success(), "{status:?}");
     let after = sc.status("chan").await;
-    assert_eq!(after.consecutive_failures, 1, "the in-flight check was written before exit");
+    assert_eq!(
+        after.consecutive_failures, 1,
+        "the in-flight check was written before exit"
+    );
     let reconciling = after
         .condition(relink::api::ConditionType::Reconciling)
         .unwrap();
