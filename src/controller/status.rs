@@ -198,12 +198,12 @@ fn apply_verdict(
                         (Reason::Revoked, Some(at)) if *at <= cx.now => Reason::Expired,
                         _ => *reason,
                     };
-                    (
-                        Some(false),
-                        None,
-                        reason,
-                        format!("{message}; re-authorize the channel"),
-                    )
+                    let advice = if reason == Reason::AccountActionRequired {
+                        "the account's owner must act at the provider, then request a check"
+                    } else {
+                        "re-authorize the channel"
+                    };
+                    (Some(false), None, reason, format!("{message}; {advice}"))
                 }
                 Verdict::Misconfigured { message } => {
                     (None, None, Reason::ProviderNotReady, message.clone())
@@ -304,19 +304,23 @@ fn apply_valid(
         set(s, Stalled, Some(true), reason, &msg);
     } else {
         let before = parse_duration(&cx.spec.refresh.before).unwrap_or(Duration::from_secs(86_400));
-        let expiring = !refreshable
-            && s.expires_at
-                .as_ref()
-                .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64());
-        let (reason, msg) = if expiring {
-            let at = s
-                .expires_at
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_default();
+        let soon = |t: &Option<Time>| {
+            t.as_ref()
+                .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64())
+        };
+        // Meta's data-access clock is not moved by a refresh: only a login renews it.
+        let data_access_ending = soon(&s.data_access_expires_at);
+        let token_expiring = !refreshable && soon(&s.expires_at);
+        let (reason, msg) = if data_access_ending || token_expiring {
+            let (what, at) = if data_access_ending {
+                ("its data access ends", &s.data_access_expires_at)
+            } else {
+                ("it expires", &s.expires_at)
+            };
+            let at = at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
             (
                 Reason::Expiring,
-                format!("the token works but expires at {at}; re-authorize before then"),
+                format!("the token works but {what} at {at}; re-authorize before then"),
             )
         } else {
             (

@@ -277,3 +277,20 @@ fn missing_inputs_stall_with_a_fix_in_the_message() {
             .contains("spec.secretRef.name")
     );
 }
+
+#[test]
+fn data_access_ending_is_expiring_even_when_refreshable() {
+    let spec = spec();
+    let outcome = Outcome::Checked {
+        verdict: Verdict::Valid(Grant {
+            scopes: Some(vec!["read".into(), "write".into()]),
+            data_access_expires_at: Some("2026-06-01T20:00:00Z".parse().unwrap()),
+            ..Grant::default()
+        }),
+        secret_expires_at: None,
+        refreshable: true,
+    };
+    let (s, _) = next_status(&Default::default(), &outcome, &cx(&spec));
+    assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Expiring"));
+    assert!(needs_login(&s), "a login is what renews data access");
+}
