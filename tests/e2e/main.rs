@@ -9,6 +9,7 @@ mod harness;
 mod health;
 mod notify;
 mod operations;
+mod providers;
 mod rbac;
 mod reauth;
 mod support;
