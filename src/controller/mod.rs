@@ -346,18 +346,25 @@ pub async fn run(
             provider_ctx.clone(),
         )
         .for_each(log_errors("ChannelProvider"));
-    let cluster_status = Controller::new(
-        Api::<ClusterChannelProvider>::all(ctx_client.clone()),
-        wc.clone(),
-    )
-    .reconcile_on(cluster_provider_rx)
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        provider::reconcile_cluster,
-        provider::error_policy,
-        provider_ctx,
-    )
-    .for_each(log_errors("ClusterChannelProvider"));
+    // ClusterChannelProviders are shared: only a cluster-wide operator reports on them, so
+    // several namespace-scoped releases do not overwrite each other's view.
+    let cluster_status = async move {
+        if settings.namespace.is_none() {
+            Controller::new(
+                Api::<ClusterChannelProvider>::all(ctx_client.clone()),
+                wc.clone(),
+            )
+            .reconcile_on(cluster_provider_rx)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                provider::reconcile_cluster,
+                provider::error_policy,
+                provider_ctx,
+            )
+            .for_each(log_errors("ClusterChannelProvider"))
+            .await;
+        }
+    };
     futures::join!(connections, groups, provider_status, cluster_status);
     info!("controller stopped");
 }

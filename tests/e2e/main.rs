@@ -1,6 +1,7 @@
 //! End-to-end tests against a local kube-apiserver + etcd (see `support`): the CRDs installed,
 //! the operator running as a process, the sandbox provider in the test process.
 
+mod chart;
 mod crds;
 mod demo;
 mod fixtures;

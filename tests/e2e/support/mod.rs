@@ -503,6 +503,12 @@ pub struct Operator {
 impl Operator {
     /// Starts `relink run <args>` against the shared control plane.
     pub async fn start(args: &[&str]) -> Operator {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// Like [`Operator::start`], with more environment variables, set last so they win (e.g. a
+    /// `KUBECONFIG` that impersonates a ServiceAccount).
+    pub async fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Operator {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let cp = control_plane();
         let log = cp.dir.join(format!(
@@ -522,6 +528,7 @@ impl Operator {
             .env("RUST_LOG", rust_log)
             // Plain text, so tests can match on `output()`.
             .env("NO_COLOR", "1")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log fd"))
             .stderr(file)
