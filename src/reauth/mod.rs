@@ -130,8 +130,11 @@ impl Reauth {
                 // RFC 6749 servers ignore parameters they do not know; OIDC ones prefill the login.
                 q.append_pair("login_hint", &account.id);
             }
+            // The provider object's own parameters win over the preset's of the same name.
             for (k, v) in preset.authorization_params {
-                q.append_pair(k, v);
+                if !app.settings.authorization_params.contains_key(*k) {
+                    q.append_pair(k, v);
+                }
             }
             for (k, v) in &app.settings.authorization_params {
                 q.append_pair(k, v);
@@ -232,5 +235,27 @@ mod tests {
         let mut other = conn();
         other.metadata.uid = Some("uid-2".into());
         assert_ne!(r.link(&app(), &other, Some(&link), now).unwrap(), link);
+    }
+
+    #[test]
+    fn provider_parameters_replace_preset_ones_of_the_same_name() {
+        let r = Reauth {
+            key: StateKey::random(),
+            public_url: "https://relink.example".into(),
+            ttl: Duration::from_secs(3600),
+        };
+        let mut a = app();
+        a.settings.type_ = ProviderType::Google;
+        a.settings.authorization_params =
+            BTreeMap::from([("access_type".into(), "offline".into())]);
+        let link = r
+            .authorization_url(&a, &conn(), jiff::Timestamp::now())
+            .unwrap();
+        let url = Url::parse(&link).unwrap();
+        let count = url
+            .query_pairs()
+            .filter(|(k, _)| k == "access_type")
+            .count();
+        assert_eq!(count, 1, "{link}");
     }
 }

@@ -1,12 +1,14 @@
 //! End-to-end tests against a local kube-apiserver + etcd (see `support`): the CRDs installed,
 //! the operator running as a process, the sandbox provider in the test process.
 
+mod browser;
 mod chart;
 mod crds;
 mod demo;
 mod fixtures;
 mod groups;
 mod harness;
+mod examples;
 mod health;
 mod notify;
 mod operations;
