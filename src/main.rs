@@ -43,8 +43,10 @@ enum Command {
     Sandbox(SandboxArgs),
     /// A local tour: sandbox provider, operator and four channel connections in namespace relink-demo.
     Demo(demo::DemoArgs),
-    /// One line per channel connection: verdict, account, expiry and what to do (exit 1 unless all Ready).
+    /// One line per channel connection, or one in detail with NAME (exit 1 unless all Ready; also `kubectl relink status`).
     Status(status_cmd::StatusArgs),
+    /// Ask for a check of one connection now and wait for the result (also `kubectl relink check`).
+    Check(status_cmd::CheckArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +201,7 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => runtime().block_on(sandbox(args)),
         Command::Demo(args) => demo::main(args),
         Command::Status(args) => status_cmd::main(args),
+        Command::Check(args) => status_cmd::check(args),
     }
 }
 

@@ -1,19 +1,49 @@
-//! `relink status`: a terminal summary of channel connections for people, one line each, with
-//! what to do under every connection that needs a person. Exit code 0 when every connection
-//! shown is Ready, 1 when one is not (or none was checked yet), 2 when relink could not tell.
+//! `relink status` and `relink check`: what relink found out about channel connections, for
+//! people at a terminal.
+//!
+//! - `relink status` (no NAME): one line per connection, with what to do under every connection
+//!   that needs a person.
+//! - `relink status NAME`: everything about one connection, like `cmctl status certificate`:
+//!   conditions, account, scopes, expiry, schedule, the last Events, the re-authorization link
+//!   and one line saying what to do.
+//! - `relink check NAME`: asks for a check now (the `relink.dev/check-requested-at` annotation),
+//!   waits until the operator has handled it, then prints the same detailed view.
+//!
+//! Exit code 0 when every connection shown is Ready, 1 when one is not (or none was checked
+//! yet), 2 when relink could not tell. Installed as `kubectl-relink`, both work as a kubectl
+//! plugin (`kubectl relink status NAME`), since the subcommand does not depend on argv\[0\].
+//! Nothing here reads a Secret, so no token can be printed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Args;
-use kube::api::ListParams;
+use clap::{ArgAction, Args};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
-use relink::api::{CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType};
+use relink::api::{
+    CHECK_REQUESTED_ANNOTATION, ChannelConnection, ChannelConnectionStatus, ConditionType,
+    parse_duration,
+};
+
+/// Shown under `relink status --help` and `relink check --help`.
+const PLUGIN_HELP: &str = "\
+Exit code: 0 when every connection shown is Ready, 1 when one is not, 2 when relink cannot tell.
+
+As a kubectl plugin: install (or symlink) the binary as `kubectl-relink` anywhere on PATH, then
+  kubectl relink status [NAME] [-n NAMESPACE]
+  kubectl relink check NAME [-n NAMESPACE]
+work the same way (KUBECONFIG is honoured; pass flags after the subcommand).";
 
 #[derive(Args)]
+#[command(after_help = PLUGIN_HELP)]
 pub struct StatusArgs {
-    /// Only this connection (needs --namespace unless it is in the kubeconfig's default namespace).
+    /// Only this connection, in detail: conditions, account, scopes, expiry, schedule, the last
+    /// Events, the re-authorization link and what to do (needs --namespace unless it is in the
+    /// kubeconfig's default namespace).
     name: Option<String>,
     /// Only connections in this namespace (default: every namespace, or the kubeconfig's
     /// namespace when NAME is given).
@@ -24,7 +54,57 @@ pub struct StatusArgs {
     kubeconfig: Option<PathBuf>,
 }
 
+#[derive(Args)]
+#[command(after_help = PLUGIN_HELP)]
+pub struct CheckArgs {
+    /// The connection to check now.
+    name: String,
+    /// Its namespace (default: the kubeconfig's namespace).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Kubeconfig file to use (default: $KUBECONFIG or ~/.kube/config, current context).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Wait until the operator has handled the request (`status.lastHandledCheckRequest`), then
+    /// print the connection's status and exit like `relink status NAME`. On by default;
+    /// `--wait=false` (or `--no-wait`) only asks and exits 0.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = ArgAction::Set
+    )]
+    wait: bool,
+    /// Only ask for the check; same as --wait=false.
+    #[arg(long, conflicts_with = "wait")]
+    no_wait: bool,
+    /// How long to wait for the operator (e.g. `30s`, `2m`).
+    #[arg(long, default_value = "60s", value_parser = timeout)]
+    timeout: Duration,
+}
+
+fn timeout(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// How many Events the detailed view shows.
+const EVENTS_SHOWN: usize = 5;
+
+/// `relink status`.
 pub fn main(args: StatusArgs) -> ExitCode {
+    block_on(run(&args))
+}
+
+/// `relink check`.
+pub fn check(args: CheckArgs) -> ExitCode {
+    block_on(run_check(&args))
+}
+
+/// Runs `f` on a small runtime; `Ok(true)` → 0, `Ok(false)` → 1, an error → 2.
+fn block_on(f: impl std::future::Future<Output = Result<bool, String>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -35,7 +115,7 @@ pub fn main(args: StatusArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(&args)) {
+    match runtime.block_on(f) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -76,33 +156,44 @@ pub(crate) async fn client_for(kubeconfig: Option<&Path>) -> Result<Client, Stri
     Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))
 }
 
-/// Prints the summary; `Ok(true)` when every connection shown is Ready.
+/// The connections API of `namespace` (default: the kubeconfig's) and that namespace's name.
+fn connections_in(client: &Client, namespace: Option<&str>) -> (Api<ChannelConnection>, String) {
+    let ns = namespace.unwrap_or(client.default_namespace()).to_owned();
+    (Api::namespaced(client.clone(), &ns), ns)
+}
+
+/// One connection, or an error naming what was not found.
+async fn get_connection(
+    api: &Api<ChannelConnection>,
+    name: &str,
+    ns: &str,
+) -> Result<ChannelConnection, String> {
+    api.get_opt(name)
+        .await
+        .map_err(api_error)?
+        .ok_or_else(|| format!("channelconnection {name} not found in namespace {ns}"))
+}
+
+/// Prints the summary, or the detailed view of NAME; `Ok(true)` when everything shown is Ready.
 async fn run(args: &StatusArgs) -> Result<bool, String> {
     let client = client_for(args.kubeconfig.as_deref()).await?;
-    let list = match (&args.name, &args.namespace) {
-        (Some(name), ns) => {
-            let api: Api<ChannelConnection> = match ns {
-                Some(ns) => Api::namespaced(client, ns),
-                None => Api::default_namespaced(client),
-            };
-            match api.get_opt(name).await.map_err(api_error)? {
-                Some(c) => vec![c],
-                None => {
-                    return Err(format!(
-                        "channelconnection {name} not found in namespace {}",
-                        ns.as_deref().unwrap_or("(the kubeconfig's default)")
-                    ));
-                }
-            }
-        }
-        (None, Some(ns)) => {
+    if let Some(name) = &args.name {
+        let (api, ns) = connections_in(&client, args.namespace.as_deref());
+        let conn = get_connection(&api, name, &ns).await?;
+        let events = events_about(&client, &conn).await;
+        let now = jiff::Timestamp::now();
+        print!("{}", render_detail(&conn, &events, now));
+        return Ok(summarize(&conn, now).ready);
+    }
+    let list = match &args.namespace {
+        Some(ns) => {
             Api::<ChannelConnection>::namespaced(client, ns)
                 .list(&ListParams::default())
                 .await
                 .map_err(api_error)?
                 .items
         }
-        (None, None) => {
+        None => {
             Api::<ChannelConnection>::all(client)
                 .list(&ListParams::default())
                 .await
@@ -124,12 +215,164 @@ async fn run(args: &StatusArgs) -> Result<bool, String> {
     Ok(list.iter().all(|c| summarize(c, now).ready))
 }
 
+/// Sets the check-request annotation and, with `--wait`, waits for the operator to echo it.
+async fn run_check(args: &CheckArgs) -> Result<bool, String> {
+    let client = client_for(args.kubeconfig.as_deref()).await?;
+    let (api, ns) = connections_in(&client, args.namespace.as_deref());
+    let name = args.name.as_str();
+    let before = get_connection(&api, name, &ns).await?;
+    let requested = jiff::Timestamp::now();
+    let value = requested.as_nanosecond().to_string();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: value}}
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("cannot annotate channelconnection {ns}/{name}: {e}"))?;
+    println!("Check requested: {ns}/{name} {CHECK_REQUESTED_ANNOTATION}={value}");
+    if !args.wait || args.no_wait {
+        println!(
+            "Not waiting. `relink status {name} -n {ns}` shows the result once status.lastHandledCheckRequest is {value}."
+        );
+        return Ok(true);
+    }
+    if before.spec.suspend {
+        println!(
+            "The connection is suspended (spec.suspend: true): relink does not check it until it is resumed."
+        );
+        let events = events_about(&client, &before).await;
+        let now = jiff::Timestamp::now();
+        print!("\n{}", render_detail(&before, &events, now));
+        return Ok(false);
+    }
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let after = loop {
+        let conn =
+            api.get_opt(name).await.map_err(api_error)?.ok_or_else(|| {
+                format!("channelconnection {ns}/{name} was deleted while waiting")
+            })?;
+        if handled(&conn, &value) {
+            break conn;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the operator did not handle the check request within {}s (status.lastHandledCheckRequest is still {}): \
+                 is relink running and watching namespace {ns}? See the operator's logs",
+                args.timeout.as_secs(),
+                conn.status
+                    .as_ref()
+                    .and_then(|s| s.last_handled_check_request.as_deref())
+                    .unwrap_or("unset"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!("Handled by the operator: status.lastHandledCheckRequest={value}\n");
+    let old = before.status.clone().unwrap_or_default();
+    let new = after.status.clone().unwrap_or_default();
+    let mut events = events_about(&client, &after).await;
+    if publishes_event(&old, &new) {
+        // The operator publishes the Event just after writing the status: give it a moment.
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < until
+            && !events
+                .as_ref()
+                .is_ok_and(|list| list.iter().any(|e| event_time(e) >= Some(requested)))
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            events = events_about(&client, &after).await;
+        }
+    }
+    let now = jiff::Timestamp::now();
+    print!("{}", render_detail(&after, &events, now));
+    Ok(summarize(&after, now).ready)
+}
+
+/// Whether the operator has acted on the check request `value`.
+fn handled(conn: &ChannelConnection, value: &str) -> bool {
+    conn.status
+        .as_ref()
+        .and_then(|s| s.last_handled_check_request.as_deref())
+        == Some(value)
+}
+
+/// Whether going from `old` to `new` makes the operator publish an Event (as it does: one per
+/// change of `Ready`, and one when provider trouble starts).
+fn publishes_event(old: &ChannelConnectionStatus, new: &ChannelConnectionStatus) -> bool {
+    let key = |s: &ChannelConnectionStatus, t| {
+        s.condition(t).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let ready_changed = key(old, ConditionType::Ready) != key(new, ConditionType::Ready)
+        && new
+            .condition(ConditionType::Ready)
+            .is_some_and(|c| c.reason != "ProviderUnavailable");
+    let trouble_started = new
+        .condition(ConditionType::Reconciling)
+        .is_some_and(|c| c.status == "True")
+        && old
+            .condition(ConditionType::Reconciling)
+            .is_none_or(|c| c.status != "True");
+    ready_changed || trouble_started
+}
+
+/// The last Events about `conn` (oldest first), or why they could not be listed.
+async fn events_about(client: &Client, conn: &ChannelConnection) -> Result<Vec<Event>, String> {
+    let ns = conn.namespace().unwrap_or_default();
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let name = conn.name_any();
+    let by_name = ListParams::default().fields(&format!("regarding.name={name}"));
+    let items = match api.list(&by_name).await {
+        Ok(list) => list.items,
+        // An API server that does not know the field selector: filter here instead.
+        Err(kube::Error::Api(e)) if e.code == 400 => {
+            api.list(&ListParams::default())
+                .await
+                .map_err(|e| format!("cannot list Events in namespace {ns}: {e}"))?
+                .items
+        }
+        Err(e) => return Err(format!("cannot list Events in namespace {ns}: {e}")),
+    };
+    Ok(select_events(items, conn, EVENTS_SHOWN))
+}
+
+/// The `last` newest Events about `conn` (by name and kind, and uid when both carry one),
+/// oldest first.
+fn select_events(items: Vec<Event>, conn: &ChannelConnection, last: usize) -> Vec<Event> {
+    let name = conn.name_any();
+    let uid = conn.uid();
+    let mut list: Vec<Event> = items
+        .into_iter()
+        .filter(|e| {
+            let Some(r) = &e.regarding else { return false };
+            r.name.as_deref() == Some(name.as_str())
+                && r.kind.as_deref() == Some("ChannelConnection")
+                && match (&r.uid, &uid) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        })
+        .collect();
+    list.sort_by_key(event_time);
+    let skip = list.len().saturating_sub(last);
+    list.split_off(skip)
+}
+
+/// When an Event last happened: its series' last time, else its own time.
+fn event_time(e: &Event) -> Option<jiff::Timestamp> {
+    e.series
+        .as_ref()
+        .map(|s| s.last_observed_time.0)
+        .or_else(|| e.event_time.as_ref().map(|t| t.0))
+        .or_else(|| e.deprecated_last_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
 fn api_error(e: kube::Error) -> String {
     match e {
         kube::Error::Api(s) if s.code == 404 => {
             "the ChannelConnection CRD is not installed: run `relink crd | kubectl apply --server-side -f -`".to_owned()
         }
-        other => format!("cannot list ChannelConnections: {other}"),
+        other => format!("cannot read ChannelConnections: {other}"),
     }
 }
 
@@ -259,6 +502,9 @@ fn what_to_do(reason: &str) -> &'static str {
             "what to do: log in to the provider's website with the account; it asks for an action"
         }
         "Suspended" => "checks are suspended (spec.suspend: true)",
+        "Checking" | "NotCheckedYet" => {
+            "nothing to do yet: the first check has not happened; if this lasts, check that the operator runs and watches this namespace"
+        }
         _ => "what to do: see docs/troubleshooting.md for this reason",
     }
 }
@@ -365,6 +611,271 @@ pub(crate) fn human_duration(seconds: i64) -> String {
     format!("{}y", days / 365)
 }
 
+/// Condition types in the order the detailed view lists them (others follow, as written).
+const CONDITION_ORDER: [ConditionType; 5] = [
+    ConditionType::Ready,
+    ConditionType::TokenValid,
+    ConditionType::ScopesGranted,
+    ConditionType::Stalled,
+    ConditionType::Reconciling,
+];
+
+/// Everything about one connection, for `relink status NAME` and `relink check NAME`.
+/// `events` are the last Events about it, oldest first, or why they could not be listed.
+pub(crate) fn render_detail(
+    c: &ChannelConnection,
+    events: &Result<Vec<Event>, String>,
+    now: jiff::Timestamp,
+) -> String {
+    let status = c.status.clone().unwrap_or_default();
+    let summary = summarize(c, now);
+    let mut out = String::new();
+    let mut field = |label: &str, value: String| {
+        out.push_str(&format!("{}{value}\n", pad(&format!("{label}:"), 22)));
+    };
+    field("Name", c.name_any());
+    field("Namespace", c.namespace().unwrap_or_default());
+    field(
+        "Provider",
+        format!(
+            "{}/{}",
+            c.spec.provider_ref.kind.as_str(),
+            c.spec.provider_ref.name
+        ),
+    );
+    field("Secret", c.spec.secret_ref.name.clone());
+    let verdict = match status.condition(ConditionType::Ready) {
+        Some(r) => format!(
+            "{} {} (Ready {} since {})",
+            summary.mark,
+            summary.reason,
+            r.status,
+            when(Some(&r.last_transition_time), now)
+        ),
+        None => format!("{} not checked yet", summary.mark),
+    };
+    field("Status", verdict);
+    if let (Some(seen), Some(generation)) = (status.observed_generation, c.metadata.generation)
+        && seen != generation
+    {
+        field(
+            "Spec",
+            format!("changed (generation {generation}); the last check saw generation {seen}"),
+        );
+    }
+    field(
+        "Account",
+        match &status.account {
+            Some(a) => account_text(a.name.as_deref(), a.id.as_deref()),
+            None => "- (not reported yet)".to_owned(),
+        },
+    );
+    if let Some(a) = &c.spec.account {
+        field(
+            "Expected account",
+            account_text(a.display_name.as_deref(), Some(&a.id)),
+        );
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    field("Scopes required", list(&c.spec.required_scopes));
+    field("Scopes granted", list(&status.granted_scopes));
+    field("Scopes missing", list(&status.missing_scopes));
+    field("Expires", when(status.expires_at.as_ref(), now));
+    field(
+        "Data access expires",
+        when(status.data_access_expires_at.as_ref(), now),
+    );
+    field("Last check", when(status.last_check_time.as_ref(), now));
+    field("Next check", when(status.next_check_time.as_ref(), now));
+    field("Last valid", when(status.last_valid_time.as_ref(), now));
+    field("Last refresh", when(status.last_refresh_time.as_ref(), now));
+    field(
+        "Consecutive failures",
+        status.consecutive_failures.to_string(),
+    );
+    let asked = c
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CHECK_REQUESTED_ANNOTATION));
+    let handled = status.last_handled_check_request.as_ref();
+    match (asked, handled) {
+        (Some(a), Some(h)) if a == h => field("Check request", format!("{h} (handled)")),
+        (Some(a), _) => field("Check request", format!("{a} (pending)")),
+        (None, Some(h)) => field("Check request", format!("{h} (handled)")),
+        (None, None) => {}
+    }
+
+    out.push_str("\nConditions:\n");
+    if status.conditions.is_empty() {
+        out.push_str("  none yet: the connection has not been checked\n");
+    } else {
+        let mut conditions: Vec<_> = status.conditions.iter().collect();
+        conditions.sort_by_key(|k| {
+            CONDITION_ORDER
+                .iter()
+                .position(|t| t.as_str() == k.type_)
+                .unwrap_or(CONDITION_ORDER.len())
+        });
+        let rows: Vec<Vec<String>> = conditions
+            .iter()
+            .map(|k| {
+                vec![
+                    k.type_.clone(),
+                    k.status.clone(),
+                    k.reason.clone(),
+                    ago(k.last_transition_time.0, now),
+                    one_line(&k.message),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["TYPE", "STATUS", "REASON", "LAST TRANSITION", "MESSAGE"],
+            &rows,
+        ));
+    }
+
+    match events {
+        Ok(list) if list.is_empty() => out.push_str("\nEvents: none\n"),
+        Ok(list) => {
+            out.push_str(&format!("\nEvents (last {}, newest last):\n", list.len()));
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|e| {
+                    let mut age = event_time(e)
+                        .map(|t| ago(t, now))
+                        .unwrap_or_else(|| "-".to_owned());
+                    if let Some(s) = e.series.as_ref().filter(|s| s.count > 1) {
+                        age.push_str(&format!(" (x{})", s.count));
+                    }
+                    vec![
+                        e.type_.clone().unwrap_or_default(),
+                        e.reason.clone().unwrap_or_default(),
+                        age,
+                        one_line(e.note.as_deref().unwrap_or_default()),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(&["TYPE", "REASON", "AGE", "MESSAGE"], &rows));
+        }
+        Err(e) => out.push_str(&format!("\nEvents: {e}\n")),
+    }
+
+    if let Some(url) = &status.reauth_url {
+        out.push_str(&format!("\nRe-authorization link:\n  {url}\n"));
+    }
+    out.push_str(&format!("\n{}\n", advice(c, &summary, &status)));
+    out
+}
+
+/// The one line saying what to do about `c`.
+fn advice(c: &ChannelConnection, summary: &Summary, status: &ChannelConnectionStatus) -> String {
+    if status.reauth_url.is_some() {
+        let who = c
+            .spec
+            .account
+            .as_ref()
+            .map(|a| {
+                format!(
+                    " as someone who manages {}",
+                    a.display_name.as_deref().unwrap_or(&a.id)
+                )
+            })
+            .unwrap_or_default();
+        let first = if summary.reason == "AccountActionRequired" {
+            "finish what the provider's website asks of the account, then "
+        } else {
+            ""
+        };
+        return format!(
+            "what to do: {first}open the link above in a browser and log in{who}, granting every permission asked (do not delete the connection)"
+        );
+    }
+    let trouble = status
+        .condition(ConditionType::Reconciling)
+        .is_some_and(|r| r.status == "True" && r.reason == "ProviderUnavailable");
+    if trouble {
+        return what_to_do("ProviderUnavailable").to_owned();
+    }
+    if summary.ready {
+        return "nothing to do: the channel works".to_owned();
+    }
+    what_to_do(&summary.reason).to_owned()
+}
+
+/// `name (id ID)`, or whichever of the two is known.
+fn account_text(name: Option<&str>, id: Option<&str>) -> String {
+    match (name, id) {
+        (Some(n), Some(i)) if n != i => format!("{n} (id {i})"),
+        (Some(n), _) => n.to_owned(),
+        (None, Some(i)) => format!("id {i}"),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// A time as RFC 3339 (whole seconds, UTC) with how long ago or ahead it is; `-` when unset.
+fn when(t: Option<&Time>, now: jiff::Timestamp) -> String {
+    let Some(Time(t)) = t else {
+        return "-".to_owned();
+    };
+    let exact = t.strftime("%Y-%m-%dT%H:%M:%SZ");
+    if *t > now {
+        format!(
+            "{exact} (in {})",
+            human_duration(t.as_second() - now.as_second())
+        )
+    } else {
+        format!("{exact} ({})", ago(*t, now))
+    }
+}
+
+/// `3m20s ago`.
+fn ago(t: jiff::Timestamp, now: jiff::Timestamp) -> String {
+    format!("{} ago", human_duration(now.as_second() - t.as_second()))
+}
+
+/// Provider text on one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// An aligned table indented by two spaces; the last column is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut out = "  ".to_owned();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&pad(cell, widths[i]));
+                out.push_str("  ");
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,5 +964,329 @@ mod tests {
         let pending = ChannelConnection { status: None, ..ok };
         let s = summarize(&pending, now);
         assert_eq!((s.mark, s.ready), ("…", false));
+    }
+
+    fn cond(type_: &str, status: &str, reason: &str, at: jiff::Timestamp) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: format!("{type_} says\n{reason}"),
+            last_transition_time: Time(at),
+            observed_generation: Some(1),
+        }
+    }
+
+    fn event(
+        name: &str,
+        kind: &str,
+        type_: &str,
+        reason: &str,
+        at: jiff::Timestamp,
+        count: Option<i32>,
+    ) -> Event {
+        use k8s_openapi::api::core::v1::ObjectReference;
+        use k8s_openapi::api::events::v1::EventSeries;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        Event {
+            regarding: Some(ObjectReference {
+                kind: Some(kind.into()),
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some("uid-1".into()),
+                ..Default::default()
+            }),
+            type_: Some(type_.into()),
+            reason: Some(reason.into()),
+            note: Some(format!("{reason} note")),
+            event_time: Some(MicroTime(at)),
+            series: count.map(|count| EventSeries {
+                count,
+                last_observed_time: MicroTime(at),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A revoked connection as the operator leaves it, checked 200 s before `now`.
+    fn revoked(now: jiff::Timestamp) -> ChannelConnection {
+        let mut c = connection(
+            "Revoked",
+            "False",
+            Some("https://example.test/auth?state=s1"),
+        );
+        c.metadata.uid = Some("uid-1".into());
+        c.metadata.generation = Some(1);
+        c.spec.required_scopes = vec!["read".into(), "write".into()];
+        let t = |s: i64| now - jiff::SignedDuration::from_secs(s);
+        let s = c.status.as_mut().unwrap();
+        s.observed_generation = Some(1);
+        s.conditions = vec![
+            cond("Reconciling", "False", "Revoked", t(200)),
+            cond("Stalled", "True", "Revoked", t(200)),
+            cond("Ready", "False", "Revoked", t(200)),
+            cond("ScopesGranted", "Unknown", "Revoked", t(200)),
+            cond("TokenValid", "False", "Revoked", t(200)),
+        ];
+        s.account = Some(relink::api::ReportedAccount {
+            id: Some("page-1".into()),
+            name: Some("page-1 name".into()),
+        });
+        s.granted_scopes = vec!["read".into()];
+        s.missing_scopes = vec!["write".into()];
+        s.expires_at = Some(Time(now + jiff::SignedDuration::from_hours(50)));
+        s.last_check_time = Some(Time(t(200)));
+        s.next_check_time = Some(Time(now + jiff::SignedDuration::from_secs(700)));
+        s.last_valid_time = Some(Time(t(3600)));
+        s.consecutive_failures = 0;
+        s.last_handled_check_request = Some("42".into());
+        c.metadata.annotations =
+            Some([(CHECK_REQUESTED_ANNOTATION.to_owned(), "42".to_owned())].into());
+        c
+    }
+
+    #[test]
+    fn detail_shows_conditions_scopes_events_link_and_what_to_do() {
+        let now: jiff::Timestamp = "2026-11-22T02:00:00Z".parse().unwrap();
+        let c = revoked(now);
+        let t = |s: i64| now - jiff::SignedDuration::from_secs(s);
+        let events = select_events(
+            vec![
+                event(
+                    "chan",
+                    "ChannelConnection",
+                    "Warning",
+                    "Revoked",
+                    t(200),
+                    Some(3),
+                ),
+                event(
+                    "chan",
+                    "ChannelConnection",
+                    "Normal",
+                    "Valid",
+                    t(3600),
+                    None,
+                ),
+                event(
+                    "other",
+                    "ChannelConnection",
+                    "Warning",
+                    "Expired",
+                    t(10),
+                    None,
+                ),
+                event("chan", "ChannelGroup", "Warning", "Down", t(10), None),
+            ],
+            &c,
+            5,
+        );
+        assert_eq!(events.len(), 2, "only Events about this connection");
+        let text = render_detail(&c, &Ok(events), now);
+        for want in [
+            "Name:                 chan\n",
+            "Namespace:            ns\n",
+            "Provider:             ChannelProvider/app\n",
+            "Status:               ✖ Revoked (Ready False since 2026-11-22T01:56:40Z (3m20s ago))\n",
+            "Account:              page-1 name (id page-1)\n",
+            "Expected account:     Page One (id page-1)\n",
+            "Scopes required:      read, write\n",
+            "Scopes granted:       read\n",
+            "Scopes missing:       write\n",
+            "Expires:              2026-11-24T04:00:00Z (in 2d2h)\n",
+            "Data access expires:  -\n",
+            "Last check:           2026-11-22T01:56:40Z (3m20s ago)\n",
+            "Next check:           2026-11-22T02:11:40Z (in 11m)\n",
+            "Last valid:           2026-11-22T01:00:00Z (60m ago)\n",
+            "Last refresh:         -\n",
+            "Consecutive failures: 0\n",
+            "Check request:        42 (handled)\n",
+            "  TYPE           STATUS   REASON   LAST TRANSITION  MESSAGE\n",
+            "  Ready          False    Revoked  3m20s ago        Ready says Revoked\n",
+            "Events (last 2, newest last):\n",
+            "  TYPE     REASON   AGE             MESSAGE\n",
+            "  Normal   Valid    60m ago         Valid note\n",
+            "  Warning  Revoked  3m20s ago (x3)  Revoked note\n",
+            "Re-authorization link:\n  https://example.test/auth?state=s1\n",
+            "what to do: open the link above in a browser and log in as someone who manages Page One",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        // Conditions in the documented order, whatever order the status holds them in.
+        let order: Vec<usize> = [
+            "  Ready ",
+            "  TokenValid ",
+            "  ScopesGranted ",
+            "  Stalled ",
+            "  Reconciling ",
+        ]
+        .iter()
+        .map(|t| text.find(t).unwrap())
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(!summarize(&c, now).ready);
+    }
+
+    #[test]
+    fn detail_of_a_healthy_connection() {
+        let now = jiff::Timestamp::now();
+        let mut c = connection("Valid", "True", None);
+        c.metadata.annotations =
+            Some([(CHECK_REQUESTED_ANNOTATION.to_owned(), "7".to_owned())].into());
+        let text = render_detail(&c, &Ok(vec![]), now);
+        assert!(
+            text.contains("Status:               ✔ Valid (Ready True since"),
+            "{text}"
+        );
+        assert!(text.contains("Events: none\n"), "{text}");
+        assert!(
+            text.contains("Check request:        7 (pending)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Account:              - (not reported yet)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Re-authorization link"), "{text}");
+        assert!(
+            text.ends_with("\nnothing to do: the channel works\n"),
+            "{text}"
+        );
+        assert!(summarize(&c, now).ready);
+
+        // Provider trouble keeps the verdict and says so; an Event list error is shown, not fatal.
+        let s = c.status.as_mut().unwrap();
+        s.conditions
+            .push(cond("Reconciling", "True", "ProviderUnavailable", now));
+        s.consecutive_failures = 3;
+        let text = render_detail(
+            &c,
+            &Err("cannot list Events in namespace ns: forbidden".into()),
+            now,
+        );
+        assert!(text.contains("Consecutive failures: 3\n"), "{text}");
+        assert!(
+            text.contains("Events: cannot list Events in namespace ns: forbidden\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nothing to do: the provider is unreachable; relink retries"),
+            "{text}"
+        );
+
+        // Never checked: no conditions, and a hint.
+        let pending = ChannelConnection { status: None, ..c };
+        let text = render_detail(&pending, &Ok(vec![]), now);
+        assert!(
+            text.contains("Status:               … not checked yet\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("none yet: the connection has not been checked"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nothing to do yet: the first check has not happened"),
+            "{text}"
+        );
+
+        // A missing Secret has no link, but a hint.
+        let missing = connection("SecretNotFound", "False", None);
+        let text = render_detail(&missing, &Ok(vec![]), now);
+        assert!(
+            text.contains("what to do: create the Secret named in spec.secretRef"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn newest_events_are_kept_oldest_first() {
+        let now = jiff::Timestamp::now();
+        let c = revoked(now);
+        let t = |s: i64| now - jiff::SignedDuration::from_secs(s);
+        let mut stale = event("chan", "ChannelConnection", "Warning", "Gone", t(1), None);
+        stale.regarding.as_mut().unwrap().uid = Some("uid-of-a-deleted-object".into());
+        let items = (0..8)
+            .map(|i| {
+                event(
+                    "chan",
+                    "ChannelConnection",
+                    "Normal",
+                    &format!("R{i}"),
+                    t(100 - i),
+                    None,
+                )
+            })
+            .chain([stale])
+            .collect();
+        let reasons: Vec<String> = select_events(items, &c, 5)
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, ["R3", "R4", "R5", "R6", "R7"]);
+    }
+
+    #[test]
+    fn events_are_expected_on_ready_changes_and_new_trouble_only() {
+        let now = jiff::Timestamp::now();
+        let status = |conds: Vec<Condition>| ChannelConnectionStatus {
+            conditions: conds,
+            ..Default::default()
+        };
+        let valid = status(vec![cond("Ready", "True", "Valid", now)]);
+        let revoked = status(vec![cond("Ready", "False", "Revoked", now)]);
+        let trouble = status(vec![
+            cond("Ready", "True", "Valid", now),
+            cond("Reconciling", "True", "ProviderUnavailable", now),
+        ]);
+        let first_trouble = status(vec![cond("Ready", "Unknown", "ProviderUnavailable", now)]);
+        assert!(!publishes_event(&valid, &valid));
+        assert!(publishes_event(&valid, &revoked));
+        assert!(publishes_event(&ChannelConnectionStatus::default(), &valid));
+        assert!(publishes_event(&valid, &trouble));
+        assert!(!publishes_event(&trouble, &trouble));
+        assert!(!publishes_event(
+            &ChannelConnectionStatus::default(),
+            &first_trouble
+        ));
+    }
+
+    #[test]
+    fn check_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            check: CheckArgs,
+        }
+        let parse =
+            |args: &[&str]| Cli::try_parse_from([&["check"], args].concat()).map(|c| c.check);
+        let a = parse(&["chan"]).unwrap();
+        assert!(a.wait && !a.no_wait);
+        assert_eq!(a.timeout, Duration::from_secs(60));
+        assert_eq!(a.name, "chan");
+        let a = parse(&["chan", "-n", "ns", "--wait", "--timeout", "1m30s"]).unwrap();
+        assert!(a.wait);
+        assert_eq!(a.namespace.as_deref(), Some("ns"));
+        assert_eq!(a.timeout, Duration::from_secs(90));
+        assert!(!parse(&["chan", "--wait=false"]).unwrap().wait);
+        assert!(parse(&["chan", "--no-wait"]).unwrap().no_wait);
+        assert!(parse(&["chan", "--timeout", "soon"]).is_err());
+        assert!(parse(&[]).is_err(), "NAME is required");
+    }
+
+    #[test]
+    fn times_read_both_ways() {
+        let now: jiff::Timestamp = "2026-11-22T02:00:00.5Z".parse().unwrap();
+        let t = |s: i64| Time(now + jiff::SignedDuration::from_secs(s));
+        assert_eq!(when(None, now), "-");
+        assert_eq!(when(Some(&t(-30)), now), "2026-11-22T01:59:30Z (30s ago)");
+        assert_eq!(
+            when(Some(&t(3 * 3600)), now),
+            "2026-11-22T05:00:00Z (in 3h)"
+        );
+        assert_eq!(one_line("a\n  b\tc "), "a b c");
+        assert_eq!(account_text(Some("x"), Some("x")), "x");
+        assert_eq!(account_text(None, Some("1")), "id 1");
     }
 }

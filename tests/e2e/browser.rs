@@ -1,7 +1,7 @@
 //! The re-authorization path in a real browser: headless Chromium, driven through chromedriver's
 //! W3C WebDriver HTTP API, opens a connection's `reauthUrl`, clicks "Allow" on the sandbox
-//! consent page and lands on the operator's callback page. Screenshots of both pages are saved
-//! next to the control plane's logs (kept with `RELINK_E2E_KEEP=1`).
+//! consent page and lands on the operator's callback page. Screenshots of both pages are kept as
+//! test artifacts in `target/e2e-artifacts/<test namespace>/{consent,result}.png`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` packages; without them the test fails (unless
 //! `RELINK_SKIP_E2E=1`), because a browser test that silently passes proves nothing.
@@ -329,6 +329,12 @@ async fn a_person_heals_a_revoked_channel_in_a_real_browser() {
     let (mut sc, public) = Scenario::start_with_callback("browser").await;
     let dir = support::control_plane().dir().join(&sc.ns);
     std::fs::create_dir_all(dir.join("profile")).expect("create browser dir");
+    // Screenshots outlive the control plane's temp dir: they are the test's artifacts.
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/e2e-artifacts")
+        .join(&sc.ns);
+    std::fs::create_dir_all(&artifacts)
+        .unwrap_or_else(|e| panic!("create {}: {e}", artifacts.display()));
     let driver = Chromedriver::start(&chromedriver, &dir).await;
 
     // A healthy connection for page-1, then the person removes the app at the provider.
@@ -374,7 +380,7 @@ async fn a_person_heals_a_revoked_channel_in_a_real_browser() {
         "page-1",
         "the page id is pre-filled from login_hint"
     );
-    browser.screenshot(&dir.join("consent.png")).await;
+    browser.screenshot(&artifacts.join("consent.png")).await;
 
     // Allow: the sandbox redirects to the operator's callback, which answers with a page.
     let allow = browser.find(r#"button[value="allow"]"#).await;
@@ -399,7 +405,7 @@ async fn a_person_heals_a_revoked_channel_in_a_real_browser() {
         body.contains("page-1 display") && body.contains("is connected again"),
         "{body}"
     );
-    browser.screenshot(&dir.join("result.png")).await;
+    browser.screenshot(&artifacts.join("result.png")).await;
     browser.quit().await;
 
     // The connection is healthy again, with a new token in its Secret.
@@ -422,8 +428,8 @@ async fn a_person_heals_a_revoked_channel_in_a_real_browser() {
     sc.assert_no_token_leaked().await;
     eprintln!(
         "[e2e] screenshots: {} {}",
-        dir.join("consent.png").display(),
-        dir.join("result.png").display()
+        artifacts.join("consent.png").display(),
+        artifacts.join("result.png").display()
     );
     drop(driver);
 }

@@ -3,6 +3,7 @@
 
 mod browser;
 mod chart;
+mod cli;
 mod crds;
 mod demo;
 mod examples;
