@@ -84,6 +84,8 @@ pub struct Context {
     pub providers: Store<ChannelProvider>,
     pub cluster_providers: Store<ClusterChannelProvider>,
     pub secrets: SecretVersions,
+    /// Client secrets of providers, reused while their Secret is unchanged.
+    pub client_secrets: tokens::ClientSecretCache,
     /// Status written by this process and not yet seen back through the watch, keyed by uid:
     /// it keeps a lagging cache from making a just-checked connection look due again.
     written: Mutex<HashMap<String, ChannelConnectionStatus>>,
@@ -279,6 +281,7 @@ pub async fn run(
         providers: providers.clone(),
         cluster_providers: cluster_providers.clone(),
         secrets,
+        client_secrets: tokens::ClientSecretCache::default(),
         written: Mutex::default(),
         provider_slots: Mutex::default(),
         synced: watch::channel(false).0,

@@ -52,7 +52,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     let label = resolved.label();
-    let problem = match load_app(&ctx.client, ctx.http.policy(), &resolved).await? {
+    let problem = match load_app(&ctx.client, ctx.http.policy(), &resolved, None).await? {
         Err(message) => Some(message),
         Ok(app)
             if app.endpoint(Endpoint::Introspection).is_none()

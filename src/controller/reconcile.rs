@@ -108,6 +108,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     set_reauth_url(ctx, &conn, &outcome, g.app.as_ref(), &mut status, now);
 
     let interval = schedule::interval(&conn);
+    let first_check = old.last_check_time.is_none();
     let wait = {
         let mut rng = rand::rng();
         match &outcome {
@@ -125,11 +126,11 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
             Outcome::Checked {
                 refreshable: true, ..
             } => Some(schedule::before_expiry(
-                schedule::next_regular(interval, &mut rng),
+                schedule::next_regular(interval, first_check, &mut rng),
                 status.expires_at.as_ref().map(|t| t.0),
                 now,
             )),
-            _ => Some(schedule::next_regular(interval, &mut rng)),
+            _ => Some(schedule::next_regular(interval, first_check, &mut rng)),
         }
     };
     status.next_check_time = wait.map(|w| Time(now + w));
@@ -352,7 +353,14 @@ async fn gather_and_check(
         return Ok(done(outcome, observed, None, None));
     };
     observed.provider_generation = provider.generation;
-    let app = match load_app(&ctx.client, ctx.http.policy(), &provider).await? {
+    let app = match load_app(
+        &ctx.client,
+        ctx.http.policy(),
+        &provider,
+        Some((&ctx.client_secrets, &ctx.secrets)),
+    )
+    .await?
+    {
         Ok(app) => app,
         Err(message) => {
             let outcome = Outcome::ProviderNotReady { message };

@@ -82,7 +82,14 @@ pub fn interval(conn: &ChannelConnection) -> Duration {
 }
 
 /// Next regular check: the interval shortened by up to 10 % so a fleet created together spreads out.
-pub fn next_regular(interval: Duration, rng: &mut impl Rng) -> Duration {
+///
+/// After a connection's first check the next one lands anywhere in the interval instead: a
+/// fleet created (or installed) at once is checked in one burst the first time, and evenly
+/// from the second round on.
+pub fn next_regular(interval: Duration, first_check: bool, rng: &mut impl Rng) -> Duration {
+    if first_check {
+        return interval.mul_f64(rng.random_range(0.05..1.0));
+    }
     interval.mul_f64(1.0 - rng.random_range(0.0..JITTER))
 }
 
@@ -204,10 +211,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_checked_together_spreads_over_the_whole_interval() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut buckets = [0u32; 10];
+        for _ in 0..10_000 {
+            let d = next_regular(Duration::from_secs(1000), true, &mut rng);
+            buckets[(d.as_secs() / 100).min(9) as usize] += 1;
+        }
+        // Roughly flat: every tenth of the interval gets a share (the first a little less).
+        assert!(buckets[0] > 300, "{buckets:?}");
+        assert!(
+            buckets[1..].iter().all(|&b| b > 800 && b < 1300),
+            "{buckets:?}"
+        );
+    }
+
+    #[test]
     fn regular_checks_spread_within_ten_percent() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for _ in 0..100 {
-            let d = next_regular(Duration::from_secs(900), &mut rng);
+            let d = next_regular(Duration::from_secs(900), false, &mut rng);
             assert!(d > Duration::from_secs(810) && d <= Duration::from_secs(900));
         }
     }

@@ -1,7 +1,8 @@
 //! Reading and writing what a check needs: the provider application (with its client secret,
 //! behind the endpoint policy) and the token keys of a connection's Secret.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -9,6 +10,7 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::SecretVersions;
 use crate::api::{
     ChannelProvider, ClusterChannelProvider, ProviderKind, ProviderRef, ProviderSettings,
     TokenSecretRef,
@@ -89,10 +91,37 @@ pub type NotReady = String;
 
 /// Builds the [`App`]: endpoints checked against the policy (namespaced providers only) and the
 /// client secret read. A Kubernetes API failure is an `Err(Err(..))` to retry.
+/// Client secrets read for checks, reused while the metadata watch reports the same
+/// `resourceVersion` for their Secret: a fleet of connections sharing one provider then costs
+/// one Secret read per check, not two. Only client secrets are kept, never tokens.
+#[derive(Default)]
+pub struct ClientSecretCache {
+    entries: Mutex<HashMap<(String, String, String), (String, Token)>>,
+}
+
+impl ClientSecretCache {
+    fn get(&self, key: &(String, String, String), version: &str) -> Option<Token> {
+        let entries = self.entries.lock().expect("client secret cache lock");
+        entries
+            .get(key)
+            .filter(|(v, _)| v == version)
+            .map(|(_, t)| t.clone())
+    }
+
+    fn put(&self, key: (String, String, String), version: String, token: Token) {
+        let mut entries = self.entries.lock().expect("client secret cache lock");
+        entries.insert(key, (version, token));
+    }
+}
+
+/// Where [`load_app`] may reuse a client secret instead of reading it.
+pub type Reuse<'a> = Option<(&'a ClientSecretCache, &'a SecretVersions)>;
+
 pub async fn load_app(
     client: &Client,
     policy: &EndpointPolicy,
     p: &ResolvedProvider,
+    reuse: Reuse<'_>,
 ) -> Result<Result<App, NotReady>, kube::Error> {
     let label = p.label();
     if !p.trusted() {
@@ -119,12 +148,26 @@ pub async fn load_app(
                 (Some(ns), true) => ns.clone(),
                 _ => p.namespace.clone(),
             };
-            let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            match api
-                .get_opt(&cs.name)
-                .await?
-                .and_then(|s| read_key(&s, &cs.key))
-            {
+            let key = (ns.clone(), cs.name.clone(), cs.key.clone());
+            let cached = reuse
+                .and_then(|(cache, versions)| cache.get(&key, &versions.version(&ns, &cs.name)?));
+            let read = match cached {
+                Some(t) => Some(t),
+                None => {
+                    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+                    let secret = api.get_opt(&cs.name).await?;
+                    let token = secret.as_ref().and_then(|s| read_key(s, &cs.key));
+                    if let (Some((cache, _)), Some(t), Some(v)) = (
+                        reuse,
+                        &token,
+                        secret.as_ref().and_then(|s| s.resource_version()),
+                    ) {
+                        cache.put(key, v, t.clone());
+                    }
+                    token
+                }
+            };
+            match read {
                 Some(v) => Some(v),
                 None => {
                     return Ok(Err(format!(

@@ -123,7 +123,7 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
     .await
     .map_err(internal)?
     .ok_or_else(|| bad(format!("The provider of {who} no longer exists.")))?;
-    let app = load_app(&ctx.client, ctx.http.policy(), &provider)
+    let app = load_app(&ctx.client, ctx.http.policy(), &provider, None)
         .await
         .map_err(internal)?
         .map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))?;

@@ -61,9 +61,10 @@ async fn valid_token_turns_connection_ready() {
     assert!(s.last_check_time.is_some() && s.last_valid_time.is_some());
     let next = s.next_check_time.expect("next check scheduled").0;
     let in_secs = next.duration_since(jiff::Timestamp::now()).as_secs();
+    // After the first check the next one lands anywhere in the 15m interval (fleets spread out).
     assert!(
-        (780..=900).contains(&in_secs),
-        "next check in {in_secs}s, expected about 15m minus jitter"
+        (30..=900).contains(&in_secs),
+        "next check in {in_secs}s, expected within the 15m interval"
     );
     assert_eq!(s.observed_generation, Some(1));
     sc.wait_event("chan", "Normal", "Valid").await;
