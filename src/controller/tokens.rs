@@ -96,11 +96,14 @@ pub type NotReady = String;
 /// one Secret read per check, not two. Only client secrets are kept, never tokens.
 #[derive(Default)]
 pub struct ClientSecretCache {
-    entries: Mutex<HashMap<(String, String, String), (String, Token)>>,
+    entries: Mutex<HashMap<SecretKey, (String, Token)>>,
 }
 
+/// Namespace, name and key of a client secret.
+type SecretKey = (String, String, String);
+
 impl ClientSecretCache {
-    fn get(&self, key: &(String, String, String), version: &str) -> Option<Token> {
+    fn get(&self, key: &SecretKey, version: &str) -> Option<Token> {
         let entries = self.entries.lock().expect("client secret cache lock");
         entries
             .get(key)
@@ -108,7 +111,7 @@ impl ClientSecretCache {
             .map(|(_, t)| t.clone())
     }
 
-    fn put(&self, key: (String, String, String), version: String, token: Token) {
+    fn put(&self, key: SecretKey, version: String, token: Token) {
         let mut entries = self.entries.lock().expect("client secret cache lock");
         entries.insert(key, (version, token));
     }
