@@ -70,8 +70,9 @@ pub struct ChannelConnectionSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_scopes: Vec<String>,
 
-    /// How often the token is checked, at least 1m (e.g. `15m`, `1h`, `1h30m`). Checks are spread
-    /// with a little jitter so thousands of connections do not fire together.
+    /// How often the token is checked, at least 1m (e.g. `15m`, `1h`, `1h30m`). After the first
+    /// check each connection gets its own random phase within the interval, so thousands of
+    /// connections do not fire together.
     #[serde(default = "default_check_interval")]
     #[schemars(regex(pattern = INTERVAL_PATTERN))]
     pub check_interval: String,

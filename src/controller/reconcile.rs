@@ -57,8 +57,15 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     let now = jiff::Timestamp::now();
     let observed = ctx.observed(&conn);
     let why = match schedule::due(&conn, &observed, now) {
-        Due::Idle => return Ok(Action::await_change()),
-        Due::Later(wait) => return Ok(Action::requeue(wait)),
+        Due::Idle => {
+            export_ready(ctx, &conn);
+            return Ok(Action::await_change());
+        }
+        Due::Later(wait) => {
+            // After a restart the gauge is there at once, without waiting for the next check.
+            export_ready(ctx, &conn);
+            return Ok(Action::requeue(wait));
+        }
         Due::Now(why) => why,
     };
     let ns = conn.namespace().unwrap_or_default();
@@ -184,6 +191,20 @@ pub fn error_policy(conn: Arc<ChannelConnection>, err: &Error, ctx: Arc<Context>
         .inc();
     warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %err, kind = err.metric_label(), "reconcile error, retrying");
     Action::requeue(Duration::from_secs(10))
+}
+
+/// `relink_connection_ready` from the status as it stands.
+fn export_ready(ctx: &Context, conn: &ChannelConnection) {
+    use crate::api::ConditionType;
+    let ready = conn
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(ConditionType::Ready))
+        .is_some_and(|c| c.status == "True");
+    ctx.metrics
+        .connection_ready
+        .get_or_create(&super::connection_labels(conn))
+        .set(i64::from(ready));
 }
 
 fn record_metrics(

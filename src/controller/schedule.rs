@@ -11,8 +11,6 @@ use crate::api::{
 
 /// The shortest check interval, also enforced here for objects the schema did not validate.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
-/// Share of the interval used to spread checks.
-const JITTER: f64 = 0.1;
 
 /// Versions of a connection's inputs as the watch caches see them now.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -81,16 +79,17 @@ pub fn interval(conn: &ChannelConnection) -> Duration {
         .max(MIN_INTERVAL)
 }
 
-/// Next regular check: the interval shortened by up to 10 % so a fleet created together spreads out.
+/// Next regular check: exactly one interval later, so each connection is checked exactly once
+/// per interval.
 ///
 /// After a connection's first check the next one lands anywhere in the interval instead: a
 /// fleet created (or installed) at once is checked in one burst the first time, and evenly
-/// from the second round on.
+/// from the second round on, each connection keeping its own phase.
 pub fn next_regular(interval: Duration, first_check: bool, rng: &mut impl Rng) -> Duration {
     if first_check {
         return interval.mul_f64(rng.random_range(0.05..1.0));
     }
-    interval.mul_f64(1.0 - rng.random_range(0.0..JITTER))
+    interval
 }
 
 /// Next try after `failures` transient failures in a row: exponential from `base`, capped at
@@ -227,11 +226,11 @@ mod tests {
     }
 
     #[test]
-    fn regular_checks_spread_within_ten_percent() {
+    fn later_checks_keep_their_phase_exactly_one_interval_apart() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        for _ in 0..100 {
-            let d = next_regular(Duration::from_secs(900), false, &mut rng);
-            assert!(d > Duration::from_secs(810) && d <= Duration::from_secs(900));
-        }
+        assert_eq!(
+            next_regular(Duration::from_secs(900), false, &mut rng),
+            Duration::from_secs(900)
+        );
     }
 }
