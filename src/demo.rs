@@ -189,12 +189,14 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     ));
     let mut operator = pin!(super::run_operator(run_args));
     let flow = show(&client, &args, &stage);
+    let mut operator_done = false;
     let why = tokio::select! {
         r = &mut operator => {
-            return Err(match r {
-                Ok(()) => "the operator stopped unexpectedly".to_owned(),
-                Err(e) => format!("the operator stopped: {e}"),
-            });
+            // The operator returns cleanly only on SIGINT/SIGTERM, which the demo's own handler
+            // may not have seen yet: that is the user's Ctrl-C, not a failure.
+            r.map_err(|e| format!("the operator stopped: {e}"))?;
+            operator_done = true;
+            Stop::Signal
         }
         r = flow => {
             r?;
@@ -203,7 +205,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         why = &mut stop => why,
     };
     say("\nStopping the operator and the sandbox provider…");
-    if why == Stop::Signal {
+    if why == Stop::Signal && !operator_done {
         // The operator saw the same signal and finishes the checks in flight.
         let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
     }
