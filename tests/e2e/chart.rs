@@ -1466,7 +1466,7 @@ fn lua_literal(v: &Json) -> String {
 
 /// Runs `docs/argocd/<script>.lua` on `obj` as Argo CD does (global `obj`, the chunk returns
 /// `{status, message}`) and returns them.
-fn argo_health(script: &str, obj: &Json) -> (String, String) {
+pub(crate) fn argo_health(script: &str, obj: &Json) -> (String, String) {
     let path = repo(&format!("docs/argocd/{script}.lua"));
     let runner = format!(
         r#"obj = {obj}

@@ -12,9 +12,8 @@
 //!   Healthy before; the group follows.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -413,77 +412,6 @@ fn assert_observed_current_spec(obj: &Json, what: &str) {
     }
 }
 
-/// `v` as a Lua expression, the way Argo CD hands objects to its health scripts (as in
-/// `chart.rs`).
-fn lua_literal(v: &Json) -> String {
-    match v {
-        Json::Null => "nil".into(),
-        Json::Bool(b) => b.to_string(),
-        Json::Number(n) => n.to_string(),
-        Json::String(s) => {
-            let mut out = String::from("\"");
-            for b in s.bytes() {
-                match b {
-                    b'"' => out.push_str("\\\""),
-                    b'\\' => out.push_str("\\\\"),
-                    0x20..=0x7e => out.push(b as char),
-                    _ => out.push_str(&format!("\\{b:03}")),
-                }
-            }
-            out.push('"');
-            out
-        }
-        Json::Array(items) => {
-            let items: Vec<String> = items.iter().map(lua_literal).collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        Json::Object(map) => {
-            let fields: Vec<String> = map
-                .iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| format!("[{}] = {}", lua_literal(&json!(k)), lua_literal(v)))
-                .collect();
-            format!("{{{}}}", fields.join(", "))
-        }
-    }
-}
-
-/// Runs `docs/argocd/<script>.lua` on `obj` with Lua 5.1 (`$LUA`, else `lua5.1`) as Argo CD
-/// does: global `obj`, the chunk returns `{status, message}`.
-fn argo_health(script: &str, obj: &Json) -> (String, String) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("docs/argocd/{script}.lua"));
-    let runner = format!(
-        "obj = {obj}\nlocal hs = assert(loadfile({path}))()\nio.write(tostring(hs.status), \"\\0\", tostring(hs.message))\n",
-        obj = lua_literal(obj),
-        path = lua_literal(&json!(path.display().to_string())),
-    );
-    let lua = std::env::var("LUA").unwrap_or_else(|_| "lua5.1".into());
-    let mut child = Command::new(&lua)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{lua}` (apt-get install lua5.1, or set LUA=luajit): {e}")
-        });
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(runner.as_bytes())
-        .expect("write the Lua runner");
-    let out = child.wait_with_output().expect("lua runs");
-    assert!(
-        out.status.success(),
-        "{script}.lua failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("UTF-8");
-    let (status, message) = text.split_once('\0').expect("status and message");
-    (status.to_owned(), message.to_owned())
-}
-
 #[tokio::test]
 async fn sandbox_examples_work_with_the_operator() {
     if support::skip() {
@@ -570,7 +498,7 @@ async fn sandbox_examples_work_with_the_operator() {
     assert_eq!(str_at(&obj, "/status/account/id"), "page-1");
     assert_observed_current_spec(&obj, "valid connection");
     assert_eq!(kstatus(&obj), "Current", "kstatus of the valid connection");
-    let (status, message) = argo_health("channelconnection", &obj);
+    let (status, message) = crate::chart::argo_health("channelconnection", &obj);
     assert_eq!(
         status, "Healthy",
         "Argo CD health of the valid connection: {message}"
@@ -586,7 +514,7 @@ async fn sandbox_examples_work_with_the_operator() {
     let g = live::<ChannelGroup>(&client, &ns, group).await;
     assert_eq!(g.pointer("/status/ready"), Some(&json!(1)), "1/1 ready");
     assert_eq!(kstatus(&g), "Current", "kstatus of the healthy group");
-    let (status, message) = argo_health("channelgroup", &g);
+    let (status, message) = crate::chart::argo_health("channelgroup", &g);
     assert_eq!(status, "Healthy", "Argo CD health of the group: {message}");
 
     // Revoked behind relink's back (the README's `curl -XPOST localhost:8090/sandbox/revoke`),
@@ -628,7 +556,7 @@ async fn sandbox_examples_work_with_the_operator() {
         reauth.starts_with(&format!("{base}/oauth/authorize?")),
         "a re-login link at the sandbox: {reauth}"
     );
-    let (status, message) = argo_health("channelconnection", &obj);
+    let (status, message) = crate::chart::argo_health("channelconnection", &obj);
     assert_eq!(
         status, "Degraded",
         "Argo CD health of the revoked connection: {message}"
@@ -650,7 +578,7 @@ async fn sandbox_examples_work_with_the_operator() {
     let g = live::<ChannelGroup>(&client, &ns, group).await;
     assert!(condition_is(&g, "Ready", "False"), "the group is not Ready");
     assert_eq!(kstatus(&g), "Failed", "kstatus of the down group");
-    let (status, message) = argo_health("channelgroup", &g);
+    let (status, message) = crate::chart::argo_health("channelgroup", &g);
     assert_eq!(
         status, "Degraded",
         "Argo CD health of the down group: {message}"
