@@ -48,10 +48,7 @@ struct Chromedriver {
 
 impl Chromedriver {
     async fn start(bin: &Path, dir: &Path) -> Chromedriver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::support::free_port();
         let log = dir.join("chromedriver.log");
         let file = std::fs::File::create(&log).expect("create chromedriver log");
         let child = tokio::process::Command::new(bin)

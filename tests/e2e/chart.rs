@@ -844,10 +844,7 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
     let watched = support::test_namespace(&admin, "chart-watch").await;
     let elsewhere = support::test_namespace(&admin, "chart-else").await;
     let release = format!("e2e-{}", random_suffix());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = crate::support::free_port();
     let public = format!("http://127.0.0.1:{port}");
 
     // The harness installed the CRDs without Helm's ownership labels, so this release leaves

@@ -336,10 +336,7 @@ async fn demo_probe_tells_whether_the_api_answers() {
     assert!(out.status.success(), "{out:?}");
 
     // A cluster nobody listens on: a fast, clear no.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let closed = crate::support::free_port();
     let text = std::fs::read_to_string(cp.kubeconfig()).expect("kubeconfig");
     let server = text
         .lines()

@@ -97,10 +97,7 @@ impl Scenario {
         let cp = support::control_plane();
         let client = cp.client();
         let ns = support::test_namespace(&client, prefix).await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::support::free_port();
         let public = format!("http://127.0.0.1:{port}");
         let mut args = operator_args(&ns);
         let at = args

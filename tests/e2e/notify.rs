@@ -525,10 +525,7 @@ async fn mail_server_down_then_delivered_later() {
         return;
     }
     // A port with nothing listening (yet).
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = crate::support::free_port();
     let url = format!("smtp://127.0.0.1:{port}");
     let (client, ns, args) = start("notify-down", &url).await;
     let mut sc = Scenario::start_with(client, ns, &args).await;

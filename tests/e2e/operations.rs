@@ -8,12 +8,7 @@ use serde_json::json;
 use crate::fixtures::{Scenario, Validation, open, operator_args};
 use crate::support::{self, Operator};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+use crate::support::free_port;
 
 fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
     match args.iter().position(|a| a == flag) {

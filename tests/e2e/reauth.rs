@@ -255,11 +255,7 @@ async fn expired_links_and_logins_with_fewer_scopes_change_nothing() {
     let cp = support::control_plane();
     let client = cp.client();
     let ns = support::test_namespace(&client, "linkttl").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let mut args = crate::fixtures::operator_args(&ns);
     let at = args.iter().position(|a| a == "--callback-addr").unwrap();
     args[at + 1] = format!("127.0.0.1:{port}");

@@ -126,11 +126,18 @@ fn find_binaries() -> Option<PathBuf> {
     (out.status.success() && has_both(&dir)).then_some(dir)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+/// A loopback port that is free now, for a process to bind later. Picked below Linux's
+/// ephemeral range (32768-60999): a port the kernel handed out for `:0` can be handed out
+/// again, or used by an outgoing connection, before the process binds it.
+pub fn free_port() -> u16 {
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000")
 }
 
 fn random_string(len: usize) -> String {
