@@ -94,18 +94,28 @@ impl Scenario {
     /// Like [`Scenario::start`], with the operator's OAuth callback on a known local port.
     /// Returns the scenario and the callback's base URL (`--public-url`).
     pub async fn start_with_callback(prefix: &str) -> (Scenario, String) {
+        Self::start_with_callback_flags(prefix, &[]).await
+    }
+
+    /// [`Scenario::start_with_callback`] with more operator flags (`(flag, value)` pairs).
+    pub async fn start_with_callback_flags(
+        prefix: &str,
+        flags: &[(&str, &str)],
+    ) -> (Scenario, String) {
         let cp = support::control_plane();
         let client = cp.client();
         let ns = support::test_namespace(&client, prefix).await;
         let port = crate::support::free_port();
         let public = format!("http://127.0.0.1:{port}");
-        let mut args = operator_args(&ns);
-        let at = args
-            .iter()
-            .position(|a| a == "--callback-addr")
-            .expect("flag present");
-        args[at + 1] = format!("127.0.0.1:{port}");
-        args.extend(["--public-url".to_owned(), public.clone()]);
+        let mut args = with_flag(
+            operator_args(&ns),
+            "--callback-addr",
+            &format!("127.0.0.1:{port}"),
+        );
+        args = with_flag(args, "--public-url", &public);
+        for (flag, value) in flags {
+            args = with_flag(args, flag, value);
+        }
         (Self::start_with(client, ns, &args).await, public)
     }
 
@@ -366,6 +376,15 @@ impl Scenario {
             );
         }
     }
+}
+
+/// `args` with `flag` set to `value`: replaced when present, appended otherwise.
+pub fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    match args.iter().position(|a| a == flag) {
+        Some(at) => args[at + 1] = value.to_owned(),
+        None => args.extend([flag.to_owned(), value.to_owned()]),
+    }
+    args
 }
 
 /// An HTTP client that, like a browser here, does not follow redirects on its own.

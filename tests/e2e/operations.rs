@@ -5,18 +5,10 @@ use std::time::Duration;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::fixtures::{Scenario, Validation, open, operator_args};
+use crate::fixtures::{Scenario, Validation, open, operator_args, with_flag};
 use crate::support::{self, Operator};
 
 use crate::support::free_port;
-
-fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
-    match args.iter().position(|a| a == flag) {
-        Some(at) => args[at + 1] = value.to_owned(),
-        None => args.extend([flag.to_owned(), value.to_owned()]),
-    }
-    args
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_probes_describe_the_fleet() {

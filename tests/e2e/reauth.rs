@@ -252,20 +252,8 @@ async fn expired_links_and_logins_with_fewer_scopes_change_nothing() {
     if support::skip() {
         return;
     }
-    let cp = support::control_plane();
-    let client = cp.client();
-    let ns = support::test_namespace(&client, "linkttl").await;
-    let port = support::free_port();
-    let mut args = crate::fixtures::operator_args(&ns);
-    let at = args.iter().position(|a| a == "--callback-addr").unwrap();
-    args[at + 1] = format!("127.0.0.1:{port}");
-    args.extend([
-        "--public-url".into(),
-        format!("http://127.0.0.1:{port}"),
-        "--reauth-link-ttl".into(),
-        "3s".into(),
-    ]);
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let (mut sc, _) =
+        Scenario::start_with_callback_flags("linkttl", &[("--reauth-link-ttl", "3s")]).await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read", "write"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
@@ -333,9 +321,11 @@ async fn a_refresh_token_rotated_elsewhere_is_not_a_dead_one() {
     }
     let client = support::control_plane().client();
     let ns = support::test_namespace(&client, "rotated").await;
-    let mut args = crate::fixtures::operator_args(&ns);
-    let at = args.iter().position(|a| a == "--provider-timeout").unwrap();
-    args[at + 1] = "10s".into();
+    let args = crate::fixtures::with_flag(
+        crate::fixtures::operator_args(&ns),
+        "--provider-timeout",
+        "10s",
+    );
     // Slow provider answers leave time for "another client" to rotate the refresh token first.
     let config = relink::sandbox::SandboxConfig {
         latency: Duration::from_secs(3),
