@@ -116,7 +116,7 @@ struct RunArgs {
     )]
     state_key_secret: String,
     /// How long a re-authorization link stays valid.
-    #[arg(long, default_value = "168h", value_parser = duration)]
+    #[arg(long, default_value = reauth::DEFAULT_LINK_TTL, value_parser = duration)]
     reauth_link_ttl: Duration,
     /// Elect one active replica through a Lease in the operator namespace.
     #[arg(long, env = "RELINK_LEADER_ELECT", default_value_t = false)]
@@ -300,12 +300,13 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
     );
     let callback = tokio::spawn(reauth::callback::serve(
         callback_listener,
-        Arc::new(CallbackContext {
-            client: client.clone(),
-            http: http.clone(),
-            reauth: reauth.clone(),
-            operator_namespace: args.operator_namespace.clone(),
-        }),
+        Arc::new(CallbackContext::new(
+            client.clone(),
+            http.clone(),
+            reauth.clone(),
+            args.operator_namespace.clone(),
+            metrics.clone(),
+        )),
         stopped(stop_rx.clone()),
     ));
     let deps = Deps {

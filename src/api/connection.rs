@@ -282,6 +282,11 @@ pub struct ChannelConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_time: Option<Time>,
 
+    /// The last re-authorization completed through relink's link: when, and which provider
+    /// account logged in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reauthorization: Option<Reauthorization>,
+
     /// Checks in a row that could not reach a verdict (provider unavailable).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failures: i32,
@@ -322,6 +327,16 @@ pub struct NotificationRecord {
     /// Where it went, e.g. `email,webhook`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<String>,
+}
+
+/// A completed re-authorization.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct Reauthorization {
+    /// When the login was written into the Secret.
+    pub time: Time,
+    /// The provider account that logged in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<ReportedAccount>,
 }
 
 /// An account as the provider reports it.

@@ -25,6 +25,10 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "relink.dev";
 /// Annotation whose new value asks for a check now (`kubectl annotate chc x relink.dev/check-requested-at=$(date +%s) --overwrite`).
 pub const CHECK_REQUESTED_ANNOTATION: &str = "relink.dev/check-requested-at";
+/// Annotation (`"true"`) that lets the next completed re-authorization change the account a
+/// connection without `spec.account` is pinned to; removed once used. Without it the OAuth
+/// callback accepts only the account the connection last worked with.
+pub const ALLOW_ACCOUNT_CHANGE_ANNOTATION: &str = "relink.dev/allow-account-change";
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "relink";
 

@@ -112,7 +112,8 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     if g.refreshed {
         status.last_refresh_time = Some(Time(now));
     }
-    set_reauth_url(ctx, &conn, &outcome, g.app.as_ref(), &mut status, now);
+    let setup = g.app.as_ref().zip(g.provider.as_ref());
+    set_reauth_url(ctx, &conn, &outcome, setup, &mut status, now);
 
     let interval = schedule::interval(&conn);
     let first_check = old.last_check_time.is_none();
@@ -310,11 +311,17 @@ async fn write_status(
 ) -> Result<(), Error> {
     let api: Api<ChannelConnection> =
         Api::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default());
-    let patch = json!({
+    let mut patch = json!({
         "apiVersion": ChannelConnection::api_version(&()),
         "kind": ChannelConnection::kind(&()),
         "status": status,
     });
+    // Re-publishing the link this check read: only if nobody (the OAuth callback consuming it)
+    // changed the object since, so a used link never comes back.
+    let old_link = conn.status.as_ref().and_then(|s| s.reauth_url.as_ref());
+    if status.reauth_url.is_some() && status.reauth_url.as_ref() == old_link {
+        patch["metadata"] = json!({"resourceVersion": conn.resource_version()});
+    }
     api.patch_status(
         &conn.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -649,7 +656,7 @@ fn set_reauth_url(
     ctx: &Context,
     conn: &ChannelConnection,
     outcome: &Outcome,
-    app: Option<&App>,
+    setup: Option<(&App, &ResolvedProvider)>,
     status: &mut ChannelConnectionStatus,
     now: jiff::Timestamp,
 ) {
@@ -666,8 +673,9 @@ fn set_reauth_url(
     if !needs_login(status) {
         return;
     }
-    let Some(app) = app else { return };
-    match ctx.reauth.link(app, conn, old.as_deref(), now) {
+    let Some((app, provider)) = setup else { return };
+    let binding = ctx.reauth.binding(provider, app);
+    match ctx.reauth.link(app, &binding, conn, old.as_deref(), now) {
         Ok(url) => status.reauth_url = Some(url),
         Err(message) => {
             warn!(namespace = ?conn.namespace(), name = %conn.name_any(), %message, "no re-authorization link")

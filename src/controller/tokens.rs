@@ -26,6 +26,8 @@ pub struct ResolvedProvider {
     /// Namespace of a ChannelProvider; the operator's for a ClusterChannelProvider.
     pub namespace: String,
     pub generation: Option<i64>,
+    /// Re-authorization links name the object they were made for.
+    pub uid: Option<String>,
 }
 
 impl ResolvedProvider {
@@ -36,6 +38,7 @@ impl ResolvedProvider {
             name: p.name_any(),
             namespace: p.namespace().unwrap_or_default(),
             generation: p.metadata.generation,
+            uid: p.uid(),
         }
     }
 
@@ -46,6 +49,7 @@ impl ResolvedProvider {
             name: p.name_any(),
             namespace: operator_namespace.to_owned(),
             generation: p.metadata.generation,
+            uid: p.uid(),
         }
     }
 

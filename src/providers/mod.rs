@@ -8,6 +8,7 @@ mod answer;
 mod facebook;
 mod google;
 mod http;
+mod identity;
 mod instagram;
 mod linkedin;
 mod meta;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use http::{Http, HttpConfig, Response, TransportError};
+pub use identity::{Identity, identify};
 pub use policy::EndpointPolicy;
 pub use preset::{ClientAuth, Preset, RenewStyle, preset};
 pub use token::{NewTokens, Renewal};

@@ -124,7 +124,7 @@ struct UserInfo {
     error: Option<String>,
 }
 
-async fn probe(http: &Http, app: &App, url: &str, token: &Token) -> Verdict {
+pub(super) async fn probe(http: &Http, app: &App, url: &str, token: &Token) -> Verdict {
     let req = http
         .request(app.trusted, Method::GET, url)
         .header("Accept", "application/json")

@@ -1,7 +1,13 @@
-//! `GET /oauth/callback`: where the provider sends a person back after consent. It verifies the
-//! signed state, exchanges the code, checks that the new token reaches the connection's account
-//! with the required scopes, writes it into the connection's Secret (other keys untouched) and
-//! asks for a check at once. A forged, replayed or wrong-account callback changes nothing.
+//! `GET /oauth/callback`: where the provider sends a person back after consent.
+//!
+//! Whoever holds a link decides whose token ends up in the Secret, and links are seen by every
+//! namespace viewer, every owner and every chat a notification reaches. So the callback:
+//! verifies the signed state and that it was made for the connection's current provider setup;
+//! consumes the link atomically before the code is exchanged (a status patch conditioned on the
+//! connection's resourceVersion replaces it, so of two racing callbacks exactly one goes on);
+//! exchanges the code; checks the new token and asks the provider who it belongs to when the
+//! check did not say; and writes it only when it reaches the expected account with the
+//! required scopes ([`login_fit`]). A refused callback changes no Secret.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,15 +19,21 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Reauth, state_of};
-use crate::api::{CHECK_REQUESTED_ANNOTATION, ChannelConnection};
-use crate::controller::status::unfit_for;
+use super::{Reauth, StateClaims, state_of};
+use crate::api::{
+    ALLOW_ACCOUNT_CHANGE_ANNOTATION, CHECK_REQUESTED_ANNOTATION, ChannelConnection, ProviderType,
+    ReportedAccount,
+};
+use crate::controller::status::{LoginFit, describe, expected_account, login_fit, reached_ids};
 use crate::controller::tokens::{ResolvedProvider, WriteError, load_app, write_tokens};
-use crate::providers::{Http, Renewal, Verdict, validator_for};
+use crate::providers::{App, Http, Identity, Renewal, Verdict, identify, validator_for};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::CallbackLabels;
 
 /// What the callback server needs.
 pub struct CallbackContext {
@@ -29,6 +41,31 @@ pub struct CallbackContext {
     pub http: Http,
     pub reauth: Reauth,
     pub operator_namespace: String,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+}
+
+impl CallbackContext {
+    pub fn new(
+        client: Client,
+        http: Http,
+        reauth: Reauth,
+        operator_namespace: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "relink".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            http,
+            reauth,
+            operator_namespace,
+            metrics,
+        }
+    }
 }
 
 /// Serves the callback until `shutdown` resolves.
@@ -56,17 +93,66 @@ async fn callback(
     State(ctx): State<Arc<CallbackContext>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    match handle(&ctx, &q).await {
-        Ok(done) => page(StatusCode::OK, "Channel connected again", &done, true),
-        Err((status, message)) => page(status, "The channel was not changed", &message, false),
+    let (result, response) = match handle(&ctx, &q).await {
+        Ok(done) => (
+            "reauthorized",
+            page(StatusCode::OK, "Channel connected again", &done, true),
+        ),
+        Err(f) => {
+            // The message never holds the code; it is scrubbed anyway, as provider text is
+            // copied into it.
+            let message = match q.get("code").filter(|c| !c.is_empty()) {
+                Some(code) => f.message.replace(code.as_str(), "[redacted]"),
+                None => f.message,
+            };
+            if f.result != "error" {
+                info!(connection = %f.connection, result = f.result, reason = %message, "callback refused; nothing written");
+            }
+            (
+                f.result,
+                page(f.status, "The channel was not changed", &message, false),
+            )
+        }
+    };
+    ctx.metrics
+        .callbacks
+        .get_or_create(&CallbackLabels {
+            result: result.to_owned(),
+        })
+        .inc();
+    response
+}
+
+/// A callback that wrote nothing: the metric label, the HTTP status and the page's text.
+struct Failure {
+    result: &'static str,
+    status: StatusCode,
+    message: String,
+    /// `namespace/name`, once the state named one.
+    connection: String,
+}
+
+fn refuse(result: &'static str, connection: &str, message: impl Into<String>) -> Failure {
+    Failure {
+        result,
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+        connection: connection.to_owned(),
     }
 }
 
-type Failure = (StatusCode, String);
-
-fn bad(message: impl Into<String>) -> Failure {
-    (StatusCode::BAD_REQUEST, message.into())
+fn internal(connection: &str, e: impl std::fmt::Display) -> Failure {
+    warn!(connection, error = %e, "callback failed");
+    Failure {
+        result: "error",
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: "relink could not finish: the operator's logs say why. Nothing was changed; open the newest link to try again.".into(),
+        connection: connection.to_owned(),
+    }
 }
+
+const NEWEST: &str =
+    "Open the newest link from `kubectl get channelconnections -o wide` or the latest email.";
 
 async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<String, Failure> {
     let now = jiff::Timestamp::now();
@@ -74,107 +160,125 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         .get("state")
         .filter(|s| !s.is_empty() && s.len() <= MAX_PARAM);
     let Some(state) = state else {
-        return Err(bad(
+        return Err(refuse(
+            "invalid_state",
+            "",
             "This page was opened without a valid re-authorization link.",
         ));
     };
-    let claims = ctx
-        .reauth
-        .key
-        .verify(state, now)
-        .map_err(|e| bad(format!("This re-authorization link cannot be used: {e}. Open the newest link from `kubectl get channelconnections -o wide` or the latest email.")))?;
+    let claims = ctx.reauth.key.verify(state, now).map_err(|e| {
+        refuse(
+            "invalid_state",
+            "",
+            format!("This re-authorization link cannot be used: {e}. {NEWEST}"),
+        )
+    })?;
     let who = format!("{}/{}", claims.ns, claims.n);
     if let Some(error) = q.get("error") {
-        info!(connection = %who, error = %truncate(error), "authorization declined at the provider");
-        return Err(bad(format!(
-            "The provider reported \"{}\": the connection {who} stays as it was. Open the link again to retry.",
-            truncate(error)
-        )));
+        return Err(refuse(
+            "declined",
+            &who,
+            format!(
+                "The provider reported \"{}\": the connection {who} stays as it was. Open the link again to retry.",
+                truncate(error)
+            ),
+        ));
     }
     let code = q
         .get("code")
         .filter(|c| !c.is_empty() && c.len() <= MAX_PARAM)
-        .ok_or_else(|| bad("The provider sent no authorization code."))?;
+        .ok_or_else(|| refuse("no_code", &who, "The provider sent no authorization code."))?;
 
     let conns: Api<ChannelConnection> = Api::namespaced(ctx.client.clone(), &claims.ns);
-    let conn = conns
-        .get_opt(&claims.n)
-        .await
-        .map_err(internal)?
-        .filter(|c| c.uid().as_deref() == Some(claims.u.as_str()))
-        .ok_or_else(|| bad(format!("The connection {who} no longer exists.")))?;
-    let current = conn
-        .status
-        .as_ref()
-        .and_then(|s| s.reauth_url.as_deref())
-        .and_then(state_of);
-    if current.as_deref() != Some(state.as_str()) {
-        return Err(bad(format!(
-            "This link for {who} was already used or replaced by a newer one; nothing was changed."
-        )));
-    }
+    let Consumed { conn, app } = consume(ctx, &conns, &claims, state, &who, now).await?;
 
-    let provider = ResolvedProvider::fetch(
-        &ctx.client,
-        &conn.spec.provider_ref,
-        &claims.ns,
-        &ctx.operator_namespace,
-    )
-    .await
-    .map_err(internal)?
-    .ok_or_else(|| bad(format!("The provider of {who} no longer exists.")))?;
-    let app = load_app(&ctx.client, ctx.http.policy(), &provider, None)
-        .await
-        .map_err(internal)?
-        .map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))?;
     let validator = validator_for(app.settings.type_);
     let verifier = app
         .preset()
         .pkce
         .then(|| ctx.reauth.key.pkce_verifier(&claims));
-    let redirect_uri = ctx.reauth.redirect_uri(&app);
     let tokens = match validator
-        .exchange_code(&ctx.http, &app, code, &redirect_uri, verifier.as_deref())
+        .exchange_code(&ctx.http, &app, code, &claims.p.r, verifier.as_deref())
         .await
     {
         Renewal::Renewed(t) => t,
         Renewal::Rejected { message }
         | Renewal::Misconfigured { message }
         | Renewal::Unsupported { message } => {
-            warn!(connection = %who, %message, "code exchange refused");
-            return Err(bad(format!(
-                "The provider refused the login ({message}). Open the link again to retry."
-            )));
+            return Err(refuse(
+                "exchange_failed",
+                &who,
+                format!("The provider refused the login ({message}). {NEWEST}"),
+            ));
         }
         Renewal::Transient { message, .. } => {
-            return Err((
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "The provider could not be reached ({message}). Open the link again in a moment."
-                ),
-            ));
+            return Err(Failure {
+                status: StatusCode::BAD_GATEWAY,
+                ..refuse(
+                    "exchange_failed",
+                    &who,
+                    format!("The provider could not be reached ({message}). {NEWEST}"),
+                )
+            });
         }
     };
 
-    // Before writing anything: the new token must work and fit the connection.
-    match validator.check(&ctx.http, &app, &tokens.access_token).await {
-        Verdict::Valid(grant) => {
-            if let Some(problem) = unfit_for(&conn.spec, &grant) {
-                info!(connection = %who, %problem, "login did not fit the connection");
-                return Err(bad(format!(
-                    "{problem}. Nothing was changed; open the link again and log in with the right account."
-                )));
-            }
-        }
+    // Before writing anything: the new token must work, and belong to the right account.
+    let mut grant = match validator.check(&ctx.http, &app, &tokens.access_token).await {
+        Verdict::Valid(grant) => grant,
         Verdict::Invalid { message, .. }
         | Verdict::Misconfigured { message }
         | Verdict::Transient { message, .. } => {
-            return Err((
-                StatusCode::BAD_GATEWAY,
-                format!("The new token could not be verified ({message}); nothing was changed."),
-            ));
+            return Err(Failure {
+                status: StatusCode::BAD_GATEWAY,
+                ..refuse(
+                    "unverified",
+                    &who,
+                    format!(
+                        "The new token could not be verified ({message}); nothing was changed. {NEWEST}"
+                    ),
+                )
+            });
+        }
+    };
+    let status = conn.status.as_ref();
+    let expected = expected_account(&conn.spec, status).and_then(|a| a.id);
+    let ids = reached_ids(&grant);
+    let confirms_per_asset = app.settings.type_ == ProviderType::Facebook;
+    let mut unknown = None;
+    if ids.is_empty() || (confirms_per_asset && expected.as_ref().is_some_and(|e| !ids.contains(e)))
+    {
+        match identify(&ctx.http, &app, &tokens.access_token, expected.as_deref()).await {
+            Identity::Known { account, ids: more } => {
+                let mut all = ids;
+                for id in more {
+                    if !all.contains(&id) {
+                        all.push(id);
+                    }
+                }
+                grant.target_ids = Some(all);
+                if grant.account.is_none() {
+                    grant.account = Some(account);
+                }
+            }
+            Identity::Unknown(why) => unknown = Some(why),
         }
     }
+    let allow_change = conn
+        .annotations()
+        .get(ALLOW_ACCOUNT_CHANGE_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let (account, replaces) = match login_fit(&conn.spec, status, allow_change, &grant) {
+        LoginFit::Accepted { account, replaces } => (account, replaces),
+        LoginFit::Refused { why, message } => {
+            let detail = unknown.map(|u| format!(" ({u})")).unwrap_or_default();
+            return Err(refuse(
+                why.as_str(),
+                &who,
+                format!("{message}{detail} Nothing was changed. {NEWEST}"),
+            ));
+        }
+    };
 
     let mut attempts = 0;
     loop {
@@ -183,7 +287,7 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         let version = secrets
             .get_opt(&conn.spec.secret_ref.name)
             .await
-            .map_err(internal)?
+            .map_err(|e| internal(&who, e))?
             .and_then(|s| s.resource_version());
         match write_tokens(
             &ctx.client,
@@ -196,25 +300,13 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         {
             Ok(_) => break,
             Err(WriteError::Conflict) if attempts < 3 => attempts += 1,
-            Err(e) => return Err(internal(e)),
+            Err(e) => return Err(internal(&who, e)),
         }
     }
-
-    // Single use: the link is withdrawn, and a check is asked for at once.
-    let ask = json!({"metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: format!("callback-{}", now.as_millisecond())}}});
-    conns
-        .patch(&claims.n, &PatchParams::default(), &Patch::Merge(&ask))
+    finish(ctx, &conns, &conn, &account, replaces.as_ref(), now)
         .await
-        .map_err(internal)?;
-    conns
-        .patch_status(
-            &claims.n,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": {"reauthUrl": null}})),
-        )
-        .await
-        .map_err(internal)?;
-    info!(connection = %who, "re-authorized through the callback; tokens written");
+        .map_err(|e| internal(&who, e))?;
+    info!(connection = %who, account = ?account.id, changed_from = ?replaces.as_ref().and_then(|r| r.id.as_deref()), "re-authorized through the callback; tokens written");
     let name = conn
         .spec
         .account
@@ -222,16 +314,184 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         .and_then(|a| a.display_name.clone())
         .unwrap_or_else(|| claims.n.clone());
     Ok(format!(
-        "{name} ({who}) is connected again. relink is checking it now; you can close this page."
+        "{name} ({who}) is connected again as {}. relink is checking it now; you can close this page.",
+        describe(&account)
     ))
 }
 
-fn internal(e: impl std::fmt::Display) -> Failure {
-    warn!(error = %e, "callback failed");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "relink could not finish: the operator's logs say why. Nothing was changed; try the link again.".into(),
-    )
+/// The connection whose link was just consumed, and its provider application.
+struct Consumed {
+    conn: ChannelConnection,
+    app: App,
+}
+
+/// Checks that `state` was made for the connection's current provider setup and is its current
+/// link, then consumes it: one status patch, conditioned on the resourceVersion just read,
+/// replaces the link with a fresh one (so a refused login leaves a working link for the right
+/// person). A conflict means someone else changed the connection first: read again; if that
+/// was another callback with this state, the link is no longer current and this one stops.
+async fn consume(
+    ctx: &CallbackContext,
+    conns: &Api<ChannelConnection>,
+    claims: &StateClaims,
+    state: &str,
+    who: &str,
+    now: jiff::Timestamp,
+) -> Result<Consumed, Failure> {
+    for _ in 0..5 {
+        let conn = conns
+            .get_opt(&claims.n)
+            .await
+            .map_err(|e| internal(who, e))?
+            .filter(|c| c.uid().as_deref() == Some(claims.u.as_str()))
+            .ok_or_else(|| {
+                refuse(
+                    "gone",
+                    who,
+                    format!("The connection {who} no longer exists."),
+                )
+            })?;
+        let moved = || {
+            refuse(
+                "provider_changed",
+                who,
+                format!(
+                    "This link was made for an earlier setup of the provider of {who} (spec.providerRef, the provider object, its client ID or redirect URL changed since); nothing was changed. A new link is published with the next check. {NEWEST}"
+                ),
+            )
+        };
+        let r = &conn.spec.provider_ref;
+        if claims.p.k != r.kind.as_str() || claims.p.n != r.name {
+            ask_for_check(conns, &claims.n, now).await;
+            return Err(moved());
+        }
+        let provider = ResolvedProvider::fetch(&ctx.client, r, &claims.ns, &ctx.operator_namespace)
+            .await
+            .map_err(|e| internal(who, e))?
+            .ok_or_else(|| {
+                refuse(
+                    "provider_changed",
+                    who,
+                    format!("The provider of {who} no longer exists."),
+                )
+            })?;
+        let app = load_app(&ctx.client, ctx.http.policy(), &provider, None)
+            .await
+            .map_err(|e| internal(who, e))?
+            .map_err(|m| Failure {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                ..refuse("provider_not_ready", who, m)
+            })?;
+        let binding = ctx.reauth.binding(&provider, &app);
+        if binding != claims.p {
+            ask_for_check(conns, &claims.n, now).await;
+            return Err(moved());
+        }
+        let current = conn
+            .status
+            .as_ref()
+            .and_then(|s| s.reauth_url.as_deref())
+            .and_then(state_of);
+        if current.as_deref() != Some(state) {
+            return Err(refuse(
+                "used",
+                who,
+                format!(
+                    "This link for {who} was already used or replaced by a newer one; nothing was changed. {NEWEST}"
+                ),
+            ));
+        }
+        let fresh = ctx
+            .reauth
+            .authorization_url(&app, &binding, &conn, now)
+            .ok();
+        let patch = json!({
+            "metadata": {"resourceVersion": conn.resource_version()},
+            "status": {"reauthUrl": fresh},
+        });
+        match conns
+            .patch_status(&claims.n, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(Consumed { conn, app }),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(internal(who, e)),
+        }
+    }
+    Err(internal(
+        who,
+        "the connection kept changing while the link was consumed",
+    ))
+}
+
+/// After the tokens are written: the link is withdrawn, the account that logged in is pinned and
+/// recorded, a check is asked for at once, and an Event says who re-authorized.
+async fn finish(
+    ctx: &CallbackContext,
+    conns: &Api<ChannelConnection>,
+    conn: &ChannelConnection,
+    account: &ReportedAccount,
+    replaces: Option<&ReportedAccount>,
+    now: jiff::Timestamp,
+) -> Result<(), kube::Error> {
+    let name = conn.name_any();
+    let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+    conns
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {
+                "reauthUrl": null,
+                "account": account,
+                "lastReauthorization": {"time": time, "account": account},
+            }})),
+        )
+        .await?;
+    let mut annotations =
+        json!({CHECK_REQUESTED_ANNOTATION: format!("callback-{}", now.as_millisecond())});
+    if replaces.is_some() {
+        // Used once: the next change of account must be allowed again.
+        annotations[ALLOW_ACCOUNT_CHANGE_ANNOTATION] = serde_json::Value::Null;
+    }
+    conns
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": annotations}})),
+        )
+        .await?;
+    let mut note = format!(
+        "Re-authorized through relink's link by provider account {}",
+        describe(account)
+    );
+    if let Some(old) = replaces {
+        note.push_str(&format!(
+            "; the channel's account changed from {} ({ALLOW_ACCOUNT_CHANGE_ANNOTATION})",
+            describe(old)
+        ));
+    }
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Reauthorized".into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reauthorize".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &conn.object_ref(&())).await {
+        warn!(connection = %format!("{}/{name}", conn.namespace().unwrap_or_default()), error = %e, "cannot publish event");
+    }
+    Ok(())
+}
+
+/// Asks for a check now, so a link for the provider's current setup is published.
+async fn ask_for_check(conns: &Api<ChannelConnection>, name: &str, now: jiff::Timestamp) {
+    let ask = json!({"metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: format!("callback-{}", now.as_millisecond())}}});
+    if let Err(e) = conns
+        .patch(name, &PatchParams::default(), &Patch::Merge(&ask))
+        .await
+    {
+        warn!(connection = name, error = %e, "cannot ask for a check");
+    }
 }
 
 fn truncate(s: &str) -> String {

@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::api::{ChannelConnection, ProviderType};
+use crate::controller::tokens::ResolvedProvider;
 use crate::providers::{App, Endpoint};
-pub use state::{StateClaims, StateError, StateKey};
+pub use state::{ProviderBinding, StateClaims, StateError, StateKey};
 
 /// RFC 7636 S256 code challenge of a verifier: BASE64URL-NOPAD(SHA256(verifier)).
 pub fn pkce_s256(verifier: &str) -> String {
@@ -32,6 +33,10 @@ pub struct Reauth {
     /// Lifetime of a link (`--reauth-link-ttl`).
     pub ttl: Duration,
 }
+
+/// Default lifetime of a link: long enough for an email read the next working day, short
+/// enough that a link forwarded or left in a chat history stops working soon.
+pub const DEFAULT_LINK_TTL: &str = "72h";
 
 impl Reauth {
     /// Where the provider sends the person back: the provider's `redirectUrl`, else ours.
@@ -60,10 +65,24 @@ impl Reauth {
         out
     }
 
-    /// The existing link when it is for this connection and not close to expiry, else a new one.
+    /// What a link made now for `provider` is bound to.
+    pub fn binding(&self, provider: &ResolvedProvider, app: &App) -> ProviderBinding {
+        ProviderBinding {
+            k: provider.kind.as_str().to_owned(),
+            n: provider.name.clone(),
+            u: provider.uid.clone().unwrap_or_default(),
+            g: provider.generation.unwrap_or_default(),
+            c: app.settings.client_id.clone(),
+            r: self.redirect_uri(app),
+        }
+    }
+
+    /// The existing link when it is for this connection and this provider setup and not close
+    /// to expiry, else a new one.
     pub fn link(
         &self,
         app: &App,
+        binding: &ProviderBinding,
         conn: &ChannelConnection,
         existing: Option<&str>,
         now: jiff::Timestamp,
@@ -71,11 +90,12 @@ impl Reauth {
         if let Some(url) = existing
             && let Some(claims) = self.claims_of_link(url, now)
             && claims.u == conn.uid().unwrap_or_default()
+            && claims.p == *binding
             && claims.exp - now.as_second() > RENEW_BEFORE.min(self.ttl / 2).as_secs() as i64
         {
             return Ok(url.to_owned());
         }
-        self.authorization_url(app, conn, now)
+        self.authorization_url(app, binding, conn, now)
     }
 
     /// The state inside a link we minted, if it still verifies.
@@ -88,6 +108,7 @@ impl Reauth {
     pub fn authorization_url(
         &self,
         app: &App,
+        binding: &ProviderBinding,
         conn: &ChannelConnection,
         now: jiff::Timestamp,
     ) -> Result<String, String> {
@@ -103,6 +124,7 @@ impl Reauth {
             ns: conn.namespace().unwrap_or_default(),
             n: conn.name_any(),
             u: conn.uid().unwrap_or_default(),
+            p: binding.clone(),
             exp: now.as_second() + self.ttl.as_secs() as i64,
             nonce: state::nonce(),
         };
@@ -111,7 +133,7 @@ impl Reauth {
             let mut q = url.query_pairs_mut();
             q.append_pair("response_type", "code");
             q.append_pair(preset.client_id_param, &app.settings.client_id);
-            q.append_pair("redirect_uri", &self.redirect_uri(app));
+            q.append_pair("redirect_uri", &binding.r);
             q.append_pair(
                 "scope",
                 &Self::scopes(app, conn).join(preset.scope_separator),
@@ -201,6 +223,18 @@ mod tests {
         c
     }
 
+    fn binding(r: &Reauth, a: &App) -> ProviderBinding {
+        let provider = ResolvedProvider {
+            settings: a.settings.clone(),
+            kind: crate::api::ProviderKind::ClusterChannelProvider,
+            name: "idp".into(),
+            namespace: "relink-system".into(),
+            generation: Some(3),
+            uid: Some("p-uid".into()),
+        };
+        r.binding(&provider, a)
+    }
+
     #[test]
     fn authorization_url_carries_what_the_provider_needs_and_no_secret() {
         let r = Reauth {
@@ -209,7 +243,8 @@ mod tests {
             ttl: Duration::from_secs(3600),
         };
         let now = jiff::Timestamp::now();
-        let link = r.authorization_url(&app(), &conn(), now).unwrap();
+        let b = binding(&r, &app());
+        let link = r.authorization_url(&app(), &b, &conn(), now).unwrap();
         let url = Url::parse(&link).unwrap();
         let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
         assert_eq!(q["tenant"], "1", "the base URL's own query is kept");
@@ -225,16 +260,52 @@ mod tests {
             ("ns", "chan", "uid-1")
         );
         assert_eq!(
+            claims.p, b,
+            "the link names the provider setup it was made for"
+        );
+        assert_eq!(
+            (claims.p.k.as_str(), claims.p.u.as_str(), claims.p.g),
+            ("ClusterChannelProvider", "p-uid", 3)
+        );
+        assert_eq!(
             q["code_challenge"],
             pkce_s256(&r.key.pkce_verifier(&claims))
         );
         assert!(!link.contains("very-secret"));
 
         // A valid link is kept; one for another object (uid) is replaced.
-        assert_eq!(r.link(&app(), &conn(), Some(&link), now).unwrap(), link);
+        assert_eq!(r.link(&app(), &b, &conn(), Some(&link), now).unwrap(), link);
         let mut other = conn();
         other.metadata.uid = Some("uid-2".into());
-        assert_ne!(r.link(&app(), &other, Some(&link), now).unwrap(), link);
+        assert_ne!(r.link(&app(), &b, &other, Some(&link), now).unwrap(), link);
+    }
+
+    #[test]
+    fn a_changed_provider_setup_replaces_the_link() {
+        let r = Reauth {
+            key: StateKey::random(),
+            public_url: "https://relink.example".into(),
+            ttl: Duration::from_secs(3600),
+        };
+        let now = jiff::Timestamp::now();
+        let b = binding(&r, &app());
+        let link = r.authorization_url(&app(), &b, &conn(), now).unwrap();
+        let changes: [fn(&mut ProviderBinding); 6] = [
+            |b| b.k = "ChannelProvider".into(),
+            |b| b.n = "other".into(),
+            |b| b.u = "p-uid-2".into(),
+            |b| b.g += 1,
+            |b| b.c = "cid-2".into(),
+            |b| b.r = "https://evil.example/cb".into(),
+        ];
+        for change in changes {
+            let mut changed = b.clone();
+            change(&mut changed);
+            let new = r.link(&app(), &changed, &conn(), Some(&link), now).unwrap();
+            assert_ne!(new, link, "{changed:?}");
+            let claims = r.claims_of_link(&new, now).unwrap();
+            assert_eq!(claims.p, changed);
+        }
     }
 
     #[test]
@@ -248,8 +319,9 @@ mod tests {
         a.settings.type_ = ProviderType::Google;
         a.settings.authorization_params =
             BTreeMap::from([("access_type".into(), "offline".into())]);
+        let b = binding(&r, &a);
         let link = r
-            .authorization_url(&a, &conn(), jiff::Timestamp::now())
+            .authorization_url(&a, &b, &conn(), jiff::Timestamp::now())
             .unwrap();
         let url = Url::parse(&link).unwrap();
         let count = url

@@ -38,10 +38,31 @@ pub struct StateClaims {
     pub n: String,
     /// UID of the connection (a re-created connection of the same name does not match).
     pub u: String,
+    /// The provider setup the link was made for; any change retires the link.
+    pub p: ProviderBinding,
     /// Expiry, Unix seconds.
     pub exp: i64,
     /// Random nonce; also the seed of the PKCE verifier.
     pub nonce: String,
+}
+
+/// The provider object and OAuth client a link belongs to. A code obtained through one setup is
+/// only ever exchanged with that setup: a provider edited, re-created or swapped in
+/// `spec.providerRef` after the link was made makes the link stop working.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderBinding {
+    /// `ChannelProvider` or `ClusterChannelProvider`.
+    pub k: String,
+    /// Name of the provider object.
+    pub n: String,
+    /// UID of the provider object.
+    pub u: String,
+    /// `metadata.generation` of the provider object.
+    pub g: i64,
+    /// OAuth client ID.
+    pub c: String,
+    /// Redirect URI sent to the provider.
+    pub r: String,
 }
 
 /// Why a state was refused. Messages are shown to the person who followed the link.
@@ -183,6 +204,7 @@ mod tests {
             ns: "ns".into(),
             n: "chan".into(),
             u: "uid-1".into(),
+            p: ProviderBinding::default(),
             exp,
             nonce: nonce(),
         }

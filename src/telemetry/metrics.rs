@@ -41,6 +41,12 @@ pub struct GroupLabels {
     pub name: String,
 }
 
+/// Outcome of an OAuth callback: `reauthorized`, or why it was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallbackLabels {
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
@@ -71,6 +77,8 @@ pub struct Metrics {
     pub status_writes: Counter,
     pub group_members: Family<GroupLabels, Gauge>,
     pub group_ready_members: Family<GroupLabels, Gauge>,
+    /// OAuth callbacks by result.
+    pub callbacks: Family<CallbackLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -88,6 +96,7 @@ impl Default for Metrics {
             status_writes: Counter::default(),
             group_members: Family::default(),
             group_ready_members: Family::default(),
+            callbacks: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -134,6 +143,11 @@ impl Default for Metrics {
             "status_writes",
             "ChannelConnection status writes",
             m.status_writes.clone(),
+        );
+        registry.register(
+            "callbacks",
+            "OAuth callbacks by result (reauthorized, or why one was refused)",
+            m.callbacks.clone(),
         );
         Self { registry, ..m }
     }

@@ -17,3 +17,4 @@ mod providers;
 mod rbac;
 mod reauth;
 mod support;
+mod trust;

@@ -1367,7 +1367,8 @@ async fn facebook_revoked_token_is_restored_through_the_reauth_link() {
         "the Secret is unchanged"
     );
 
-    // Then they pick the right Page.
+    // Then they pick the right Page, with the link that replaced the used one.
+    let link = sc.status("chan").await.reauth_url.expect("a fresh link");
     fake.next_facebook_login(&[PAGE], &FB_SCOPES);
     let callback = follow_dialog(&link).await;
     assert!(callback.starts_with(&format!("{public}/oauth/callback?")));

@@ -133,17 +133,21 @@ async fn forged_or_wrong_account_callbacks_change_nothing() {
     let (status, _) = open(&format!("{public}/oauth/callback?code=abc")).await;
     assert_eq!(status, 400);
 
+    // Deny at the provider: nothing was exchanged, the link stays.
+    let denied = sc.consent(&link, "page-1", false).await;
+    let (status, page) = open(&denied).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("access_denied"), "{page}");
+    assert_eq!(
+        sc.status("chan").await.reauth_url.as_deref(),
+        Some(link.as_str())
+    );
+
     // Logging in with another page: refused before anything is written.
     let wrong = sc.consent(&link, "page-2", true).await;
     let (status, page) = open(&wrong).await;
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("page-2") && page.contains("page-1"), "{page}");
-
-    // Deny at the provider.
-    let denied = sc.consent(&link, "page-1", false).await;
-    let (status, page) = open(&denied).await;
-    assert_eq!(status, 400, "{page}");
-    assert!(page.contains("access_denied"), "{page}");
 
     assert_eq!(
         secret_data(&sc, "tok").await,
@@ -152,14 +156,15 @@ async fn forged_or_wrong_account_callbacks_change_nothing() {
     );
     let s = sc.status("chan").await;
     assert_eq!(s.condition(ConditionType::Ready).unwrap().reason, "Revoked");
-    assert_eq!(
-        s.reauth_url.as_deref(),
-        Some(link.as_str()),
-        "the link still works for the right login"
-    );
+    // The link was used up by that login; a fresh one took its place for the right person.
+    let fresh = s.reauth_url.expect("a fresh link");
+    assert_ne!(fresh, link);
+    let again = sc.consent(&link, "page-1", true).await;
+    let (status, page) = open(&again).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("already used"), "{page}");
 
-    // The untouched link still works afterwards.
-    let ok = sc.consent(&link, "page-1", true).await;
+    let ok = sc.consent(&fresh, "page-1", true).await;
     assert_eq!(open(&ok).await.0, 200);
     sc.wait_ready_reason("chan", "Valid").await;
     sc.assert_no_token_leaked().await;
@@ -303,10 +308,20 @@ async fn expired_links_and_logins_with_fewer_scopes_change_nothing() {
     assert!(page.contains("expired"), "{page}");
     assert_eq!(secret_data(&sc, "tok").await, before, "nothing written");
 
-    // The next check publishes a fresh link, which works.
+    // The refused login used the link up and left a new one, which has expired by now too;
+    // the next check publishes a fresh link, which works.
+    let replaced = sc
+        .status("chan")
+        .await
+        .reauth_url
+        .expect("a replacement link");
+    assert_ne!(replaced, link);
     sc.request_check("chan").await;
     let fresh = support::eventually("a fresh link", Duration::from_secs(20), || async {
-        sc.status("chan").await.reauth_url.filter(|u| *u != link)
+        sc.status("chan")
+            .await
+            .reauth_url
+            .filter(|u| *u != link && *u != replaced)
     })
     .await;
     let ok = sc.consent(&fresh, "page-1", true).await;

@@ -294,3 +294,158 @@ fn data_access_ending_is_expiring_even_when_refreshable() {
     assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Expiring"));
     assert!(needs_login(&s), "a login is what renews data access");
 }
+
+fn grant(ids: Option<&[&str]>, account: Option<(&str, &str)>, scopes: &[&str]) -> Grant {
+    Grant {
+        account: account.map(|(id, name)| ReportedAccount {
+            id: Some(id.into()),
+            name: Some(name.into()),
+        }),
+        scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
+        target_ids: ids.map(|ids| ids.iter().map(|s| s.to_string()).collect()),
+        ..Grant::default()
+    }
+}
+
+fn pinned(id: &str, name: &str) -> ChannelConnectionStatus {
+    ChannelConnectionStatus {
+        account: Some(ReportedAccount {
+            id: Some(id.into()),
+            name: Some(name.into()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn refused(fit: &LoginFit) -> (Refusal, &str) {
+    match fit {
+        LoginFit::Refused { why, message } => (*why, message.as_str()),
+        other => panic!("accepted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_login_is_written_only_for_the_expected_account() {
+    let rw = ["read", "write"];
+    let mut named = spec();
+    named.account.as_mut().unwrap().display_name = Some("Acme Page".into());
+    // spec.account: the right one is accepted, another is refused by name.
+    let ok = login_fit(
+        &named,
+        None,
+        false,
+        &grant(None, Some(("page-1", "P1")), &rw),
+    );
+    assert!(
+        matches!(ok, LoginFit::Accepted { replaces: None, .. }),
+        "{ok:?}"
+    );
+    let no = login_fit(
+        &named,
+        None,
+        false,
+        &grant(None, Some(("page-2", "P2")), &rw),
+    );
+    let (why, msg) = refused(&no);
+    assert_eq!(why, Refusal::WrongAccount);
+    assert!(
+        msg.contains("Acme Page (page-1)") && msg.contains("P2 (page-2)"),
+        "{msg}"
+    );
+    // The annotation never overrides spec.account.
+    let no = login_fit(
+        &named,
+        None,
+        true,
+        &grant(None, Some(("page-2", "P2")), &rw),
+    );
+    assert!(refused(&no).1.contains("change spec.account"));
+    // Among several reached assets (a Facebook user's Pages), the expected one must be there.
+    let ok = login_fit(
+        &named,
+        None,
+        false,
+        &grant(Some(&["user-9", "page-1"]), Some(("user-9", "Ann")), &rw),
+    );
+    assert!(matches!(ok, LoginFit::Accepted { .. }), "{ok:?}");
+    let no = login_fit(
+        &named,
+        None,
+        false,
+        &grant(Some(&["user-9", "page-3"]), Some(("user-9", "Ann")), &rw),
+    );
+    assert_eq!(refused(&no).0, Refusal::WrongAccount);
+    // Fail closed: a login that names no account is refused, naming the expected one.
+    let no = login_fit(&named, None, false, &grant(None, None, &rw));
+    let (why, msg) = refused(&no);
+    assert_eq!(why, Refusal::AccountUnknown);
+    assert!(msg.contains("Acme Page (page-1)"), "{msg}");
+}
+
+#[test]
+fn without_spec_account_the_last_working_account_is_expected() {
+    let rw = ["read", "write"];
+    let mut s = spec();
+    s.account = None;
+    // Never known: the first login is accepted (and pinned by the caller).
+    let first = login_fit(&s, None, false, &grant(None, Some(("a", "Alice")), &rw));
+    assert_eq!(
+        first,
+        LoginFit::Accepted {
+            account: ReportedAccount {
+                id: Some("a".into()),
+                name: Some("Alice".into())
+            },
+            replaces: None
+        }
+    );
+    let never = ChannelConnectionStatus::default();
+    assert!(matches!(
+        login_fit(
+            &s,
+            Some(&never),
+            false,
+            &grant(None, Some(("b", "Bob")), &rw)
+        ),
+        LoginFit::Accepted { .. }
+    ));
+    // Known as A: B is refused, A accepted.
+    let a = pinned("a", "Alice");
+    let no = login_fit(&s, Some(&a), false, &grant(None, Some(("b", "Bob")), &rw));
+    let (why, msg) = refused(&no);
+    assert_eq!(why, Refusal::WrongAccount);
+    assert!(
+        msg.contains("Alice (a)") && msg.contains(crate::api::ALLOW_ACCOUNT_CHANGE_ANNOTATION),
+        "{msg}"
+    );
+    assert!(matches!(
+        login_fit(&s, Some(&a), false, &grant(None, Some(("a", "Alice")), &rw)),
+        LoginFit::Accepted { replaces: None, .. }
+    ));
+    // On purpose: the annotation lets B in, and says whom B replaces.
+    match login_fit(&s, Some(&a), true, &grant(None, Some(("b", "Bob")), &rw)) {
+        LoginFit::Accepted { account, replaces } => {
+            assert_eq!(account.id.as_deref(), Some("b"));
+            assert_eq!(replaces.and_then(|r| r.id).as_deref(), Some("a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Even never known, a login must name someone to be pinned.
+    assert_eq!(
+        refused(&login_fit(&s, None, false, &grant(None, None, &rw))).0,
+        Refusal::AccountUnknown
+    );
+}
+
+#[test]
+fn a_login_without_the_required_scopes_is_refused() {
+    let fit = login_fit(
+        &spec(),
+        None,
+        false,
+        &grant(None, Some(("page-1", "P1")), &["read"]),
+    );
+    let (why, msg) = refused(&fit);
+    assert_eq!(why, Refusal::ScopesMissing);
+    assert!(msg.contains("required scopes: write"), "{msg}");
+}

@@ -1,0 +1,325 @@
+//! The re-authorization link is a bearer capability that viewers, owners and chat members can
+//! read: only the right account can complete it, a link works once and only for the provider
+//! setup it was made for, and shared applications reach only the namespaces they are for.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use relink::api::{ALLOW_ACCOUNT_CHANGE_ANNOTATION, ChannelConnectionSpec, ProviderRef};
+
+use crate::fixtures::{Scenario, Validation, connection_spec, open};
+use crate::support;
+
+async fn secret_version(sc: &Scenario, name: &str) -> Option<String> {
+    Api::<Secret>::namespaced(sc.client.clone(), &sc.ns)
+        .get_opt(name)
+        .await
+        .expect("read secret")
+        .and_then(|s| s.metadata.resource_version)
+}
+
+async fn access_token(sc: &Scenario, name: &str) -> String {
+    let s = Api::<Secret>::namespaced(sc.client.clone(), &sc.ns)
+        .get(name)
+        .await
+        .expect("secret");
+    String::from_utf8(s.data.unwrap()["access_token"].0.clone()).unwrap()
+}
+
+/// The connection's current link, once a person is asked to log in.
+async fn link(sc: &Scenario, name: &str) -> String {
+    support::eventually(
+        "a re-authorization link",
+        Duration::from_secs(30),
+        || async { sc.status(name).await.reauth_url },
+    )
+    .await
+}
+
+/// Once the connection is broken (revoked, or its refresh refused), the link to log in again.
+async fn broken_link(sc: &Scenario, name: &str) -> String {
+    support::eventually(
+        "a broken connection's link",
+        Duration::from_secs(30),
+        || async {
+            let s = sc.status(name).await;
+            let ready = s.condition(relink::api::ConditionType::Ready)?;
+            (ready.status == "False").then_some(s.reauth_url?)
+        },
+    )
+    .await
+}
+
+/// A link other than `old` (the one published after `old` was used or retired).
+async fn link_other_than(sc: &Scenario, name: &str, old: &str) -> String {
+    support::eventually("a new link", Duration::from_secs(30), || async {
+        sc.status(name).await.reauth_url.filter(|u| u != old)
+    })
+    .await
+}
+
+/// A connection whose spec names no account: the account is learnt from the provider.
+fn unpinned_spec(provider: &str, secret: &str) -> ChannelConnectionSpec {
+    let mut spec = connection_spec(provider, secret, "unused", &["read"]);
+    spec.account = None;
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_with_another_account_is_refused_and_names_the_expected_one() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _) = Scenario::start_with_callback("trustwrong").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("chan").await;
+    sc.wait_ready_reason("chan", "Revoked").await;
+    let url = link(&sc, "chan").await;
+    let version = secret_version(&sc, "tok").await;
+
+    // A viewer who read the link logs in with their own page.
+    let callback = sc.consent(&url, "viewer-page", true).await;
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("page-1 display (page-1)"),
+        "the page names the expected account: {page}"
+    );
+    assert!(page.contains("viewer-page"), "{page}");
+    assert_eq!(
+        secret_version(&sc, "tok").await,
+        version,
+        "the Secret was not written at all"
+    );
+    assert!(
+        sc.events("chan")
+            .await
+            .iter()
+            .all(|e| e.reason.as_deref() != Some("Reauthorized"))
+    );
+    sc.operator
+        .wait_for_output("callback refused", Duration::from_secs(5))
+        .await;
+    assert!(sc.operator.output().contains("wrong_account"));
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_spec_account_the_first_login_is_pinned_and_another_is_refused() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _) = Scenario::start_with_callback("trustpin").await;
+    sc.provider("app", Validation::Introspection).await;
+    // Never worked, no spec.account: the Secret is missing and a person is asked to log in.
+    sc.apply_connection("chan", unpinned_spec("app", "tok"))
+        .await;
+    sc.wait_ready_reason("chan", "SecretNotFound").await;
+    let first = link(&sc, "chan").await;
+    let ok = sc.consent(&first, "acct-a", true).await;
+    let (status, page) = open(&ok).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("acct-a name"), "{page}");
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    assert_eq!(
+        s.account.as_ref().and_then(|a| a.id.as_deref()),
+        Some("acct-a"),
+        "the first account is pinned"
+    );
+    let last = s.last_reauthorization.expect("lastReauthorization");
+    assert_eq!(last.account.and_then(|a| a.id).as_deref(), Some("acct-a"));
+    let event = sc.wait_event("chan", "Normal", "Reauthorized").await;
+    assert!(
+        event.note.as_deref().unwrap_or_default().contains("acct-a"),
+        "{event:?}"
+    );
+    sc.tokens.push(access_token(&sc, "tok").await);
+
+    // Later the token dies; a viewer logs in as B with the published link.
+    sc.sandbox.revoke(&access_token(&sc, "tok").await);
+    sc.request_check("chan").await;
+    let url = broken_link(&sc, "chan").await;
+    let version = secret_version(&sc, "tok").await;
+    let wrong = sc.consent(&url, "acct-b", true).await;
+    let (status, page) = open(&wrong).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("acct-a name (acct-a)"), "{page}");
+    assert!(page.contains(ALLOW_ACCOUNT_CHANGE_ANNOTATION), "{page}");
+    assert_eq!(secret_version(&sc, "tok").await, version);
+    let s = sc.status("chan").await;
+    assert_eq!(
+        s.account.and_then(|a| a.id).as_deref(),
+        Some("acct-a"),
+        "still pinned to A"
+    );
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_change_annotation_lets_the_next_login_change_the_account() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _) = Scenario::start_with_callback("trustchange").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("acct-a", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.apply_connection("chan", unpinned_spec("app", "tok"))
+        .await;
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    assert_eq!(s.account.and_then(|a| a.id).as_deref(), Some("acct-a"));
+
+    // The channel is handed to another account on purpose.
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {ALLOW_ACCOUNT_CHANGE_ANNOTATION: "true"}}});
+    sc.connections()
+        .patch("chan", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("chan").await;
+    sc.wait_ready_reason("chan", "Revoked").await;
+    let url = link(&sc, "chan").await;
+    let ok = sc.consent(&url, "acct-b", true).await;
+    let (status, page) = open(&ok).await;
+    assert_eq!(status, 200, "{page}");
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    assert_eq!(s.account.and_then(|a| a.id).as_deref(), Some("acct-b"));
+    let event = sc.wait_event("chan", "Normal", "Reauthorized").await;
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("acct-b") && note.contains("acct-a"),
+        "the Event names the new account and the old: {note}"
+    );
+    let annotations = sc
+        .connections()
+        .get("chan")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key(ALLOW_ACCOUNT_CHANGE_ANNOTATION),
+        "the permission is used once"
+    );
+    sc.tokens.push(access_token(&sc, "tok").await);
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_link_opened_twice_at_once_is_exchanged_once() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _) = Scenario::start_with_callback("trustrace").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    // No refresh after the login: every call to the token endpoint is a code exchange.
+    let mut spec = connection_spec("app", "tok", "page-1", &["read"]);
+    spec.refresh.enabled = false;
+    sc.apply_connection("chan", spec).await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("chan").await;
+    sc.wait_ready_reason("chan", "Revoked").await;
+    let url = link(&sc, "chan").await;
+    // Two logins through the same link (two tabs, or the owner and someone else), both sent
+    // back to the operator at the same moment.
+    let a = sc.consent(&url, "page-1", true).await;
+    let b = sc.consent(&url, "page-1", true).await;
+    sc.sandbox.clear_calls();
+    let ((sa, pa), (sb, pb)) = tokio::join!(open(&a), open(&b));
+    let mut statuses = [sa, sb];
+    statuses.sort();
+    assert_eq!(statuses, [200, 400], "{pa}\n{pb}");
+    let exchanges = sc
+        .sandbox
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/oauth/token")
+        .count();
+    assert_eq!(exchanges, 1, "exactly one code was exchanged");
+    let refused = if sa == 400 { pa } else { pb };
+    assert!(refused.contains("already used"), "{refused}");
+    // Ready again (`Expiring` is Ready too: the sandbox's tokens are short-lived).
+    support::eventually("Ready", Duration::from_secs(30), || async {
+        let s = sc.status("chan").await;
+        (s.condition(relink::api::ConditionType::Ready)?.status == "True").then_some(())
+    })
+    .await;
+    sc.tokens.push(access_token(&sc, "tok").await);
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_made_before_the_provider_changed_is_refused() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _) = Scenario::start_with_callback("trustmoved").await;
+    sc.provider("app", Validation::Introspection).await;
+    sc.provider("other", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("chan").await;
+    sc.wait_ready_reason("chan", "Revoked").await;
+    let old = link(&sc, "chan").await;
+    let version = secret_version(&sc, "tok").await;
+
+    // spec.providerRef moves to another application: the old link stops working and a new
+    // one, for the new provider, is published.
+    let callback = sc.consent(&old, "page-1", true).await;
+    let mut spec = sc.connections().get("chan").await.unwrap().spec;
+    spec.provider_ref = ProviderRef {
+        name: "other".into(),
+        ..spec.provider_ref
+    };
+    let patch = serde_json::json!({"spec": {"providerRef": spec.provider_ref}});
+    sc.connections()
+        .patch("chan", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("earlier setup"), "{page}");
+    assert_eq!(secret_version(&sc, "tok").await, version);
+    let new = link_other_than(&sc, "chan", &old).await;
+
+    // The provider object itself is edited (a new generation): that link is retired as well.
+    let callback = sc.consent(&new, "page-1", true).await;
+    let patch = serde_json::json!({"spec": {"scopes": ["read"]}});
+    Api::<relink::api::ChannelProvider>::namespaced(sc.client.clone(), &sc.ns)
+        .patch("other", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("earlier setup"), "{page}");
+    assert_eq!(secret_version(&sc, "tok").await, version);
+    assert!(
+        sc.sandbox.calls().iter().all(|c| c.path != "/oauth/token"),
+        "no code was exchanged"
+    );
+
+    // The link published for the current setup works.
+    let current = link_other_than(&sc, "chan", &new).await;
+    let ok = sc.consent(&current, "page-1", true).await;
+    assert_eq!(open(&ok).await.0, 200);
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.tokens.push(access_token(&sc, "tok").await);
+    sc.assert_no_token_leaked().await;
+}
