@@ -146,6 +146,10 @@ struct RunArgs {
     /// Warn owners this long before a token that cannot be refreshed expires.
     #[arg(long, default_value = "168h", value_parser = duration)]
     expiry_warning: Duration,
+    /// Email only owners in these domains (comma-separated, e.g. `example.com,example.org`);
+    /// others are named on the connection's Ready condition and never sent anything.
+    #[arg(long, env = "RELINK_ALLOWED_EMAIL_DOMAINS", value_delimiter = ',')]
+    allowed_email_domains: Vec<String>,
 }
 
 #[derive(Args)]
@@ -245,6 +249,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
             reminder_interval: args.reminder_interval,
             expiry_warning: args.expiry_warning,
             operator_namespace: args.operator_namespace.clone(),
+            allowed_email_domains: args.allowed_email_domains.clone(),
         },
         metrics.clone(),
     ));

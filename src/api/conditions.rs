@@ -50,13 +50,15 @@ pub enum Reason {
     RefreshFailed,
     ReauthorizationRequired,
     Suspended,
+    /// A ClusterChannelProvider not shared with the connection's namespace or scopes.
+    ProviderNotAllowed,
     /// Not in the verdict list: used on `Reconciling` while a check runs, and on conditions
     /// before the first check has happened.
     Checking,
 }
 
 impl Reason {
-    const ALL: [Reason; 16] = [
+    const ALL: [Reason; 17] = [
         Self::Valid,
         Self::Expiring,
         Self::Expired,
@@ -72,6 +74,7 @@ impl Reason {
         Self::RefreshFailed,
         Self::ReauthorizationRequired,
         Self::Suspended,
+        Self::ProviderNotAllowed,
         Self::Checking,
     ];
 
@@ -97,6 +100,7 @@ impl Reason {
             Self::RefreshFailed => "RefreshFailed",
             Self::ReauthorizationRequired => "ReauthorizationRequired",
             Self::Suspended => "Suspended",
+            Self::ProviderNotAllowed => "ProviderNotAllowed",
             Self::Checking => "Checking",
         }
     }

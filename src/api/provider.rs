@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
+use kube::core::{Selector, SelectorExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -103,7 +104,7 @@ pub struct ChannelProviderStatus {
 
 /// Both provider kinds share one spec; the macro keeps them from drifting apart.
 macro_rules! provider_spec {
-    ($spec:ident, $kind:tt, $doc:tt, $($scope:tt)*) => {
+    ($spec:ident, $kind:tt, $doc:tt, { $($extra:tt)* }, $($scope:tt)*) => {
         #[doc = $doc]
         #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
         #[kube(
@@ -153,6 +154,8 @@ macro_rules! provider_spec {
             /// Extra query parameters for the authorization URL (e.g. `access_type: offline`).
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             pub authorization_params: BTreeMap<String, String>,
+
+            $($extra)*
         }
     };
 }
@@ -161,14 +164,75 @@ provider_spec!(
     ChannelProviderSpec,
     "ChannelProvider",
     "An OAuth application at a provider, usable by the connections of one namespace. Its endpoints must pass the operator's endpoint policy.",
+    {},
     , namespaced
 );
 
 provider_spec!(
     ClusterChannelProviderSpec,
     "ClusterChannelProvider",
-    "An OAuth application at a provider, usable by connections in every namespace. Trusted: set up by cluster administrators.",
+    "An OAuth application at a provider, shared with the namespaces `allowedNamespaces` selects (every namespace when absent). Trusted: set up by cluster administrators.",
+    {
+        /// Namespaces whose connections may use this application, selected by their labels
+        /// (like Gateway API's `allowedRoutes`). Absent: every namespace; `{}` also selects
+        /// every namespace. The label `kubernetes.io/metadata.name` (the namespace's name) can
+        /// be used on every Kubernetes version. A connection elsewhere gets `Ready=False`
+        /// reason `ProviderNotAllowed`: no provider call, no link, no mail.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub allowed_namespaces: Option<LabelSelector>,
+
+        /// Scopes connections may ask for (`spec.requiredScopes`). Absent: any. A connection
+        /// requiring another scope gets reason `ProviderNotAllowed`, so a tenant cannot use the
+        /// company's application to ask anyone for, say, full mailbox access.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub allowed_scopes: Option<Vec<String>>,
+    },
 );
+
+impl ClusterChannelProviderSpec {
+    /// Why a connection in `namespace` (with its `labels`) requiring `scopes` may not use this
+    /// application, or `None` when it may.
+    pub fn refusal(
+        &self,
+        provider: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        scopes: &[String],
+    ) -> Option<String> {
+        if let Some(selector) = &self.allowed_namespaces {
+            // Set by the API server from 1.21 on; added here so older clusters select alike.
+            let mut labels = labels.clone();
+            labels
+                .entry(NAMESPACE_NAME_LABEL.to_owned())
+                .or_insert_with(|| namespace.to_owned());
+            let matches = Selector::try_from(selector.clone())
+                .map(|s| s.matches(&labels))
+                .unwrap_or(false);
+            if !matches {
+                return Some(format!(
+                    "ClusterChannelProvider {provider:?} is not shared with namespace {namespace:?} (its spec.allowedNamespaces does not select it): ask the cluster administrators, or use a ChannelProvider of this namespace"
+                ));
+            }
+        }
+        if let Some(allowed) = &self.allowed_scopes {
+            let beyond: Vec<&str> = scopes
+                .iter()
+                .filter(|s| !allowed.contains(s))
+                .map(String::as_str)
+                .collect();
+            if !beyond.is_empty() {
+                return Some(format!(
+                    "ClusterChannelProvider {provider:?} does not allow the scopes {} (spec.requiredScopes beyond its spec.allowedScopes): remove them or ask the cluster administrators",
+                    beyond.join(", ")
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// The label the API server puts on every namespace (1.21+): its name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// What the controller needs of either provider kind, read once per check.
 #[derive(Clone, Debug, PartialEq)]
@@ -201,3 +265,55 @@ macro_rules! into_settings {
 }
 into_settings!(ChannelProviderSpec);
 into_settings!(ClusterChannelProviderSpec);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn spec(json: serde_json::Value) -> ClusterChannelProviderSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn shared_only_with_selected_namespaces_and_allowed_scopes() {
+        let open = spec(serde_json::json!({"type": "google", "clientId": "c"}));
+        let none = BTreeMap::new();
+        assert_eq!(open.refusal("g", "any", &none, &["x".into()]), None);
+
+        let mut p = spec(serde_json::json!({
+            "type": "google", "clientId": "c",
+            "allowedNamespaces": {"matchLabels": {"relink.dev/tenant": "marketing"}},
+            "allowedScopes": ["https://www.googleapis.com/auth/gmail.send"]
+        }));
+        let tenant = BTreeMap::from([("relink.dev/tenant".to_owned(), "marketing".to_owned())]);
+        let send = vec!["https://www.googleapis.com/auth/gmail.send".to_owned()];
+        assert_eq!(p.refusal("g", "mkt", &tenant, &send), None);
+        let m = p.refusal("g", "other", &none, &send).unwrap();
+        assert!(
+            m.contains("\"other\"") && m.contains("allowedNamespaces"),
+            "{m}"
+        );
+        let all_mail = vec!["https://mail.google.com/".to_owned()];
+        let m = p.refusal("g", "mkt", &tenant, &all_mail).unwrap();
+        assert!(
+            m.contains("https://mail.google.com/") && m.contains("allowedScopes"),
+            "{m}"
+        );
+
+        // By name, on clusters that do not label namespaces with it yet.
+        p.allowed_namespaces = Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: NAMESPACE_NAME_LABEL.into(),
+                operator: "In".into(),
+                values: Some(vec!["mkt".into()]),
+            }]),
+            ..Default::default()
+        });
+        assert_eq!(p.refusal("g", "mkt", &none, &send), None);
+        assert!(p.refusal("g", "sales", &none, &send).is_some());
+        // Every namespace with an empty selector.
+        p.allowed_namespaces = Some(LabelSelector::default());
+        assert_eq!(p.refusal("g", "sales", &none, &send), None);
+    }
+}

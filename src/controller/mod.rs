@@ -4,6 +4,7 @@
 //! `managedFields`), provider objects, and the `resourceVersion` of each Secret from a
 //! metadata-only watch. Secret data is read when a check is due.
 
+pub mod access;
 mod group;
 mod provider;
 mod reconcile;

@@ -381,6 +381,14 @@ async fn gather_and_check(
         return Ok(done(outcome, observed, None, None));
     };
     observed.provider_generation = provider.generation;
+    if let Some(p) = (r.kind == ProviderKind::ClusterChannelProvider)
+        .then(|| ctx.cluster_providers.get(&ObjectRef::new(&r.name)))
+        .flatten()
+        && let Some(message) = super::access::refusal(&ctx.client, &p, conn).await?
+    {
+        let outcome = Outcome::ProviderNotAllowed { message };
+        return Ok(done(outcome, observed, None, Some(provider)));
+    }
     let app = match load_app(
         &ctx.client,
         ctx.http.policy(),

@@ -30,6 +30,10 @@ pub enum Outcome {
     ProviderNotReady {
         message: String,
     },
+    /// A ClusterChannelProvider not shared with this namespace or these scopes.
+    ProviderNotAllowed {
+        message: String,
+    },
     Checked {
         verdict: Verdict,
         /// Expiry recorded next to the token in the Secret, if any.
@@ -175,6 +179,9 @@ fn apply_verdict(
             ),
             Outcome::ProviderNotReady { message } => {
                 (None, None, Reason::ProviderNotReady, message.clone())
+            }
+            Outcome::ProviderNotAllowed { message } => {
+                (None, None, Reason::ProviderNotAllowed, message.clone())
             }
             Outcome::Checked {
                 verdict,

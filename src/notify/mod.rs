@@ -50,6 +50,8 @@ pub struct NotifyConfig {
     /// Warn this long before a token that cannot be refreshed expires.
     pub expiry_warning: Duration,
     pub operator_namespace: String,
+    /// Email only owners in these domains (`--allowed-email-domains`); empty: any domain.
+    pub allowed_email_domains: Vec<String>,
 }
 
 /// A destination of notices, as named in `lastNotification.channels` and in metrics.
@@ -119,7 +121,7 @@ impl Notifier {
     pub fn destinations(&self, conn: &ChannelConnection) -> Vec<Channel> {
         let mut d = Vec::new();
         let spec = &conn.spec;
-        if self.mail.is_some() && spec.notify.email && !spec.owners.is_empty() {
+        if self.mail.is_some() && spec.notify.email && !self.owners(conn).0.is_empty() {
             d.push(Channel::Email);
         }
         if spec.notify.webhook_secret_ref.is_some() {
@@ -144,6 +146,7 @@ impl Notifier {
         now: jiff::Timestamp,
         http: &Http,
     ) {
+        self.note_unmailed_owners(conn, new);
         let destinations = self.destinations(conn);
         if destinations.is_empty() {
             return;
@@ -334,7 +337,7 @@ impl Notifier {
             .as_ref()
             .ok_or_else(|| "no mail server configured".to_owned())?;
         let mut owners = Vec::new();
-        for o in &conn.spec.owners {
+        for o in self.owners(conn).0 {
             match o.parse::<Mailbox>() {
                 Ok(m) => owners.push(m),
                 Err(_) => warn!(
@@ -351,6 +354,43 @@ impl Notifier {
         let credentials = self.smtp_credentials().await?;
         let message = email::build(&mail.from, &owners, notice)?;
         email::send(&mail.server, credentials, message).await
+    }
+
+    /// `spec.owners` split into those the operator may email and those outside
+    /// `--allowed-email-domains` (compared case-insensitively, exact domain).
+    fn owners<'a>(&self, conn: &'a ChannelConnection) -> (Vec<&'a str>, Vec<&'a str>) {
+        let allowed = &self.config.allowed_email_domains;
+        conn.spec.owners.iter().map(String::as_str).partition(|o| {
+            allowed.is_empty()
+                || o.rsplit_once('@').is_some_and(|(_, domain)| {
+                    allowed.iter().any(|a| a.eq_ignore_ascii_case(domain))
+                })
+        })
+    }
+
+    /// Says on the `Ready` condition which owners are never emailed because their domain is
+    /// not allowed, so the connection's users learn it from `kubectl describe`, not from silence.
+    fn note_unmailed_owners(&self, conn: &ChannelConnection, new: &mut ChannelConnectionStatus) {
+        if self.mail.is_none() || !conn.spec.notify.email {
+            return;
+        }
+        let (_, outside) = self.owners(conn);
+        if outside.is_empty() {
+            return;
+        }
+        let note = format!(
+            "owners outside the operator's allowed email domains ({}) are not emailed: {}",
+            self.config.allowed_email_domains.join(", "),
+            outside.join(", ")
+        );
+        if let Some(ready) = new
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == ConditionType::Ready.as_str())
+            && !ready.message.contains(&note)
+        {
+            ready.message = format!("{}; {note}", ready.message);
+        }
     }
 
     /// `username` / `password` from `--smtp-credentials-secret`, read at each send.

@@ -26,9 +26,10 @@ use tracing::{info, warn};
 
 use super::{Reauth, StateClaims, state_of};
 use crate::api::{
-    ALLOW_ACCOUNT_CHANGE_ANNOTATION, CHECK_REQUESTED_ANNOTATION, ChannelConnection, ProviderType,
-    ReportedAccount,
+    ALLOW_ACCOUNT_CHANGE_ANNOTATION, CHECK_REQUESTED_ANNOTATION, ChannelConnection,
+    ClusterChannelProvider, ProviderKind, ProviderType, ReportedAccount,
 };
+use crate::controller::access;
 use crate::controller::status::{LoginFit, describe, expected_account, login_fit, reached_ids};
 use crate::controller::tokens::{ResolvedProvider, WriteError, load_app, write_tokens};
 use crate::providers::{App, Http, Identity, Renewal, Verdict, identify, validator_for};
@@ -386,6 +387,21 @@ async fn consume(
         if binding != claims.p {
             ask_for_check(conns, &claims.n, now).await;
             return Err(moved());
+        }
+        if r.kind == ProviderKind::ClusterChannelProvider
+            && let Some(p) = Api::<ClusterChannelProvider>::all(ctx.client.clone())
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| internal(who, e))?
+            && let Some(m) = access::refusal(&ctx.client, &p, &conn)
+                .await
+                .map_err(|e| internal(who, e))?
+        {
+            return Err(refuse(
+                "provider_not_allowed",
+                who,
+                format!("{m}. Nothing was changed."),
+            ));
         }
         let current = conn
             .status

@@ -1042,6 +1042,8 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
                 ..Default::default()
             },
             authorization_params: BTreeMap::new(),
+            allowed_namespaces: None,
+            allowed_scopes: None,
         },
     );
     let ccps: Api<ClusterChannelProvider> = Api::all(admin.clone());

@@ -27,9 +27,9 @@ const HOOK_KEY: &str = "hook-signing-key-for-tests";
 // A minimal SMTP sink: enough of RFC 5321 for lettre's plain transport.
 
 #[derive(Clone, Debug)]
-struct Mail {
+pub(crate) struct Mail {
     from: String,
-    rcpt: Vec<String>,
+    pub(crate) rcpt: Vec<String>,
     /// The DATA section as received (headers and MIME body), dot-unstuffed.
     data: String,
 }
@@ -91,14 +91,14 @@ fn decode_qp(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-struct SmtpSink {
+pub(crate) struct SmtpSink {
     addr: SocketAddr,
     mails: Arc<Mutex<Vec<Mail>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SmtpSink {
-    async fn start(addr: &str) -> SmtpSink {
+    pub(crate) async fn start(addr: &str) -> SmtpSink {
         let listener = TcpListener::bind(addr).await.expect("bind SMTP sink");
         let addr = listener.local_addr().expect("sink address");
         let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
@@ -114,11 +114,11 @@ impl SmtpSink {
         SmtpSink { addr, mails, task }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("smtp://{}", self.addr)
     }
 
-    fn mails(&self) -> Vec<Mail> {
+    pub(crate) fn mails(&self) -> Vec<Mail> {
         self.mails.lock().unwrap().clone()
     }
 }
@@ -256,7 +256,7 @@ impl Drop for Receiver {
 
 // ---------------------------------------------------------------------------------------------
 
-fn args_with_mail(ns: &str, smtp_url: &str) -> Vec<String> {
+pub(crate) fn args_with_mail(ns: &str, smtp_url: &str) -> Vec<String> {
     let mut args = fixtures::operator_args(ns);
     args.extend(["--smtp-url", smtp_url, "--smtp-from", "relink@example.com"].map(str::to_owned));
     args

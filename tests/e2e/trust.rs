@@ -323,3 +323,202 @@ async fn a_link_made_before_the_provider_changed_is_refused() {
     sc.tokens.push(access_token(&sc, "tok").await);
     sc.assert_no_token_leaked().await;
 }
+
+/// A ClusterChannelProvider `name` at the sandbox, shared as `allowed` says; its client secret
+/// lives in the operator's namespace (the test namespace).
+async fn cluster_provider(sc: &Scenario, name: &str, allowed: serde_json::Value) {
+    sc.secret(
+        &format!("{name}-client"),
+        &[("client_secret", "sandbox-secret")],
+    )
+    .await;
+    let base = sc.sandbox.base_url();
+    let mut spec = serde_json::json!({
+        "type": "oauth2",
+        "clientId": "relink-sandbox",
+        "clientSecretRef": {"name": format!("{name}-client")},
+        "endpoints": {
+            "authorizationUrl": format!("{base}/oauth/authorize"),
+            "tokenUrl": format!("{base}/oauth/token"),
+            "introspectionUrl": format!("{base}/oauth/introspect"),
+        },
+    });
+    for (k, v) in allowed.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    let p = serde_json::json!({
+        "apiVersion": "relink.dev/v1alpha1",
+        "kind": "ClusterChannelProvider",
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    Api::<relink::api::ClusterChannelProvider>::all(sc.client.clone())
+        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&p))
+        .await
+        .expect("cluster provider applies");
+}
+
+fn via_cluster_provider(provider: &str, secret: &str, scopes: &[&str]) -> ChannelConnectionSpec {
+    let mut spec = connection_spec(provider, secret, "page-1", scopes);
+    spec.provider_ref.kind = relink::api::ProviderKind::ClusterChannelProvider;
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_provider_serves_only_the_namespaces_and_scopes_it_allows() {
+    if support::skip() {
+        return;
+    }
+    let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
+    let client = support::control_plane().client();
+    let ns = support::test_namespace(&client, "trustshare").await;
+    let args = crate::notify::args_with_mail(&ns, &sink.url());
+    let mut sc = Scenario::start_with(client, ns.clone(), &args).await;
+    let provider = format!("company-app-{ns}");
+    let tenant_label = "relink.dev/e2e-tenant";
+    cluster_provider(
+        &sc,
+        &provider,
+        serde_json::json!({
+            "allowedNamespaces": {"matchLabels": {tenant_label: ns.clone()}},
+            "allowedScopes": ["read"],
+        }),
+    )
+    .await;
+    let t = sc.issue("page-1", &["read", "write"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+
+    // A namespace the application is not shared with: no call, no link, no mail.
+    sc.apply_connection("outside", via_cluster_provider(&provider, "tok", &["read"]))
+        .await;
+    let s = sc.wait_ready_reason("outside", "ProviderNotAllowed").await;
+    let ready = s.condition(relink::api::ConditionType::Ready).unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("allowedNamespaces"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(s.reauth_url, None, "no link");
+
+    // The namespace is shared with it, but a scope beyond allowedScopes is asked for.
+    let patch = serde_json::json!({"metadata": {"labels": {tenant_label: ns.clone()}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(sc.client.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    sc.apply_connection(
+        "greedy",
+        via_cluster_provider(&provider, "tok", &["read", "write"]),
+    )
+    .await;
+    let s = sc.wait_ready_reason("greedy", "ProviderNotAllowed").await;
+    let ready = s.condition(relink::api::ConditionType::Ready).unwrap();
+    assert!(
+        ready.message.contains("write") && ready.message.contains("allowedScopes"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(s.reauth_url, None, "no link");
+    assert!(
+        sc.sandbox.calls().is_empty(),
+        "the provider was never called: {:?}",
+        sc.sandbox.calls()
+    );
+    sc.wait_event("greedy", "Warning", "ProviderNotAllowed")
+        .await;
+
+    // Control: once the namespace is shared, the same connection is checked, and a problem is
+    // mailed — so the silence above was the refusal, not a broken setup.
+    sc.request_check("outside").await;
+    sc.wait_ready_reason("outside", "Valid").await;
+    assert!(!sc.sandbox.calls().is_empty());
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("outside").await;
+    sc.wait_ready_reason("outside", "Revoked").await;
+    support::eventually(
+        "a mail about the revoked token",
+        Duration::from_secs(20),
+        || async { (!sink.mails().is_empty()).then_some(()) },
+    )
+    .await;
+    let greedy = sc.status("greedy").await;
+    assert_eq!(
+        greedy
+            .condition(relink::api::ConditionType::Ready)
+            .unwrap()
+            .reason,
+        "ProviderNotAllowed"
+    );
+    assert_eq!(sink.mails().len(), 1, "only the allowed connection mailed");
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_outside_the_allowed_email_domains_are_never_mailed() {
+    if support::skip() {
+        return;
+    }
+    let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
+    let client = support::control_plane().client();
+    let ns = support::test_namespace(&client, "trustmail").await;
+    let args = crate::fixtures::with_flag(
+        crate::notify::args_with_mail(&ns, &sink.url()),
+        "--allowed-email-domains",
+        "Example.com",
+    );
+    let mut sc = Scenario::start_with(client, ns, &args).await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    let mut mixed = connection_spec("app", "tok", "page-1", &["read"]);
+    mixed.owners = vec!["owner@example.com".into(), "someone@elsewhere.test".into()];
+    sc.apply_connection("mixed", mixed).await;
+    let mut outside = connection_spec("app", "tok", "page-1", &["read"]);
+    outside.owners = vec!["x@elsewhere.test".into()];
+    sc.apply_connection("outside", outside).await;
+    sc.wait_ready_reason("mixed", "Valid").await;
+    sc.wait_ready_reason("outside", "Valid").await;
+
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("mixed").await;
+    sc.request_check("outside").await;
+    let s = sc.wait_ready_reason("outside", "Revoked").await;
+    let message = &s
+        .condition(relink::api::ConditionType::Ready)
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("x@elsewhere.test") && message.contains("not emailed"),
+        "{message}"
+    );
+    let s = sc.wait_ready_reason("mixed", "Revoked").await;
+    let message = &s
+        .condition(relink::api::ConditionType::Ready)
+        .unwrap()
+        .message;
+    assert!(message.contains("someone@elsewhere.test"), "{message}");
+    let mails = support::eventually(
+        "the mail to the allowed owner",
+        Duration::from_secs(20),
+        || async {
+            let m = sink.mails();
+            (!m.is_empty()).then_some(m)
+        },
+    )
+    .await;
+    // Let a mail to the other connection's owner, if relink were to send one, arrive too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mails = if sink.mails().len() > mails.len() {
+        sink.mails()
+    } else {
+        mails
+    };
+    let recipients: Vec<&String> = mails.iter().flat_map(|m| &m.rcpt).collect();
+    assert_eq!(recipients.len(), 1, "{recipients:?}");
+    assert!(
+        recipients[0].contains("owner@example.com"),
+        "{recipients:?}"
+    );
+    sc.assert_no_token_leaked().await;
+}
