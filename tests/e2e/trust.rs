@@ -72,7 +72,10 @@ async fn a_login_with_another_account_is_refused_and_names_the_expected_one() {
     if support::skip() {
         return;
     }
-    let (mut sc, _) = Scenario::start_with_callback("trustwrong").await;
+    let port = support::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let (mut sc, _) =
+        Scenario::start_with_callback_flags("trustwrong", &[("--metrics-addr", &metrics)]).await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
@@ -109,6 +112,33 @@ async fn a_login_with_another_account_is_refused_and_names_the_expected_one() {
         .wait_for_output("callback refused", Duration::from_secs(5))
         .await;
     assert!(sc.operator.output().contains("wrong_account"));
+
+    // The owner then logs in with the page through the link that replaced the used one.
+    let fresh = link_other_than(&sc, "chan", &url).await;
+    let ok = sc.consent(&fresh, "page-1", true).await;
+    let (status, page) = open(&ok).await;
+    assert_eq!(status, 200, "{page}");
+    let event = sc.wait_event("chan", "Normal", "Reauthorized").await;
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("page-1 name (page-1)"),
+        "the Event names the provider account, id and name: {note}"
+    );
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    let last = s.last_reauthorization.expect("lastReauthorization");
+    let account = last.account.expect("account");
+    assert_eq!(
+        (account.id.as_deref(), account.name.as_deref()),
+        (Some("page-1"), Some("page-1 name"))
+    );
+    let (_, text) = open(&format!("http://{metrics}/metrics")).await;
+    for series in [
+        "relink_callbacks_total{result=\"wrong_account\"} 1",
+        "relink_callbacks_total{result=\"reauthorized\"} 1",
+    ] {
+        assert!(text.contains(series), "{series} in {text}");
+    }
+    sc.tokens.push(access_token(&sc, "tok").await);
     sc.assert_no_token_leaked().await;
 }
 
