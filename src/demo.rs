@@ -947,7 +947,7 @@ mod tests {
         let m: SocketAddr = "127.0.0.1:9000".parse().expect("addr");
         let sb: SocketAddr = "127.0.0.1:8090".parse().expect("addr");
         let args = operator_args("relink-demo", cb, m, sb).expect("flags parse");
-        assert_eq!(args.namespace.as_deref(), Some("relink-demo"));
+        assert_eq!(args.namespace, ["relink-demo"]);
         assert_eq!(args.operator_namespace, "relink-demo");
         assert_eq!(args.public_url, "http://127.0.0.1:8081");
         assert_eq!(args.allow_namespaced_endpoint_hosts, vec!["127.0.0.1"]);

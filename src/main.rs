@@ -57,9 +57,11 @@ enum LogFormat {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "RELINK_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated; default: all namespaces). Each is watched
+    /// on its own, as by several namespace-scoped installs, so no cluster-wide access to
+    /// Secrets or connections is needed.
+    #[arg(long, env = "RELINK_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
     /// Namespace the operator runs in (default namespace of ClusterChannelProvider client secrets).
     #[arg(long, env = "POD_NAMESPACE", default_value = "relink-system")]
     operator_namespace: String,
@@ -273,7 +275,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
         stopped(stop_rx.clone()),
     ));
     let settings = Settings {
-        namespace: args.namespace.clone(),
+        namespace: None,
         operator_namespace: args.operator_namespace.clone(),
         concurrency: args.concurrency,
         per_provider_concurrency: args.per_provider_concurrency,
@@ -325,12 +327,46 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
     let result = if args.leader_elect {
         lead_then_run(client, deps, settings, &args, ready, stop_rx.clone()).await
     } else {
-        controller::run(client, deps, settings, stopped(stop_rx.clone())).await;
+        run_controllers(
+            client,
+            deps,
+            settings,
+            &args.namespace,
+            stopped(stop_rx.clone()),
+        )
+        .await;
         Ok(())
     };
     probes.abort();
     callback.abort();
     result
+}
+
+/// The controller for every namespace in `namespaces`, each on its own (as several
+/// namespace-scoped installs would be), or for all namespaces when the list is empty.
+async fn run_controllers(
+    client: Client,
+    deps: Deps,
+    settings: Settings,
+    namespaces: &[String],
+    until: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    if namespaces.len() <= 1 {
+        let settings = Settings {
+            namespace: namespaces.first().cloned(),
+            ..settings
+        };
+        return controller::run(client, deps, settings, until).await;
+    }
+    let until = futures::FutureExt::shared(until);
+    let runs = namespaces.iter().map(|ns| {
+        let settings = Settings {
+            namespace: Some(ns.clone()),
+            ..settings.clone()
+        };
+        controller::run(client.clone(), deps.clone(), settings, until.clone())
+    });
+    futures::future::join_all(runs).await;
 }
 
 /// Resolves when shutdown was asked for.
@@ -397,7 +433,7 @@ async fn lead_then_run(
             _ = lease_rx.wait_for(|l| !*l) => { lost_flag.store(true, Ordering::Relaxed); },
         }
     };
-    controller::run(client, deps, settings, until).await;
+    run_controllers(client, deps, settings, &args.namespace, until).await;
     drop(leading);
     match task.await {
         Ok(Ok(_)) => info!("lease released"),

@@ -62,6 +62,7 @@ pub struct Settings {
 }
 
 /// What the controller uses besides the Kubernetes client, built once by `relink run`.
+#[derive(Clone)]
 pub struct Deps {
     pub http: Http,
     pub reauth: Reauth,

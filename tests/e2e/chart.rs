@@ -59,7 +59,7 @@ fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-fn chart_dir() -> String {
+pub(crate) fn chart_dir() -> String {
     repo("charts/relink").display().to_string()
 }
 
@@ -67,7 +67,7 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..6)
@@ -76,10 +76,10 @@ fn random_suffix() -> String {
 }
 
 /// A scratch folder, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(prefix: &str) -> TempDir {
+    pub(crate) fn new(prefix: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!(
             "relink-{prefix}-{}-{}",
             std::process::id(),
@@ -94,7 +94,7 @@ impl TempDir {
     }
 
     /// Writes `name` in the folder and returns its path as a string.
-    fn write(&self, name: &str, text: &str) -> String {
+    pub(crate) fn write(&self, name: &str, text: &str) -> String {
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path.display().to_string()
@@ -133,13 +133,13 @@ fn helm_binary() -> PathBuf {
 }
 
 /// The Helm CLI with its own cache, config and data folders (no repositories, no plugins).
-struct Helm {
+pub(crate) struct Helm {
     bin: PathBuf,
     home: TempDir,
 }
 
 impl Helm {
-    fn new() -> Helm {
+    pub(crate) fn new() -> Helm {
         Helm {
             bin: helm_binary(),
             home: TempDir::new("helm-home"),
@@ -163,7 +163,7 @@ impl Helm {
     }
 
     /// Runs helm and returns its stdout; panics with its stderr on failure.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -206,10 +206,10 @@ impl Helm {
 }
 
 /// The objects of a rendered manifest.
-struct Rendered(Vec<Yaml>);
+pub(crate) struct Rendered(Vec<Yaml>);
 
 impl Rendered {
-    fn parse(text: &str) -> Rendered {
+    pub(crate) fn parse(text: &str) -> Rendered {
         Rendered(
             serde_yaml::Deserializer::from_str(text)
                 .map(|d| {
@@ -221,7 +221,7 @@ impl Rendered {
         )
     }
 
-    fn of_kind(&self, kind: &str) -> Vec<&Yaml> {
+    pub(crate) fn of_kind(&self, kind: &str) -> Vec<&Yaml> {
         self.0.iter().filter(|d| d["kind"] == kind).collect()
     }
 
@@ -269,19 +269,19 @@ impl Rendered {
     }
 
     /// The operator container's arguments.
-    fn args(&self) -> Vec<String> {
+    pub(crate) fn args(&self) -> Vec<String> {
         seq(&self.deployment()["spec"]["template"]["spec"]["containers"][0]["args"])
             .iter()
             .map(|a| str_of(a).to_owned())
             .collect()
     }
 
-    fn service_account(&self) -> String {
+    pub(crate) fn service_account(&self) -> String {
         str_of(&self.deployment()["spec"]["template"]["spec"]["serviceAccountName"]).to_owned()
     }
 }
 
-fn str_of(v: &Yaml) -> &str {
+pub(crate) fn str_of(v: &Yaml) -> &str {
     v.as_str().unwrap_or_default()
 }
 
@@ -290,7 +290,7 @@ fn seq(v: &Yaml) -> &[Yaml] {
 }
 
 /// The value of `--flag=value` in `args`.
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+pub(crate) fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     let prefix = format!("{name}=");
     args.iter().find_map(|a| a.strip_prefix(&prefix))
 }
@@ -744,7 +744,13 @@ fn helm_lint_and_template_render_every_option() {
 }
 
 /// A SelfSubjectAccessReview as `client`: may it `verb` `group`/`resource` in `ns` ("" = all)?
-async fn can(client: &Client, verb: &str, group: &str, resource: &str, ns: &str) -> bool {
+pub(crate) async fn can(
+    client: &Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    ns: &str,
+) -> bool {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
@@ -768,7 +774,7 @@ async fn can(client: &Client, verb: &str, group: &str, resource: &str, ns: &str)
 
 /// Waits until RBAC lets `client` do each of `cases` (new bindings reach the authorizer's
 /// cache within moments).
-async fn wait_allowed(client: &Client, cases: &[(&str, &str, &str, &str)]) {
+pub(crate) async fn wait_allowed(client: &Client, cases: &[(&str, &str, &str, &str)]) {
     for (verb, group, resource, ns) in cases {
         support::eventually(
             &format!("RBAC to allow {verb} {group}/{resource} in {ns:?}"),
@@ -787,7 +793,7 @@ fn assert_forbidden<T: std::fmt::Debug>(what: &str, result: kube::Result<T>) {
 }
 
 /// The ServiceAccount's user name and groups, as the API server would authenticate its token.
-fn sa_identity(ns: &str, sa: &str) -> (String, Vec<String>) {
+pub(crate) fn sa_identity(ns: &str, sa: &str) -> (String, Vec<String>) {
     (
         format!("system:serviceaccount:{ns}:{sa}"),
         vec![
@@ -799,7 +805,7 @@ fn sa_identity(ns: &str, sa: &str) -> (String, Vec<String>) {
 
 /// The shared control plane's kubeconfig with the admin token impersonating the ServiceAccount
 /// (`as`, `as-groups`): every call the operator makes is authorized as the ServiceAccount.
-fn impersonating_kubeconfig(dir: &TempDir, ns: &str, sa: &str) -> String {
+pub(crate) fn impersonating_kubeconfig(dir: &TempDir, ns: &str, sa: &str) -> String {
     let cp = support::control_plane();
     let mut config: Yaml = serde_yaml::from_str(&read(cp.kubeconfig())).expect("kubeconfig");
     let (user, groups) = sa_identity(ns, sa);
@@ -818,7 +824,7 @@ fn impersonating_kubeconfig(dir: &TempDir, ns: &str, sa: &str) -> String {
 }
 
 /// True when the operator's output shows an authorization failure.
-fn forbidden_lines(output: &str) -> Vec<&str> {
+pub(crate) fn forbidden_lines(output: &str) -> Vec<&str> {
     output
         .lines()
         .filter(|l| {

@@ -552,3 +552,180 @@ async fn owners_outside_the_allowed_email_domains_are_never_mailed() {
     );
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_namespaces_install_has_secret_access_only_there() {
+    use crate::chart::{
+        Helm, Rendered, TempDir, can, chart_dir, flag, forbidden_lines, impersonating_kubeconfig,
+        random_suffix, sa_identity, str_of, wait_allowed,
+    };
+    if support::skip() {
+        return;
+    }
+    let cp = support::control_plane();
+    let admin = cp.client();
+    let helm = Helm::new();
+    let release_ns = support::test_namespace(&admin, "trust-rel").await;
+    let team_a = support::test_namespace(&admin, "trust-a").await;
+    let team_b = support::test_namespace(&admin, "trust-b").await;
+    let elsewhere = support::test_namespace(&admin, "trust-else").await;
+    let release = format!("e2e-{}", random_suffix());
+    let port = support::free_port();
+    let scratch = TempDir::new("trust-install");
+    let values = scratch.write(
+        "values.yaml",
+        &serde_json::json!({
+            "crds": {"enabled": false},
+            "watchNamespaces": [team_a, team_b],
+            "publicUrl": format!("http://127.0.0.1:{port}"),
+            "config": {
+                "allowNamespacedEndpointHosts": ["127.0.0.1"],
+                "retryBase": "1s",
+                "providerTimeout": "2s",
+                "logFormat": "text",
+            },
+        })
+        .to_string(),
+    );
+    let kubeconfig = cp.kubeconfig().display().to_string();
+    let chart = chart_dir();
+    let notes = helm.ok(&[
+        "install",
+        &release,
+        &chart,
+        "--namespace",
+        &release_ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "-f",
+        &values,
+    ]);
+    assert!(
+        notes.contains(&format!("watching namespaces {team_a}, {team_b} only")),
+        "{notes}"
+    );
+    let manifest = Rendered::parse(&helm.ok(&[
+        "get",
+        "manifest",
+        &release,
+        "--namespace",
+        &release_ns,
+        "--kubeconfig",
+        &kubeconfig,
+    ]));
+    let chart_args = manifest.args();
+    let listed = format!("{team_a},{team_b}");
+    assert_eq!(flag(&chart_args, "--namespace"), Some(listed.as_str()));
+    let mut role_namespaces: Vec<&str> = manifest
+        .of_kind("Role")
+        .into_iter()
+        .map(|r| str_of(&r["metadata"]["namespace"]))
+        .collect();
+    role_namespaces.sort();
+    for ns in [&team_a, &team_b] {
+        assert!(
+            role_namespaces.contains(&ns.as_str()),
+            "{role_namespaces:?}"
+        );
+    }
+
+    // The chart's ServiceAccount, as the API server authorizes it.
+    let sa = manifest.service_account();
+    let (user, groups) = sa_identity(&release_ns, &sa);
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let as_sa = cp.client_as(&user, &groups);
+    wait_allowed(
+        &as_sa,
+        &[
+            ("get", "", "secrets", &team_a),
+            ("patch", "", "secrets", &team_a),
+            ("watch", "", "secrets", &team_b),
+            ("patch", "", "secrets", &team_b),
+        ],
+    )
+    .await;
+    for (verb, ns) in [
+        ("get", elsewhere.as_str()),
+        ("list", elsewhere.as_str()),
+        ("patch", elsewhere.as_str()),
+        ("get", ""),
+        ("list", ""),
+        ("watch", ""),
+    ] {
+        assert!(
+            !can(&as_sa, verb, "", "secrets", ns).await,
+            "{verb} secrets in {ns:?} must be forbidden"
+        );
+    }
+    let other = Api::<Secret>::namespaced(admin.clone(), &elsewhere);
+    other
+        .create(
+            &Default::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "not-yours"},
+                "stringData": {"access_token": "someone-elses"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    match Api::<Secret>::namespaced(as_sa.clone(), &elsewhere)
+        .get("not-yours")
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("reading a Secret elsewhere: expected 403, got {other:?}"),
+    }
+
+    // The operator as the Deployment runs it, as that ServiceAccount, serves both namespaces.
+    let mut args: Vec<String> = chart_args[1..]
+        .iter()
+        .map(|a| {
+            if a.starts_with("--metrics-addr=") {
+                "--metrics-addr=127.0.0.1:0".into()
+            } else if a.starts_with("--callback-addr=") {
+                format!("--callback-addr=127.0.0.1:{port}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    args.push(format!("--operator-namespace={release_ns}"));
+    let sa_kubeconfig = impersonating_kubeconfig(&scratch, &release_ns, &sa);
+    let sandbox = relink::sandbox::Sandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        relink::sandbox::SandboxConfig::default(),
+    )
+    .await
+    .expect("sandbox starts");
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pod_name = format!("{release}-relink-0");
+    let operator = support::Operator::start_with_env(
+        &args_ref,
+        &[("KUBECONFIG", &sa_kubeconfig), ("POD_NAME", &pod_name)],
+    )
+    .await;
+    let mut sc = Scenario {
+        client: admin.clone(),
+        ns: team_a.clone(),
+        sandbox,
+        operator,
+        tokens: Vec::new(),
+    };
+    for ns in [&team_a, &team_b] {
+        sc.ns = ns.clone();
+        sc.provider("app", Validation::Introspection).await;
+        let t = sc.issue("page-1", &["read"]);
+        sc.secret("tok", &[("access_token", &t.access_token)]).await;
+        sc.connection("chan", "app", "tok", "page-1", &["read"])
+            .await;
+    }
+    for ns in [&team_a, &team_b] {
+        sc.ns = ns.clone();
+        sc.wait_ready_reason("chan", "Valid").await;
+    }
+    let output = sc.operator.output();
+    let forbidden = forbidden_lines(&output);
+    assert!(forbidden.is_empty(), "{forbidden:#?}");
+    sc.assert_no_token_leaked().await;
+}

@@ -50,14 +50,19 @@ app.kubernetes.io/part-of: relink
 {{- end }}
 {{- end }}
 
-{{/* "true" when the operator watches one namespace (Role/RoleBinding instead of a ClusterRole). */}}
+{{/* "true" when the operator watches listed namespaces (Roles/RoleBindings instead of a ClusterRole). */}}
 {{- define "relink.namespaced" -}}
-{{- if or .Values.rbac.namespaced .Values.watchNamespace }}true{{ end }}
+{{- if or .Values.rbac.namespaced .Values.watchNamespace .Values.watchNamespaces }}true{{ end }}
 {{- end }}
 
-{{/* The namespace a namespace-scoped install watches: watchNamespace, else the release namespace. */}}
+{{/* The namespaces a namespace-scoped install watches, comma-separated: watchNamespaces, else
+watchNamespace, else the release namespace. */}}
 {{- define "relink.watchNamespace" -}}
+{{- if .Values.watchNamespaces }}
+{{- join "," .Values.watchNamespaces }}
+{{- else }}
 {{- default .Release.Namespace .Values.watchNamespace }}
+{{- end }}
 {{- end }}
 
 {{/* Host of the public callback: callback.ingress.host, else the host of publicUrl. */}}
