@@ -52,13 +52,15 @@ pub enum Reason {
     Suspended,
     /// A ClusterChannelProvider not shared with the connection's namespace or scopes.
     ProviderNotAllowed,
+    /// The spec cannot be acted on (e.g. two token keys are the same Secret key).
+    InvalidSpec,
     /// Not in the verdict list: used on `Reconciling` while a check runs, and on conditions
     /// before the first check has happened.
     Checking,
 }
 
 impl Reason {
-    const ALL: [Reason; 17] = [
+    const ALL: [Reason; 18] = [
         Self::Valid,
         Self::Expiring,
         Self::Expired,
@@ -75,6 +77,7 @@ impl Reason {
         Self::ReauthorizationRequired,
         Self::Suspended,
         Self::ProviderNotAllowed,
+        Self::InvalidSpec,
         Self::Checking,
     ];
 
@@ -101,6 +104,7 @@ impl Reason {
             Self::ReauthorizationRequired => "ReauthorizationRequired",
             Self::Suspended => "Suspended",
             Self::ProviderNotAllowed => "ProviderNotAllowed",
+            Self::InvalidSpec => "InvalidSpec",
             Self::Checking => "Checking",
         }
     }

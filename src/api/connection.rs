@@ -150,13 +150,55 @@ pub struct TokenSecretRef {
     pub name: String,
     /// Key holding the access token.
     #[serde(default = "default_access_token_key")]
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN), length(max = 253))]
     pub access_token_key: String,
-    /// Key holding the refresh token, if the provider issued one.
+    /// Key holding the refresh token, if the provider issued one. Must differ from the other keys.
     #[serde(default = "default_refresh_token_key")]
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN), length(max = 253))]
     pub refresh_token_key: String,
-    /// Key holding the access token's expiry (RFC 3339 or Unix seconds), if known.
+    /// Key holding the access token's expiry (RFC 3339 or Unix seconds), if known. Must differ
+    /// from the other keys.
     #[serde(default = "default_expires_at_key")]
+    #[schemars(regex(pattern = SECRET_KEY_PATTERN), length(max = 253))]
     pub expires_at_key: String,
+}
+
+/// What Kubernetes accepts as a Secret data key.
+const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+
+impl TokenSecretRef {
+    /// Why these keys cannot be used, or `None`. The three keys must be valid Secret keys and
+    /// distinct: a refresh token written over the access token (or its expiry) would destroy
+    /// the token it was meant to keep.
+    pub fn problem(&self) -> Option<String> {
+        let keys = [
+            ("accessTokenKey", &self.access_token_key),
+            ("refreshTokenKey", &self.refresh_token_key),
+            ("expiresAtKey", &self.expires_at_key),
+        ];
+        for (field, key) in keys {
+            let valid = !key.is_empty()
+                && key.len() <= 253
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Some(format!(
+                    "spec.secretRef.{field} {key:?} is not a valid Secret key (letters, digits, '-', '_', '.'; at most 253)"
+                ));
+            }
+        }
+        for (i, (a, ka)) in keys.iter().enumerate() {
+            for (b, kb) in &keys[i + 1..] {
+                if ka == kb {
+                    return Some(format!(
+                        "spec.secretRef.{a} and spec.secretRef.{b} are both {ka:?}: each token key must be its own Secret key"
+                    ));
+                }
+            }
+        }
+        None
+    }
 }
 
 fn default_access_token_key() -> String {
@@ -354,5 +396,36 @@ impl ChannelConnectionStatus {
     /// The condition of `type_`, if set.
     pub fn condition(&self, type_: super::ConditionType) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(a: &str, r: &str, e: &str) -> TokenSecretRef {
+        TokenSecretRef {
+            name: "tok".into(),
+            access_token_key: a.into(),
+            refresh_token_key: r.into(),
+            expires_at_key: e.into(),
+        }
+    }
+
+    #[test]
+    fn token_keys_are_valid_and_distinct() {
+        assert_eq!(
+            keys("access_token", "refresh_token", "expires_at").problem(),
+            None
+        );
+        let m = keys("token", "token", "expires_at").problem().unwrap();
+        assert!(
+            m.contains("accessTokenKey") && m.contains("refreshTokenKey"),
+            "{m}"
+        );
+        let m = keys("token", "rt", "rt").problem().unwrap();
+        assert!(m.contains("expiresAtKey"), "{m}");
+        let m = keys("a/b", "rt", "exp").problem().unwrap();
+        assert!(m.contains("not a valid Secret key"), "{m}");
     }
 }

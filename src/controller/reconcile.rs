@@ -362,6 +362,9 @@ async fn gather_and_check(
         provider,
         refreshed: false,
     };
+    if let Some(message) = conn.spec.secret_ref.problem() {
+        return Ok(done(Outcome::InvalidSpec { message }, observed, None, None));
+    }
     let r = &conn.spec.provider_ref;
     let provider = match r.kind {
         ProviderKind::ChannelProvider => ctx

@@ -34,6 +34,10 @@ pub enum Outcome {
     ProviderNotAllowed {
         message: String,
     },
+    /// The spec cannot be acted on; the message names the field.
+    InvalidSpec {
+        message: String,
+    },
     Checked {
         verdict: Verdict,
         /// Expiry recorded next to the token in the Secret, if any.
@@ -183,6 +187,7 @@ fn apply_verdict(
             Outcome::ProviderNotAllowed { message } => {
                 (None, None, Reason::ProviderNotAllowed, message.clone())
             }
+            Outcome::InvalidSpec { message } => (None, None, Reason::InvalidSpec, message.clone()),
             Outcome::Checked {
                 verdict,
                 secret_expires_at,

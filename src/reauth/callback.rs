@@ -361,6 +361,13 @@ async fn consume(
                 ),
             )
         };
+        if let Some(m) = conn.spec.secret_ref.problem() {
+            return Err(refuse(
+                "invalid_spec",
+                who,
+                format!("{m}. Nothing was changed."),
+            ));
+        }
         let r = &conn.spec.provider_ref;
         if claims.p.k != r.kind.as_str() || claims.p.n != r.name {
             ask_for_check(conns, &claims.n, now).await;

@@ -729,3 +729,33 @@ async fn a_watch_namespaces_install_has_secret_access_only_there() {
     assert!(forbidden.is_empty(), "{forbidden:#?}");
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_key_equal_to_the_access_token_key_is_refused() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = Scenario::start("trustkeys").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("token", &t.access_token)]).await;
+    let version = secret_version(&sc, "tok").await;
+    let mut spec = connection_spec("app", "tok", "page-1", &["read"]);
+    spec.secret_ref.access_token_key = "token".into();
+    spec.secret_ref.refresh_token_key = "token".into();
+    sc.apply_connection("chan", spec).await;
+    let s = sc.wait_ready_reason("chan", "InvalidSpec").await;
+    let message = &s
+        .condition(relink::api::ConditionType::Ready)
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("spec.secretRef.accessTokenKey")
+            && message.contains("spec.secretRef.refreshTokenKey"),
+        "{message}"
+    );
+    assert_eq!(s.reauth_url, None);
+    assert!(sc.sandbox.calls().is_empty(), "no provider call");
+    assert_eq!(secret_version(&sc, "tok").await, version, "nothing written");
+    sc.assert_no_token_leaked().await;
+}
