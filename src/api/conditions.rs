@@ -50,13 +50,16 @@ pub enum Reason {
     RefreshFailed,
     ReauthorizationRequired,
     Suspended,
+    /// A spec field is out of its documented range or malformed; nothing is called until the
+    /// object is fixed.
+    InvalidSpec,
     /// Not in the verdict list: used on `Reconciling` while a check runs, and on conditions
     /// before the first check has happened.
     Checking,
 }
 
 impl Reason {
-    const ALL: [Reason; 16] = [
+    const ALL: [Reason; 17] = [
         Self::Valid,
         Self::Expiring,
         Self::Expired,
@@ -72,6 +75,7 @@ impl Reason {
         Self::RefreshFailed,
         Self::ReauthorizationRequired,
         Self::Suspended,
+        Self::InvalidSpec,
         Self::Checking,
     ];
 
@@ -97,6 +101,7 @@ impl Reason {
             Self::RefreshFailed => "RefreshFailed",
             Self::ReauthorizationRequired => "ReauthorizationRequired",
             Self::Suspended => "Suspended",
+            Self::InvalidSpec => "InvalidSpec",
             Self::Checking => "Checking",
         }
     }
@@ -155,7 +160,7 @@ pub fn set_condition_reason(
         type_: type_.as_str().to_owned(),
         status,
         reason: reason.to_owned(),
-        message: message.into(),
+        message: crate::text::truncate(&message.into(), crate::text::MAX_MESSAGE),
         observed_generation: generation,
         last_transition_time,
     };

@@ -20,7 +20,7 @@ use super::status::needs_login;
 use super::status::{CheckContext, Outcome, next_status};
 use super::tokens::{ResolvedProvider, load_app, parse_expiry, read_key, write_tokens};
 use crate::api::{
-    ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, parse_duration,
+    ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, Timings,
 };
 use crate::providers::{App, RenewStyle, Renewal, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
@@ -30,6 +30,9 @@ use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
 pub enum Error {
     #[error("Kubernetes API error: {0}")]
     Kube(#[from] kube::Error),
+    /// A bug: the check panicked. Caught so that one object cannot stop the operator.
+    #[error("the check panicked (a bug; see the operator log)")]
+    Panic,
 }
 
 impl Error {
@@ -37,14 +40,32 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kube",
+            Self::Panic => "panic",
         }
     }
 }
 
+/// First retry after a failed reconcile; doubles per failure in a row up to [`ERROR_BACKOFF_MAX`].
+const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(5);
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
 pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use futures::FutureExt;
     ctx.wait_synced().await;
     let started = Instant::now();
-    let result = check_if_due(conn, &ctx).await;
+    let uid = conn.uid().unwrap_or_default();
+    // The last line of defence: a panic in one check is this connection's error, retried
+    // with backoff, never the end of the process (the panic hook logs where it happened).
+    let result = std::panic::AssertUnwindSafe(check_if_due(conn, &ctx))
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(Error::Panic));
+    if result.is_ok() {
+        ctx.error_streaks
+            .lock()
+            .expect("error streak lock")
+            .remove(&uid);
+    }
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -56,7 +77,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     let conn = with_latest_status(ctx, &uid, conn);
     let now = jiff::Timestamp::now();
     let observed = ctx.observed(&conn);
-    let why = match schedule::due(&conn, &observed, now) {
+    let why = match schedule::due(&conn, &observed, now, ctx.settings.check_request_min_gap) {
         Due::Idle => {
             export_ready(ctx, &conn);
             return Ok(Action::await_change());
@@ -73,16 +94,25 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     debug!(namespace = %ns, name = %name, why, "check due");
 
     let started = Instant::now();
-    let g = if conn.spec.suspend {
-        Gathered {
-            outcome: Outcome::Suspended,
-            observed,
-            app: None,
-            provider: None,
-            refreshed: false,
-        }
-    } else {
-        gather_and_check(&conn, ctx, &ns, observed).await?
+    let timings = conn.spec.timings();
+    let nothing_called = |outcome| Gathered {
+        outcome,
+        observed: observed.clone(),
+        app: None,
+        provider: None,
+        refreshed: false,
+    };
+    let g = match &timings {
+        _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
+        Err(message) => nothing_called(Outcome::InvalidSpec {
+            message: message.clone(),
+        }),
+        Ok(t) => match gather_and_check(&conn, ctx, &ns, observed.clone(), t).await? {
+            Some(g) => g,
+            // The provider (or this namespace) has every slot busy: come back shortly rather
+            // than hold one of the controller's slots while waiting.
+            None => return Ok(Action::requeue(busy_retry())),
+        },
     };
     let (outcome, observed) = (g.outcome, g.observed);
     if let Some(provider) = &g.provider {
@@ -107,6 +137,10 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         check_request: schedule::check_request(&conn).map(str::to_owned),
         observed_secret_version: observed.secret_version,
         observed_provider_generation: observed.provider_generation,
+        refresh_before: timings
+            .as_ref()
+            .map(|t| t.refresh_before)
+            .unwrap_or_default(),
     };
     let (mut status, transition) = next_status(&old, &outcome, &cx);
     if g.refreshed {
@@ -114,12 +148,12 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     }
     set_reauth_url(ctx, &conn, &outcome, g.app.as_ref(), &mut status, now);
 
-    let interval = schedule::interval(&conn);
     let first_check = old.last_check_time.is_none();
     let wait = {
         let mut rng = rand::rng();
+        let interval = timings.map(|t| t.check_interval).unwrap_or_default();
         match &outcome {
-            Outcome::Suspended => None,
+            Outcome::Suspended | Outcome::InvalidSpec { .. } => None,
             Outcome::Checked {
                 verdict: Verdict::Transient { retry_after, .. },
                 ..
@@ -140,12 +174,13 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
             _ => Some(schedule::next_regular(interval, first_check, &mut rng)),
         }
     };
-    status.next_check_time = wait.map(|w| Time(now + w));
-    ctx.notifier
-        .on_check(&conn, &old, &mut status, now, &ctx.http)
-        .await;
+    status.next_check_time = wait.map(|w| Time(schedule::after(now, w)));
+    let delivery = ctx.notifier.plan(&conn, &mut status, now).await;
 
     write_status(ctx, &conn, &status).await?;
+    if let Some(d) = delivery {
+        ctx.notifier.enqueue(d);
+    }
     record_metrics(ctx, &conn, &status, &outcome);
     ctx.written
         .lock()
@@ -168,7 +203,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
                 EventType::Normal
             },
             reason: t.reason.as_str().to_owned(),
-            note: Some(truncate(&t.note, 1000)),
+            note: Some(crate::text::truncate(&t.note, crate::text::MAX_MESSAGE)),
             action: "Check".into(),
             secondary: None,
         };
@@ -182,15 +217,35 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     })
 }
 
+/// Retries a failed reconcile (an API error, a rejected status write, a panic) with
+/// exponential backoff per connection and jitter, so one broken object retries ever more
+/// slowly instead of every few seconds.
 pub fn error_policy(conn: Arc<ChannelConnection>, err: &Error, ctx: Arc<Context>) -> Action {
+    use rand::Rng;
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {
             error: err.metric_label().to_owned(),
         })
         .inc();
-    warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %err, kind = err.metric_label(), "reconcile error, retrying");
-    Action::requeue(Duration::from_secs(10))
+    let streak = {
+        let mut streaks = ctx.error_streaks.lock().expect("error streak lock");
+        let n = streaks.entry(conn.uid().unwrap_or_default()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let wait = ERROR_BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(streak.min(16) - 1))
+        .min(ERROR_BACKOFF_MAX)
+        .mul_f64(rand::rng().random_range(0.8..1.2));
+    warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %err, kind = err.metric_label(), streak, retry_in_s = wait.as_secs(), "reconcile error, retrying");
+    Action::requeue(wait)
+}
+
+/// When to look again at a connection whose provider or namespace had no free slot.
+fn busy_retry() -> Duration {
+    use rand::Rng;
+    Duration::from_millis(rand::rng().random_range(1000..3000))
 }
 
 /// `relink_connection_ready` from the status as it stands.
@@ -292,17 +347,6 @@ fn verdict_label(status: &ChannelConnectionStatus) -> String {
         .unwrap_or_default()
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 async fn write_status(
     ctx: &Context,
     conn: &ChannelConnection,
@@ -343,7 +387,8 @@ async fn gather_and_check(
     ctx: &Context,
     ns: &str,
     cached: super::Observed,
-) -> Result<Gathered, Error> {
+    timings: &Timings,
+) -> Result<Option<Gathered>, Error> {
     let mut observed = super::Observed {
         secret_version: cached.secret_version,
         provider_generation: None,
@@ -371,9 +416,13 @@ async fn gather_and_check(
             kind: r.kind.as_str(),
             name: r.name.clone(),
         };
-        return Ok(done(outcome, observed, None, None));
+        return Ok(Some(done(outcome, observed, None, None)));
     };
     observed.provider_generation = provider.generation;
+    // Held for the whole check: API round trips and provider calls alike.
+    let Some(_slots) = ctx.try_slots(ns, &provider.label()) else {
+        return Ok(None);
+    };
     let app = match load_app(
         &ctx.client,
         ctx.http.policy(),
@@ -385,9 +434,16 @@ async fn gather_and_check(
         Ok(app) => app,
         Err(message) => {
             let outcome = Outcome::ProviderNotReady { message };
-            return Ok(done(outcome, observed, None, Some(provider)));
+            return Ok(Some(done(outcome, observed, None, Some(provider))));
         }
     };
+
+    // An application the provider rejected is not asked again by every connection: one probe
+    // per interval, the others report the provider's problem without a call.
+    if let Some(message) = ctx.app_problem_blocks(&provider) {
+        let outcome = Outcome::ProviderNotReady { message };
+        return Ok(Some(done(outcome, observed, Some(app), Some(provider))));
+    }
 
     let sref = &conn.spec.secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -396,7 +452,7 @@ async fn gather_and_check(
         let outcome = Outcome::SecretNotFound {
             secret: sref.name.clone(),
         };
-        return Ok(done(outcome, observed, Some(app), Some(provider)));
+        return Ok(Some(done(outcome, observed, Some(app), Some(provider))));
     };
     observed.secret_version = secret.resource_version();
     let Some(mut token) = read_key(&secret, &sref.access_token_key) else {
@@ -404,18 +460,19 @@ async fn gather_and_check(
             secret: sref.name.clone(),
             key: sref.access_token_key.clone(),
         };
-        return Ok(done(outcome, observed, Some(app), Some(provider)));
+        return Ok(Some(done(outcome, observed, Some(app), Some(provider))));
     };
     let refresh_token = read_key(&secret, &sref.refresh_token_key);
+    // Every secret this check handles: provider text is scrubbed of all of them.
+    let read_tokens = [
+        Some(token.clone()),
+        refresh_token.clone(),
+        app.client_secret.clone(),
+    ];
     let mut expires_at =
         read_key(&secret, &sref.expires_at_key).and_then(|v| parse_expiry(v.expose()));
 
     let validator = validator_for(app.settings.type_);
-    let slot = ctx.provider_slot(&app.label);
-    let _permit = slot
-        .acquire()
-        .await
-        .expect("provider semaphore is never closed");
     let mut refresh = Refresher {
         ctx,
         conn,
@@ -439,7 +496,7 @@ async fn gather_and_check(
         && schedule::refresh_due(
             known_expiry,
             status.last_refresh_time.as_ref().map(|t| t.0),
-            parse_duration(&conn.spec.refresh.before).unwrap_or(Duration::from_secs(86_400)),
+            timings.refresh_before,
             jiff::Timestamp::now(),
         )
     {
@@ -450,16 +507,16 @@ async fn gather_and_check(
             }
             RefreshResult::Failed(verdict) if matches!(verdict, Verdict::Misconfigured { .. }) => {
                 let outcome = Outcome::Checked {
-                    verdict,
+                    verdict: scrubbed(verdict, &read_tokens, &[&refresh.refresh_token]),
                     secret_expires_at: expires_at,
                     refreshable,
                 };
-                return Ok(done(
+                return Ok(Some(done(
                     outcome,
                     refresh.observed(observed),
                     Some(app),
                     Some(provider),
-                ));
+                )));
             }
             _ => {}
         }
@@ -479,7 +536,8 @@ async fn gather_and_check(
         verdict = match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
                 expires_at = at;
-                timed_check(ctx, conn, validator, &app, &t).await
+                token = t;
+                timed_check(ctx, conn, validator, &app, &token).await
             }
             RefreshResult::Failed(v) => v,
             RefreshResult::NotPossible => verdict,
@@ -487,7 +545,12 @@ async fn gather_and_check(
     }
     let refreshed = refresh.refreshed;
     let observed = refresh.observed(observed);
-    Ok(Gathered {
+    let verdict = scrubbed(
+        verdict,
+        &read_tokens,
+        &[&refresh.refresh_token, &Some(token)],
+    );
+    Ok(Some(Gathered {
         outcome: Outcome::Checked {
             verdict,
             secret_expires_at: expires_at,
@@ -497,7 +560,17 @@ async fn gather_and_check(
         app: Some(app),
         provider: Some(provider),
         refreshed,
-    })
+    }))
+}
+
+/// The verdict with provider text bounded and every token this check read or received removed.
+fn scrubbed(verdict: Verdict, read: &[Option<Token>], received: &[&Option<Token>]) -> Verdict {
+    let secrets: Vec<&Token> = read
+        .iter()
+        .chain(received.iter().copied())
+        .flatten()
+        .collect();
+    verdict.scrubbed(&secrets)
 }
 
 async fn timed_check(

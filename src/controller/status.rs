@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, Reason, ReportedAccount,
-    parse_duration, set_condition,
+    set_condition,
 };
 use crate::providers::{Grant, Verdict};
 
@@ -30,6 +30,10 @@ pub enum Outcome {
     ProviderNotReady {
         message: String,
     },
+    /// A spec field out of range: nothing was called.
+    InvalidSpec {
+        message: String,
+    },
     Checked {
         verdict: Verdict,
         /// Expiry recorded next to the token in the Secret, if any.
@@ -48,6 +52,8 @@ pub struct CheckContext<'a> {
     pub check_request: Option<String>,
     pub observed_secret_version: Option<String>,
     pub observed_provider_generation: Option<i64>,
+    /// `spec.refresh.before`, typed (`Expiring` is reported inside it).
+    pub refresh_before: Duration,
 }
 
 /// A change worth an Event: one per transition of `Ready` (or into provider trouble).
@@ -176,6 +182,12 @@ fn apply_verdict(
             Outcome::ProviderNotReady { message } => {
                 (None, None, Reason::ProviderNotReady, message.clone())
             }
+            Outcome::InvalidSpec { message } => (
+                None,
+                None,
+                Reason::InvalidSpec,
+                format!("{message}; fix the ChannelConnection, nothing is checked until then"),
+            ),
             Outcome::Checked {
                 verdict,
                 secret_expires_at,
@@ -303,7 +315,7 @@ fn apply_valid(
         set(s, Ready, Some(false), reason, &msg);
         set(s, Stalled, Some(true), reason, &msg);
     } else {
-        let before = parse_duration(&cx.spec.refresh.before).unwrap_or(Duration::from_secs(86_400));
+        let before = cx.refresh_before;
         let soon = |t: &Option<Time>| {
             t.as_ref()
                 .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64())

@@ -6,21 +6,10 @@ use std::time::Duration;
 use super::{Renewal, Response, Token, Verdict};
 use crate::api::ReportedAccount;
 
-/// Provider text (an error message, a description) as it may appear in a condition: secrets the
-/// provider echoed are replaced (Meta repeats malformed tokens in its messages) and the text is
-/// cut, because conditions are read by tenants and copied into Events.
+/// Provider text as it may appear in a condition: see [`crate::text::scrub`] (Meta repeats
+/// malformed tokens in its messages; conditions are read by tenants and copied into Events).
 pub(super) fn clip(text: &str, secrets: &[&Token]) -> String {
-    let mut out = text.to_owned();
-    for s in secrets {
-        if !s.expose().is_empty() {
-            out = out.replace(s.expose(), "[redacted]");
-        }
-    }
-    const MAX: usize = 300;
-    if out.chars().count() > MAX {
-        out = out.chars().take(MAX).collect::<String>() + "…";
-    }
-    out
+    crate::text::scrub(text, secrets)
 }
 
 /// Unix seconds as a timestamp; 0 and negative values mean "never" (Meta's convention).
@@ -41,11 +30,12 @@ pub(super) fn in_secs(secs: i64) -> Option<jiff::Timestamp> {
         .flatten()
 }
 
-/// A header holding a Unix time (X's `x-rate-limit-reset`) as the wait until then.
+/// A header holding a Unix time (X's `x-rate-limit-reset`) as the wait until then, from zero
+/// (a time in the past) to [`super::MAX_PROVIDER_WAIT`].
 pub(super) fn wait_until_header(resp: &Response, name: &str) -> Option<Duration> {
     let at: i64 = resp.headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-    let wait = at - jiff::Timestamp::now().as_second();
-    Some(Duration::from_secs(wait.max(0) as u64))
+    let wait = at.saturating_sub(jiff::Timestamp::now().as_second());
+    Some(super::http::provider_wait(wait as f64))
 }
 
 /// The account a token reaches, when the provider named it.
@@ -103,16 +93,6 @@ pub(super) fn de_string<'de, D: serde::Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clip_redacts_and_cuts() {
-        let t = Token::new("EAAsecret");
-        assert_eq!(
-            clip("Malformed access token EAAsecret", &[&t]),
-            "Malformed access token [redacted]"
-        );
-        assert_eq!(clip(&"x".repeat(400), &[]).chars().count(), 301);
-    }
 
     #[test]
     fn aliases_dedupe_and_lowercase() {

@@ -187,7 +187,7 @@ pub(super) fn usage(resp: &Response) -> Option<(f64, Option<Duration>)> {
     let regain = found.iter().map(Usage::regain).fold(0.0, f64::max);
     Some((
         percent,
-        (regain > 0.0).then(|| Duration::from_secs_f64(regain)),
+        (regain > 0.0).then(|| super::http::provider_wait(regain)),
     ))
 }
 

@@ -4,7 +4,6 @@
 //! asks for a check at once. A forged, replayed or wrong-account callback changes nothing.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -41,12 +40,7 @@ pub async fn serve(
         .route("/oauth/callback", get(callback))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(ctx);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    crate::server::serve(listener, app, shutdown).await
 }
 
 /// Longest `code` / `state` accepted; real ones are far shorter.

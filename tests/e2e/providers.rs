@@ -252,7 +252,7 @@ impl Fake {
                 get(meta_access_token),
             )
             .route(FB_DIALOG, get(facebook_dialog))
-            .route("/google/tokeninfo", get(tokeninfo))
+            .route("/google/tokeninfo", post(tokeninfo))
             .route("/google/token", post(google_token))
             .with_state(world.clone());
         tokio::spawn(async move {
@@ -607,10 +607,11 @@ async fn facebook_dialog(
         .into_response()
 }
 
-/// `GET https://oauth2.googleapis.com/tokeninfo?access_token=…`.
+/// `POST https://oauth2.googleapis.com/tokeninfo` with `access_token=…` in the form body
+/// (Google accepts GET and POST; relink keeps the token out of the URL).
 async fn tokeninfo(
     State(world): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
+    Form(q): Form<HashMap<String, String>>,
 ) -> Response {
     let mut w = world.lock().expect("world");
     w.record("/tokeninfo", &q);

@@ -39,6 +39,7 @@ fn cx(spec: &ChannelConnectionSpec) -> CheckContext<'_> {
         check_request: None,
         observed_secret_version: Some("10".into()),
         observed_provider_generation: Some(1),
+        refresh_before: spec.timings().expect("test specs are valid").refresh_before,
     }
 }
 
