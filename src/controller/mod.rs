@@ -115,8 +115,9 @@ pub struct Context {
 #[derive(Clone, Debug)]
 struct AppProblem {
     message: String,
-    /// The provider's generation when it was learned: an edit of the provider lifts it.
-    generation: Option<i64>,
+    /// The provider's generation and its client secret's version when it was learned: a fix
+    /// of either lifts it.
+    inputs: (Option<i64>, Option<String>),
     /// When a connection last asked the provider despite the problem.
     last_probe: std::time::Instant,
 }
@@ -138,19 +139,27 @@ impl Context {
     fn app_problem_blocks(&self, provider: &tokens::ResolvedProvider) -> Option<String> {
         let mut map = self.app_problems.lock().expect("app problems lock");
         let label = provider.label();
+        let inputs = self.app_inputs(provider);
         let problem = map.get_mut(&label)?;
-        if problem.generation != provider.generation {
-            map.remove(&label);
-            return None;
-        }
-        if problem.last_probe.elapsed() >= self.settings.app_probe_interval {
+        // After an edit this check is the probe; the problem itself stays until a check
+        // reports the application working, so the provider's status hears of it.
+        let edited = problem.inputs != inputs;
+        if edited || problem.last_probe.elapsed() >= self.settings.app_probe_interval {
+            problem.inputs = inputs;
             problem.last_probe = std::time::Instant::now();
             return None;
         }
-        Some(format!(
-            "{} (the provider's application is rejected; this connection waits for it to be fixed instead of calling)",
-            problem.message
-        ))
+        // The message as learned, so re-learning it from this outcome changes nothing.
+        Some(problem.message.clone())
+    }
+
+    /// What a fix of an application changes: the provider's generation and the version of its
+    /// client secret's Secret.
+    fn app_inputs(&self, provider: &tokens::ResolvedProvider) -> (Option<i64>, Option<String>) {
+        let secret = provider
+            .client_secret_location()
+            .and_then(|(ns, name, _)| self.secrets.version(&ns, &name));
+        (provider.generation, secret)
     }
 
     /// A slot for one check: one of the connection's namespace and one of its provider object,
@@ -190,13 +199,14 @@ impl Context {
             let before = map.get(&label).map(|p| p.message.clone());
             match &problem {
                 Some(message) => {
+                    let inputs = self.app_inputs(provider);
                     let entry = map.entry(label).or_insert_with(|| AppProblem {
                         message: message.clone(),
-                        generation: provider.generation,
+                        inputs: inputs.clone(),
                         last_probe: std::time::Instant::now(),
                     });
                     entry.message = message.clone();
-                    entry.generation = provider.generation;
+                    entry.inputs = inputs;
                 }
                 None => {
                     map.remove(&label);

@@ -107,28 +107,25 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         Err(message) => nothing_called(Outcome::InvalidSpec {
             message: message.clone(),
         }),
-        Ok(t) => match gather_and_check(&conn, ctx, &ns, observed.clone(), t).await? {
-            Some(g) => g,
-            // The provider (or this namespace) has every slot busy: come back shortly rather
-            // than hold one of the controller's slots while waiting.
-            None => return Ok(Action::requeue(busy_retry())),
-        },
+        Ok(t) => {
+            let provider = resolve_provider(ctx, &conn, &ns);
+            // Held through the check, until what it learned about the application is recorded.
+            let slots = match &provider {
+                Some(p) => match ctx.try_slots(&ns, &p.label()) {
+                    Some(slots) => Some(slots),
+                    // The provider (or this namespace) has every slot busy: come back shortly
+                    // rather than hold one of the controller's slots while waiting.
+                    None => return Ok(Action::requeue(busy_retry())),
+                },
+                None => None,
+            };
+            let g = gather_and_check(&conn, ctx, &ns, observed.clone(), t, provider).await?;
+            learn_about_app(ctx, &g);
+            drop(slots);
+            g
+        }
     };
     let (outcome, observed) = (g.outcome, g.observed);
-    if let Some(provider) = &g.provider {
-        match &outcome {
-            Outcome::ProviderNotReady { message }
-            | Outcome::Checked {
-                verdict: Verdict::Misconfigured { message },
-                ..
-            } => ctx.learn_about_app(provider, Some(message.clone())),
-            Outcome::Checked {
-                verdict: Verdict::Valid(_) | Verdict::Invalid { .. },
-                ..
-            } => ctx.learn_about_app(provider, None),
-            _ => {}
-        }
-    }
     let old = conn.status.clone().unwrap_or_default();
     let cx = CheckContext {
         spec: &conn.spec,
@@ -368,6 +365,38 @@ async fn write_status(
     Ok(())
 }
 
+/// The provider object a connection names, from the caches.
+fn resolve_provider(ctx: &Context, conn: &ChannelConnection, ns: &str) -> Option<ResolvedProvider> {
+    let r = &conn.spec.provider_ref;
+    match r.kind {
+        ProviderKind::ChannelProvider => ctx
+            .providers
+            .get(&ObjectRef::new(&r.name).within(ns))
+            .map(|p| ResolvedProvider::from_namespaced(&p)),
+        ProviderKind::ClusterChannelProvider => ctx
+            .cluster_providers
+            .get(&ObjectRef::new(&r.name))
+            .map(|p| ResolvedProvider::from_cluster(&p, &ctx.settings.operator_namespace)),
+    }
+}
+
+/// Records what a check found out about the application (rejected, or working again).
+fn learn_about_app(ctx: &Context, g: &Gathered) {
+    let Some(provider) = &g.provider else { return };
+    match &g.outcome {
+        Outcome::ProviderNotReady { message }
+        | Outcome::Checked {
+            verdict: Verdict::Misconfigured { message },
+            ..
+        } => ctx.learn_about_app(provider, Some(message.clone())),
+        Outcome::Checked {
+            verdict: Verdict::Valid(_) | Verdict::Invalid { .. },
+            ..
+        } => ctx.learn_about_app(provider, None),
+        _ => {}
+    }
+}
+
 /// What gathering the inputs found.
 struct Gathered {
     outcome: Outcome,
@@ -388,7 +417,8 @@ async fn gather_and_check(
     ns: &str,
     cached: super::Observed,
     timings: &Timings,
-) -> Result<Option<Gathered>, Error> {
+    provider: Option<ResolvedProvider>,
+) -> Result<Gathered, Error> {
     let mut observed = super::Observed {
         secret_version: cached.secret_version,
         provider_generation: None,
@@ -400,29 +430,15 @@ async fn gather_and_check(
         provider,
         refreshed: false,
     };
-    let r = &conn.spec.provider_ref;
-    let provider = match r.kind {
-        ProviderKind::ChannelProvider => ctx
-            .providers
-            .get(&ObjectRef::new(&r.name).within(ns))
-            .map(|p| ResolvedProvider::from_namespaced(&p)),
-        ProviderKind::ClusterChannelProvider => ctx
-            .cluster_providers
-            .get(&ObjectRef::new(&r.name))
-            .map(|p| ResolvedProvider::from_cluster(&p, &ctx.settings.operator_namespace)),
-    };
     let Some(provider) = provider else {
+        let r = &conn.spec.provider_ref;
         let outcome = Outcome::ProviderNotFound {
             kind: r.kind.as_str(),
             name: r.name.clone(),
         };
-        return Ok(Some(done(outcome, observed, None, None)));
+        return Ok(done(outcome, observed, None, None));
     };
     observed.provider_generation = provider.generation;
-    // Held for the whole check: API round trips and provider calls alike.
-    let Some(_slots) = ctx.try_slots(ns, &provider.label()) else {
-        return Ok(None);
-    };
     let app = match load_app(
         &ctx.client,
         ctx.http.policy(),
@@ -434,7 +450,7 @@ async fn gather_and_check(
         Ok(app) => app,
         Err(message) => {
             let outcome = Outcome::ProviderNotReady { message };
-            return Ok(Some(done(outcome, observed, None, Some(provider))));
+            return Ok(done(outcome, observed, None, Some(provider)));
         }
     };
 
@@ -442,7 +458,7 @@ async fn gather_and_check(
     // per interval, the others report the provider's problem without a call.
     if let Some(message) = ctx.app_problem_blocks(&provider) {
         let outcome = Outcome::ProviderNotReady { message };
-        return Ok(Some(done(outcome, observed, Some(app), Some(provider))));
+        return Ok(done(outcome, observed, Some(app), Some(provider)));
     }
 
     let sref = &conn.spec.secret_ref;
@@ -452,7 +468,7 @@ async fn gather_and_check(
         let outcome = Outcome::SecretNotFound {
             secret: sref.name.clone(),
         };
-        return Ok(Some(done(outcome, observed, Some(app), Some(provider))));
+        return Ok(done(outcome, observed, Some(app), Some(provider)));
     };
     observed.secret_version = secret.resource_version();
     let Some(mut token) = read_key(&secret, &sref.access_token_key) else {
@@ -460,7 +476,7 @@ async fn gather_and_check(
             secret: sref.name.clone(),
             key: sref.access_token_key.clone(),
         };
-        return Ok(Some(done(outcome, observed, Some(app), Some(provider))));
+        return Ok(done(outcome, observed, Some(app), Some(provider)));
     };
     let refresh_token = read_key(&secret, &sref.refresh_token_key);
     // Every secret this check handles: provider text is scrubbed of all of them.
@@ -511,12 +527,12 @@ async fn gather_and_check(
                     secret_expires_at: expires_at,
                     refreshable,
                 };
-                return Ok(Some(done(
+                return Ok(done(
                     outcome,
                     refresh.observed(observed),
                     Some(app),
                     Some(provider),
-                )));
+                ));
             }
             _ => {}
         }
@@ -550,7 +566,7 @@ async fn gather_and_check(
         &read_tokens,
         &[&refresh.refresh_token, &Some(token)],
     );
-    Ok(Some(Gathered {
+    Ok(Gathered {
         outcome: Outcome::Checked {
             verdict,
             secret_expires_at: expires_at,
@@ -560,7 +576,7 @@ async fn gather_and_check(
         app: Some(app),
         provider: Some(provider),
         refreshed,
-    }))
+    })
 }
 
 /// The verdict with provider text bounded and every token this check read or received removed.

@@ -11,6 +11,7 @@ mod fixtures;
 mod groups;
 mod harness;
 mod health;
+mod hostile;
 mod notify;
 mod operations;
 mod providers;
