@@ -95,6 +95,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reset_headers_far_away_are_clamped() {
+        use crate::providers::MAX_PROVIDER_WAIT;
+        let at = |v: String| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("x-rate-limit-reset", v.parse().unwrap());
+            Response {
+                status: 429,
+                headers,
+                body: Vec::new(),
+                elapsed: Duration::ZERO,
+            }
+        };
+        let r = |v: &str| wait_until_header(&at(v.to_owned()), "x-rate-limit-reset");
+        assert_eq!(r("9223372036854775807"), Some(MAX_PROVIDER_WAIT));
+        assert_eq!(r("-9223372036854775808"), Some(Duration::ZERO));
+        assert_eq!(r("1"), Some(Duration::ZERO));
+        assert_eq!(r("soon"), None);
+    }
+
+    #[test]
     fn aliases_dedupe_and_lowercase() {
         assert_eq!(
             aliases([Some("Ann@Example.com".into()), None, Some("42".into())]),

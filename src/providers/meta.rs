@@ -376,6 +376,34 @@ mod tests {
     }
 
     #[test]
+    fn announced_waits_are_clamped() {
+        use crate::providers::MAX_PROVIDER_WAIT;
+        for header in [
+            (
+                "x-business-use-case-usage",
+                r#"{"1":[{"call_count":100,"estimated_time_to_regain_access":1e300}]}"#,
+            ),
+            (
+                "x-ad-account-usage",
+                r#"{"acc_id_util_pct":100,"reset_time_duration":99999999999999}"#,
+            ),
+            ("retry-after", "999999999999"),
+        ] {
+            assert_eq!(
+                backoff(&response(&[header])),
+                Some(MAX_PROVIDER_WAIT),
+                "{header:?}"
+            );
+        }
+        // Negative or nonsense estimates are no wait at all, never a panic.
+        let negative = response(&[(
+            "x-business-use-case-usage",
+            r#"{"1":[{"call_count":100,"estimated_time_to_regain_access":-5}]}"#,
+        )]);
+        assert_eq!(backoff(&negative), Some(USAGE_BACKOFF));
+    }
+
+    #[test]
     fn codes_and_subcodes() {
         use Class::*;
         assert_eq!(err(190, Some(460)).class(), Dead(Reason::Revoked));
