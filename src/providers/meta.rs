@@ -20,7 +20,7 @@ struct Envelope {
 
 /// Meta's error object. `debug_token` reports the inspected token's error with `subcode`
 /// instead of `error_subcode`.
-#[derive(Deserialize, Clone, Debug, Default)]
+#[derive(Deserialize, Clone, Default)]
 pub(super) struct GraphError {
     #[serde(default)]
     pub message: String,
