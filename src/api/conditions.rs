@@ -53,13 +53,16 @@ pub enum Reason {
     /// A spec field is out of its documented range or malformed; nothing is called until the
     /// object is fixed.
     InvalidSpec,
+    /// On `ScopesGranted=Unknown`: the provider does not say which scopes a token carries, so
+    /// `spec.requiredScopes` could not be checked.
+    ScopesUnverifiable,
     /// Not in the verdict list: used on `Reconciling` while a check runs, and on conditions
     /// before the first check has happened.
     Checking,
 }
 
 impl Reason {
-    const ALL: [Reason; 17] = [
+    const ALL: [Reason; 18] = [
         Self::Valid,
         Self::Expiring,
         Self::Expired,
@@ -76,6 +79,7 @@ impl Reason {
         Self::ReauthorizationRequired,
         Self::Suspended,
         Self::InvalidSpec,
+        Self::ScopesUnverifiable,
         Self::Checking,
     ];
 
@@ -102,6 +106,7 @@ impl Reason {
             Self::ReauthorizationRequired => "ReauthorizationRequired",
             Self::Suspended => "Suspended",
             Self::InvalidSpec => "InvalidSpec",
+            Self::ScopesUnverifiable => "ScopesUnverifiable",
             Self::Checking => "Checking",
         }
     }

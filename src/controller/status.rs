@@ -256,7 +256,13 @@ fn apply_valid(
     s.expires_at = grant.expires_at.or(secret_expires_at).map(Time);
     s.data_access_expires_at = grant.data_access_expires_at.map(Time);
 
-    let missing: Vec<String> = match &grant.scopes {
+    // The check's own answer, else what the last token response (login or refresh) granted,
+    // kept in status; providers that report neither leave the scopes unverified.
+    let granted: Option<Vec<String>> = grant
+        .scopes
+        .clone()
+        .or_else(|| (!s.granted_scopes.is_empty()).then(|| s.granted_scopes.clone()));
+    let missing: Vec<String> = match &granted {
         Some(granted) => {
             let have: BTreeSet<&str> = granted.iter().map(String::as_str).collect();
             s.granted_scopes = granted.clone();
@@ -272,16 +278,27 @@ fn apply_valid(
     s.missing_scopes = missing.clone();
 
     let mismatch = account_mismatch(cx.spec, grant, s.account.as_ref());
-    let (scopes_ok, scopes_reason, scopes_msg) = if missing.is_empty() {
-        let m = if grant.scopes.is_some() {
-            "every required scope is granted".to_owned()
+    let (scopes_ok, scopes_reason, scopes_msg) = if granted.is_none()
+        && !cx.spec.required_scopes.is_empty()
+    {
+        (
+            None,
+            Reason::ScopesUnverifiable,
+            format!(
+                "the provider does not say which scopes the token carries; spec.requiredScopes ({}) could not be verified",
+                cx.spec.required_scopes.join(", ")
+            ),
+        )
+    } else if missing.is_empty() {
+        let m = if granted.is_some() {
+            "every required scope is granted"
         } else {
-            "the provider does not report scopes; not verified".to_owned()
+            "no scopes are required (spec.requiredScopes is empty)"
         };
-        (true, Reason::Valid, m)
+        (Some(true), Reason::Valid, m.to_owned())
     } else {
         (
-            false,
+            Some(false),
             Reason::ScopesMissing,
             format!(
                 "the token lacks required scopes: {}; re-authorize and grant them",
@@ -298,15 +315,9 @@ fn apply_valid(
         ),
     };
     set(s, TokenValid, Some(token_ok), token_reason, &token_msg);
-    set(
-        s,
-        ScopesGranted,
-        Some(scopes_ok),
-        scopes_reason,
-        &scopes_msg,
-    );
+    set(s, ScopesGranted, scopes_ok, scopes_reason, &scopes_msg);
 
-    if !token_ok || !scopes_ok {
+    if !token_ok || scopes_ok == Some(false) {
         let (reason, msg) = if !token_ok {
             (token_reason, token_msg)
         } else {
@@ -333,6 +344,11 @@ fn apply_valid(
             (
                 Reason::Expiring,
                 format!("the token works but {what} at {at}; re-authorize before then"),
+            )
+        } else if scopes_ok.is_none() {
+            (
+                Reason::Valid,
+                format!("the token works and reaches the account; {scopes_msg}"),
             )
         } else {
             (

@@ -38,6 +38,24 @@ pub(super) fn wait_until_header(resp: &Response, name: &str) -> Option<Duration>
     Some(super::http::provider_wait(wait as f64))
 }
 
+/// The `scp` claim of a JWT access token (Microsoft's delegated permissions), read without
+/// verifying the signature: it only tells which permissions the token says it carries, and the
+/// check itself proves the token works. `None` for opaque tokens (personal Microsoft accounts).
+pub(super) fn jwt_scopes(token: &Token) -> Option<Vec<String>> {
+    use base64::Engine;
+    let mut parts = token.expose().split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 64 * 1024 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let scp = claims.get("scp")?.as_str()?;
+    Some(scp.split_whitespace().map(str::to_owned).collect())
+}
+
 /// The account a token reaches, when the provider named it.
 pub(super) fn account(id: Option<String>, name: Option<String>) -> Option<ReportedAccount> {
     (id.is_some() || name.is_some()).then_some(ReportedAccount { id, name })
@@ -112,6 +130,38 @@ mod tests {
         assert_eq!(r("-9223372036854775808"), Some(Duration::ZERO));
         assert_eq!(r("1"), Some(Duration::ZERO));
         assert_eq!(r("soon"), None);
+    }
+
+    #[test]
+    fn jwt_scopes_read_the_scp_claim_of_a_jwt_only() {
+        use base64::Engine;
+        let enc = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let jwt = format!(
+            "{}.{}.sig",
+            enc(serde_json::json!({"typ": "JWT", "alg": "RS256"})),
+            enc(
+                serde_json::json!({"aud": "00000003-0000-0000-c000-000000000000",
+                                   "scp": "Mail.Send User.Read offline_access"})
+            )
+        );
+        assert_eq!(
+            jwt_scopes(&Token::new(jwt)),
+            Some(vec![
+                "Mail.Send".to_owned(),
+                "User.Read".to_owned(),
+                "offline_access".to_owned()
+            ])
+        );
+        assert_eq!(jwt_scopes(&Token::new("EwBwA8l6BAAU-opaque")), None);
+        assert_eq!(jwt_scopes(&Token::new("a.%%%.c")), None);
+        let no_scp = format!(
+            "{}.{}.s",
+            enc(serde_json::json!({})),
+            enc(serde_json::json!({"roles": []}))
+        );
+        assert_eq!(jwt_scopes(&Token::new(no_scp)), None);
     }
 
     #[test]
