@@ -14,6 +14,7 @@ mod health;
 mod hostile;
 mod notify;
 mod operations;
+mod presets;
 mod providers;
 mod rbac;
 mod reauth;
