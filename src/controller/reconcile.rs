@@ -559,6 +559,7 @@ async fn gather_and_check(
             RefreshResult::NotPossible => verdict,
         };
     }
+    name_the_account(ctx, conn, validator, &app, &token, &mut verdict).await;
     let refreshed = refresh.refreshed;
     let observed = refresh.observed(observed);
     let verdict = scrubbed(
@@ -577,6 +578,35 @@ async fn gather_and_check(
         provider: Some(provider),
         refreshed,
     })
+}
+
+/// Fills in the account's name where the check gave only its ID: the name last seen for the
+/// same ID, else one documented call to the provider (so it is asked once per account).
+async fn name_the_account(
+    ctx: &Context,
+    conn: &ChannelConnection,
+    validator: &dyn crate::providers::Validator,
+    app: &App,
+    token: &Token,
+    verdict: &mut Verdict,
+) {
+    let Verdict::Valid(grant) = verdict else {
+        return;
+    };
+    let Some(account) = grant.account.as_mut().filter(|a| a.name.is_none()) else {
+        return;
+    };
+    let Some(id) = account.id.clone() else { return };
+    let known = conn
+        .status
+        .as_ref()
+        .and_then(|s| s.account.as_ref())
+        .filter(|a| a.id.as_deref() == Some(id.as_str()))
+        .and_then(|a| a.name.clone());
+    account.name = match known {
+        Some(name) => Some(name),
+        None => validator.account_name(&ctx.http, app, token, &id).await,
+    };
 }
 
 /// The verdict with provider text bounded and every token this check read or received removed.

@@ -24,6 +24,7 @@ mod x;
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 
 pub use http::{Http, HttpConfig, MAX_PROVIDER_WAIT, Response, TransportError};
@@ -195,6 +196,19 @@ pub trait Validator: Send + Sync {
         refresh_token: Option<&'a Token>,
     ) -> BoxFuture<'a, Renewal> {
         token::renew_standard(http, app, access_token, refresh_token)
+    }
+
+    /// The display name of account `id`, for presets whose check names the account by ID only
+    /// (a Facebook Page token's `debug_token` gives the Page ID, not its name). Asked once per
+    /// account: the name is kept in status. `None` when the provider cannot tell.
+    fn account_name<'a>(
+        &'a self,
+        _http: &'a Http,
+        _app: &'a App,
+        _token: &'a Token,
+        _id: &'a str,
+    ) -> BoxFuture<'a, Option<String>> {
+        futures::future::ready(None).boxed()
     }
 
     /// Exchanges an authorization code from the OAuth callback for tokens.
