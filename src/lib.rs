@@ -5,4 +5,6 @@ pub mod notify;
 pub mod providers;
 pub mod reauth;
 pub mod sandbox;
+pub mod server;
 pub mod telemetry;
+pub mod text;

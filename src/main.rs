@@ -71,6 +71,18 @@ struct RunArgs {
     /// Checks in flight at once against one provider object.
     #[arg(long, env = "RELINK_PER_PROVIDER_CONCURRENCY", default_value_t = 4)]
     per_provider_concurrency: usize,
+    /// Checks in flight at once for the connections of one namespace (default: three quarters
+    /// of --concurrency), so one tenant cannot hold every slot.
+    #[arg(long, env = "RELINK_PER_NAMESPACE_CONCURRENCY")]
+    per_namespace_concurrency: Option<usize>,
+    /// Least time between two checks of one connection caused by a check request or an edit;
+    /// a request inside it is served when it ends.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    check_request_min_gap: Duration,
+    /// While a provider's application is rejected (`invalid_client`), one connection asks
+    /// again this often; the others wait without calling.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    app_probe_interval: Duration,
     /// Time allowed to connect to a provider.
     #[arg(long, default_value = "5s", value_parser = duration)]
     provider_connect_timeout: Duration,
@@ -132,8 +144,9 @@ struct RunArgs {
     /// Only reconcile connections matching this label selector (sharding).
     #[arg(long, env = "RELINK_SELECTOR")]
     selector: Option<String>,
-    /// SMTP server for email notifications: `smtp://host:port` (plain), `smtp://host:port?tls=required`
-    /// (STARTTLS), `smtp://host:port?tls=opportunistic`, `smtps://host:port` (implicit TLS).
+    /// SMTP server for email notifications: `smtp://host:587` (STARTTLS required),
+    /// `smtp://host:port` on another port (STARTTLS when offered), `?tls=none|opportunistic|required`
+    /// to say it explicitly, `smtps://host:port` (implicit TLS).
     #[arg(long, env = "RELINK_SMTP_URL")]
     smtp_url: Option<String>,
     /// Sender address of notification emails.
@@ -148,6 +161,17 @@ struct RunArgs {
     /// Warn owners this long before a token that cannot be refreshed expires.
     #[arg(long, default_value = "168h", value_parser = duration)]
     expiry_warning: Duration,
+    /// First retry of a failed notification delivery; doubles for each of the 5 tries.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    notification_retry_base: Duration,
+    /// Allow SMTP credentials over a connection without TLS (`smtp://host:port?tls=none`).
+    /// Off by default: credentials are only ever sent over STARTTLS or implicit TLS.
+    #[arg(
+        long,
+        env = "RELINK_SMTP_ALLOW_PLAINTEXT_AUTH",
+        default_value_t = false
+    )]
+    smtp_allow_plaintext_auth: bool,
     /// Email only owners in these domains (comma-separated, e.g. `example.com,example.org`);
     /// others are named on the connection's Ready condition and never sent anything.
     #[arg(long, env = "RELINK_ALLOWED_EMAIL_DOMAINS", value_delimiter = ',')]
@@ -220,6 +244,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 async fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format, &args.log_level);
+    log_panics();
     match run_operator(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -252,9 +277,11 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
             expiry_warning: args.expiry_warning,
             operator_namespace: args.operator_namespace.clone(),
             allowed_email_domains: args.allowed_email_domains.clone(),
+            allow_plaintext_auth: args.smtp_allow_plaintext_auth,
         },
         metrics.clone(),
     ));
+    let deliveries = notifier.start(http.clone(), args.notification_retry_base);
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -281,6 +308,11 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
         per_provider_concurrency: args.per_provider_concurrency,
         retry_base: args.retry_base,
         selector: args.selector.clone(),
+        per_namespace_concurrency: args
+            .per_namespace_concurrency
+            .unwrap_or((usize::from(args.concurrency) * 3 / 4).max(1)),
+        check_request_min_gap: args.check_request_min_gap,
+        app_probe_interval: args.app_probe_interval,
     };
     let key = StateKey::load_or_create(&client, &args.operator_namespace, &args.state_key_secret)
         .await
@@ -339,6 +371,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
     };
     probes.abort();
     callback.abort();
+    deliveries.abort();
     result
 }
 
@@ -367,6 +400,28 @@ async fn run_controllers(
         controller::run(client.clone(), deps.clone(), settings, until.clone())
     });
     futures::future::join_all(runs).await;
+}
+
+/// Panics go to the log as one structured line (where, and the message cut short) instead of
+/// the default hook's raw stderr text; reconciles catch them and retry (see the controller).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        error!(
+            %location,
+            message = %relink::text::truncate(&message, 200),
+            "panic (a bug in relink; the check is retried)"
+        );
+    }));
 }
 
 /// Resolves when shutdown was asked for.

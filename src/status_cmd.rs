@@ -47,11 +47,30 @@ pub struct StatusArgs {
     name: Option<String>,
     /// Only connections in this namespace (default: every namespace, or the kubeconfig's
     /// namespace when NAME is given).
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', conflicts_with = "all_namespaces")]
     namespace: Option<String>,
+    /// Every namespace (the default without --namespace; as in kubectl).
+    #[arg(long, short = 'A')]
+    all_namespaces: bool,
+    /// Only connections whose labels match this selector (e.g. `team=marketing`).
+    #[arg(long, short = 'l')]
+    selector: Option<String>,
+    /// Only connections that are not Ready.
+    #[arg(long)]
+    only_broken: bool,
+    /// Output format: a table for people, or JSON (one object per connection) for scripts.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: Output,
     /// Kubeconfig file to use (default: $KUBECONFIG or ~/.kube/config, current context).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+}
+
+/// How `relink status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Args)]
@@ -182,25 +201,33 @@ async fn run(args: &StatusArgs) -> Result<bool, String> {
         let conn = get_connection(&api, name, &ns).await?;
         let events = events_about(&client, &conn).await;
         let now = jiff::Timestamp::now();
-        print!("{}", render_detail(&conn, &events, now));
+        match args.output {
+            Output::Table => print!("{}", render_detail(&conn, &events, now)),
+            Output::Json => println!("{}", as_json(std::slice::from_ref(&conn), now)),
+        }
         return Ok(summarize(&conn, now).ready);
     }
-    let list = match &args.namespace {
-        Some(ns) => {
-            Api::<ChannelConnection>::namespaced(client, ns)
-                .list(&ListParams::default())
-                .await
-                .map_err(api_error)?
-                .items
-        }
-        None => {
-            Api::<ChannelConnection>::all(client)
-                .list(&ListParams::default())
-                .await
-                .map_err(api_error)?
-                .items
-        }
+    let mut params = ListParams::default();
+    if let Some(sel) = &args.selector {
+        params = params.labels(sel);
+    }
+    let api = match &args.namespace {
+        Some(ns) => Api::<ChannelConnection>::namespaced(client, ns),
+        None => Api::<ChannelConnection>::all(client),
     };
+    let mut list = api.list(&params).await.map_err(api_error)?.items;
+    let now = jiff::Timestamp::now();
+    if args.only_broken {
+        list.retain(|c| !summarize(c, now).ready);
+    }
+    if args.output == Output::Json {
+        println!("{}", as_json(&list, now));
+        return Ok(list.iter().all(|c| summarize(c, now).ready));
+    }
+    if list.is_empty() && args.only_broken {
+        println!("Every ChannelConnection shown is Ready.");
+        return Ok(true);
+    }
     if list.is_empty() {
         let r#where = args
             .namespace
@@ -210,9 +237,34 @@ async fn run(args: &StatusArgs) -> Result<bool, String> {
         println!("No ChannelConnections in {where}.");
         return Ok(true);
     }
-    let now = jiff::Timestamp::now();
     print!("{}", render(&list, now));
     Ok(list.iter().all(|c| summarize(c, now).ready))
+}
+
+/// The connections as a JSON array: what the table shows, with the fields scripts need.
+fn as_json(list: &[ChannelConnection], now: jiff::Timestamp) -> String {
+    let items: Vec<serde_json::Value> = list
+        .iter()
+        .map(|c| {
+            let summary = summarize(c, now);
+            let status = c.status.clone().unwrap_or_default();
+            let ready = status.condition(ConditionType::Ready);
+            serde_json::json!({
+                "namespace": c.namespace(),
+                "name": c.name_any(),
+                "provider": c.spec.provider_ref.name,
+                "account": status.account,
+                "ready": summary.ready,
+                "reason": summary.reason,
+                "message": ready.map(|r| r.message.clone()),
+                "missingScopes": status.missing_scopes,
+                "expiresAt": status.expires_at,
+                "lastCheckTime": status.last_check_time,
+                "reauthUrl": status.reauth_url,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Sets the check-request annotation and, with `--wait`, waits for the operator to echo it.

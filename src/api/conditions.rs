@@ -50,17 +50,21 @@ pub enum Reason {
     RefreshFailed,
     ReauthorizationRequired,
     Suspended,
+    /// A spec field is out of its documented range or malformed; nothing is called until the
+    /// object is fixed.
+    InvalidSpec,
+    /// On `ScopesGranted=Unknown`: the provider does not say which scopes a token carries, so
+    /// `spec.requiredScopes` could not be checked.
+    ScopesUnverifiable,
     /// A ClusterChannelProvider not shared with the connection's namespace or scopes.
     ProviderNotAllowed,
-    /// The spec cannot be acted on (e.g. two token keys are the same Secret key).
-    InvalidSpec,
     /// Not in the verdict list: used on `Reconciling` while a check runs, and on conditions
     /// before the first check has happened.
     Checking,
 }
 
 impl Reason {
-    const ALL: [Reason; 18] = [
+    const ALL: [Reason; 19] = [
         Self::Valid,
         Self::Expiring,
         Self::Expired,
@@ -76,8 +80,9 @@ impl Reason {
         Self::RefreshFailed,
         Self::ReauthorizationRequired,
         Self::Suspended,
-        Self::ProviderNotAllowed,
         Self::InvalidSpec,
+        Self::ScopesUnverifiable,
+        Self::ProviderNotAllowed,
         Self::Checking,
     ];
 
@@ -103,8 +108,9 @@ impl Reason {
             Self::RefreshFailed => "RefreshFailed",
             Self::ReauthorizationRequired => "ReauthorizationRequired",
             Self::Suspended => "Suspended",
-            Self::ProviderNotAllowed => "ProviderNotAllowed",
             Self::InvalidSpec => "InvalidSpec",
+            Self::ScopesUnverifiable => "ScopesUnverifiable",
+            Self::ProviderNotAllowed => "ProviderNotAllowed",
             Self::Checking => "Checking",
         }
     }
@@ -163,7 +169,7 @@ pub fn set_condition_reason(
         type_: type_.as_str().to_owned(),
         status,
         reason: reason.to_owned(),
-        message: message.into(),
+        message: crate::text::truncate(&message.into(), crate::text::MAX_MESSAGE),
         observed_generation: generation,
         last_transition_time,
     };

@@ -70,11 +70,11 @@ pub struct ChannelConnectionSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_scopes: Vec<String>,
 
-    /// How often the token is checked, at least 1m (e.g. `15m`, `1h`, `1h30m`). After the first
-    /// check each connection gets its own random phase within the interval, so thousands of
-    /// connections do not fire together.
+    /// How often the token is checked, from 1m to 168h (e.g. `15m`, `1h`, `1h30m`). After the
+    /// first check each connection gets its own random phase within the interval, so thousands
+    /// of connections do not fire together. A value out of range gives reason `InvalidSpec`.
     #[serde(default = "default_check_interval")]
-    #[schemars(regex(pattern = INTERVAL_PATTERN))]
+    #[schemars(regex(pattern = INTERVAL_PATTERN), length(max = 16))]
     pub check_interval: String,
 
     /// Automatic refresh ahead of expiry, where the provider allows it.
@@ -94,6 +94,33 @@ pub struct ChannelConnectionSpec {
     /// Stop checking this connection. Nothing is deleted; status shows reason `Suspended`.
     #[serde(default)]
     pub suspend: bool,
+}
+
+/// The spec's durations, parsed and range-checked once when the object is read, so the rest of
+/// the code works with `Duration`s and never with strings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timings {
+    pub check_interval: std::time::Duration,
+    pub refresh_before: std::time::Duration,
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl ChannelConnectionSpec {
+    /// The typed durations, or a message naming the field and its allowed range (shown with
+    /// reason `InvalidSpec`).
+    pub fn timings(&self) -> Result<Timings, String> {
+        use super::duration::{CHECK_INTERVAL_RANGE, MAX_AGE_RANGE, REFRESH_BEFORE_RANGE};
+        Ok(Timings {
+            check_interval: CHECK_INTERVAL_RANGE.parse(&self.check_interval)?,
+            refresh_before: REFRESH_BEFORE_RANGE.parse(&self.refresh.before)?,
+            max_age: self
+                .refresh
+                .max_age
+                .as_deref()
+                .map(|m| MAX_AGE_RANGE.parse(m))
+                .transpose()?,
+        })
+    }
 }
 
 fn default_check_interval() -> String {
@@ -218,14 +245,14 @@ pub struct RefreshPolicy {
     /// Refresh the token when a refresh token or exchange allows it.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// How long before expiry to refresh (e.g. `24h`).
+    /// How long before expiry to refresh (e.g. `24h`), from 0s to 2160h.
     #[serde(default = "default_refresh_before")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 16))]
     pub before: String,
     /// After this long since the last consent, recommend re-authorization even if the token
-    /// still works (e.g. `2160h` for the 90 days many networks use).
+    /// still works (e.g. `2160h` for the 90 days many networks use), from 1h to 8784h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 16))]
     pub max_age: Option<String>,
 }
 

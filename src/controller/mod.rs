@@ -59,6 +59,15 @@ pub struct Settings {
     pub retry_base: Duration,
     /// Only connections matching this label selector (sharding).
     pub selector: Option<String>,
+    /// Checks in flight at once for the connections of one namespace, so one tenant cannot
+    /// hold every slot.
+    pub per_namespace_concurrency: usize,
+    /// Least time between two checks of one connection caused by a trigger (a check request,
+    /// an edit); a trigger inside it is served when it ends.
+    pub check_request_min_gap: Duration,
+    /// While an application is rejected (`invalid_client`), one connection asks the provider
+    /// again this often; the others report `ProviderNotReady` without calling.
+    pub app_probe_interval: Duration,
 }
 
 /// What the controller uses besides the Kubernetes client, built once by `relink run`.
@@ -92,13 +101,27 @@ pub struct Context {
     /// it keeps a lagging cache from making a just-checked connection look due again.
     written: Mutex<HashMap<String, ChannelConnectionStatus>>,
     provider_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    namespace_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Failed reconciles in a row per connection uid, for the error backoff.
+    error_streaks: Mutex<HashMap<String, u32>>,
     /// True once every cache has its first complete list; no check is decided before that.
     synced: watch::Sender<bool>,
     /// Application problems learned from checks, by provider label (see `provider.rs`).
-    app_problems: Mutex<HashMap<String, String>>,
+    app_problems: Mutex<HashMap<String, AppProblem>>,
     provider_triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<ChannelProvider>>,
     cluster_provider_triggers:
         futures::channel::mpsc::UnboundedSender<ObjectRef<ClusterChannelProvider>>,
+}
+
+/// What a check learned about a rejected application.
+#[derive(Clone, Debug)]
+struct AppProblem {
+    message: String,
+    /// The provider's generation and its client secret's version when it was learned: a fix
+    /// of either lifts it.
+    inputs: (Option<i64>, Option<String>),
+    /// When a connection last asked the provider despite the problem.
+    last_probe: std::time::Instant,
 }
 
 impl Context {
@@ -108,7 +131,65 @@ impl Context {
             .lock()
             .expect("app problems lock")
             .get(label)
-            .cloned()
+            .map(|p| p.message.clone())
+    }
+
+    /// `Some(message)` when the application is known to be rejected and this check should not
+    /// call the provider. Once per `app_probe_interval` one check goes through as the probe
+    /// that finds out whether the application works again; an edit of the provider object
+    /// lifts the problem at once.
+    fn app_problem_blocks(&self, provider: &tokens::ResolvedProvider) -> Option<String> {
+        let mut map = self.app_problems.lock().expect("app problems lock");
+        let label = provider.label();
+        let inputs = self.app_inputs(provider);
+        let problem = map.get_mut(&label)?;
+        // After an edit this check is the probe; the problem itself stays until a check
+        // reports the application working, so the provider's status hears of it.
+        let edited = problem.inputs != inputs;
+        if edited || problem.last_probe.elapsed() >= self.settings.app_probe_interval {
+            problem.inputs = inputs;
+            problem.last_probe = std::time::Instant::now();
+            return None;
+        }
+        // The message as learned, so re-learning it from this outcome changes nothing.
+        Some(problem.message.clone())
+    }
+
+    /// What a fix of an application changes: the provider's generation and the version of its
+    /// client secret's Secret.
+    fn app_inputs(&self, provider: &tokens::ResolvedProvider) -> (Option<i64>, Option<String>) {
+        let secret = provider
+            .client_secret_location()
+            .and_then(|(ns, name, _)| self.secrets.version(&ns, &name));
+        (provider.generation, secret)
+    }
+
+    /// A slot for one check: one of the connection's namespace and one of its provider object,
+    /// or `None` when either is all in use (the caller comes back later instead of waiting
+    /// while it holds one of the controller's slots).
+    fn try_slots(
+        &self,
+        namespace: &str,
+        provider_label: &str,
+    ) -> Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    )> {
+        let ns = slot_in(
+            &self.namespace_slots,
+            namespace,
+            self.settings.per_namespace_concurrency,
+        )
+        .try_acquire_owned()
+        .ok()?;
+        let provider = slot_in(
+            &self.provider_slots,
+            provider_label,
+            self.settings.per_provider_concurrency,
+        )
+        .try_acquire_owned()
+        .ok()?;
+        Some((ns, provider))
     }
 
     /// Records what a check learned about an application; a change re-evaluates the provider's
@@ -117,10 +198,21 @@ impl Context {
         let label = provider.label();
         let changed = {
             let mut map = self.app_problems.lock().expect("app problems lock");
-            let before = map.get(&label).cloned();
+            let before = map.get(&label).map(|p| p.message.clone());
             match &problem {
-                Some(p) => map.insert(label, p.clone()),
-                None => map.remove(&label),
+                Some(message) => {
+                    let inputs = self.app_inputs(provider);
+                    let entry = map.entry(label).or_insert_with(|| AppProblem {
+                        message: message.clone(),
+                        inputs: inputs.clone(),
+                        last_probe: std::time::Instant::now(),
+                    });
+                    entry.message = message.clone();
+                    entry.inputs = inputs;
+                }
+                None => {
+                    map.remove(&label);
+                }
             };
             before != problem
         };
@@ -151,19 +243,6 @@ impl Context {
         *self.synced.borrow()
     }
 
-    /// A per-provider-object limit on concurrent checks.
-    fn provider_slot(&self, key: &str) -> Arc<Semaphore> {
-        let mut slots = self.provider_slots.lock().expect("provider slot lock");
-        slots
-            .entry(key.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(
-                    self.settings.per_provider_concurrency.max(1),
-                ))
-            })
-            .clone()
-    }
-
     /// Versions of the connection's Secret and provider, as the caches see them now.
     fn observed(&self, conn: &ChannelConnection) -> Observed {
         let ns = conn.namespace().unwrap_or_default();
@@ -183,6 +262,19 @@ impl Context {
             provider_generation,
         }
     }
+}
+
+/// The semaphore of `key` in `slots` (created with `size` permits on first use).
+fn slot_in(
+    slots: &Mutex<HashMap<String, Arc<Semaphore>>>,
+    key: &str,
+    size: usize,
+) -> Arc<Semaphore> {
+    let mut slots = slots.lock().expect("slot lock");
+    slots
+        .entry(key.to_owned())
+        .or_insert_with(|| Arc::new(Semaphore::new(size.max(1))))
+        .clone()
 }
 
 fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -286,6 +378,8 @@ pub async fn run(
         client_secrets: tokens::ClientSecretCache::default(),
         written: Mutex::default(),
         provider_slots: Mutex::default(),
+        namespace_slots: Mutex::default(),
+        error_streaks: Mutex::default(),
         synced: watch::channel(false).0,
     });
     {

@@ -20,7 +20,7 @@ use super::status::needs_login;
 use super::status::{CheckContext, Outcome, next_status};
 use super::tokens::{ResolvedProvider, load_app, parse_expiry, read_key, write_tokens};
 use crate::api::{
-    ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, parse_duration,
+    ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, Timings,
 };
 use crate::providers::{App, RenewStyle, Renewal, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
@@ -30,6 +30,9 @@ use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
 pub enum Error {
     #[error("Kubernetes API error: {0}")]
     Kube(#[from] kube::Error),
+    /// A bug: the check panicked. Caught so that one object cannot stop the operator.
+    #[error("the check panicked (a bug; see the operator log)")]
+    Panic,
 }
 
 impl Error {
@@ -37,14 +40,32 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kube",
+            Self::Panic => "panic",
         }
     }
 }
 
+/// First retry after a failed reconcile; doubles per failure in a row up to [`ERROR_BACKOFF_MAX`].
+const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(5);
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
 pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use futures::FutureExt;
     ctx.wait_synced().await;
     let started = Instant::now();
-    let result = check_if_due(conn, &ctx).await;
+    let uid = conn.uid().unwrap_or_default();
+    // The last line of defence: a panic in one check is this connection's error, retried
+    // with backoff, never the end of the process (the panic hook logs where it happened).
+    let result = std::panic::AssertUnwindSafe(check_if_due(conn, &ctx))
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(Error::Panic));
+    if result.is_ok() {
+        ctx.error_streaks
+            .lock()
+            .expect("error streak lock")
+            .remove(&uid);
+    }
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -56,7 +77,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     let conn = with_latest_status(ctx, &uid, conn);
     let now = jiff::Timestamp::now();
     let observed = ctx.observed(&conn);
-    let why = match schedule::due(&conn, &observed, now) {
+    let why = match schedule::due(&conn, &observed, now, ctx.settings.check_request_min_gap) {
         Due::Idle => {
             export_ready(ctx, &conn);
             return Ok(Action::await_change());
@@ -73,32 +94,42 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     debug!(namespace = %ns, name = %name, why, "check due");
 
     let started = Instant::now();
-    let g = if conn.spec.suspend {
-        Gathered {
-            outcome: Outcome::Suspended,
-            observed,
-            app: None,
-            provider: None,
-            refreshed: false,
+    let timings = conn.spec.timings();
+    let keys = conn.spec.secret_ref.problem();
+    let nothing_called = |outcome| Gathered {
+        outcome,
+        observed: observed.clone(),
+        app: None,
+        provider: None,
+        refreshed: false,
+    };
+    let g = match &timings {
+        _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
+        Err(message) => nothing_called(Outcome::InvalidSpec {
+            message: message.clone(),
+        }),
+        Ok(_) if keys.is_some() => nothing_called(Outcome::InvalidSpec {
+            message: keys.clone().unwrap_or_default(),
+        }),
+        Ok(t) => {
+            let provider = resolve_provider(ctx, &conn, &ns);
+            // Held through the check, until what it learned about the application is recorded.
+            let slots = match &provider {
+                Some(p) => match ctx.try_slots(&ns, &p.label()) {
+                    Some(slots) => Some(slots),
+                    // The provider (or this namespace) has every slot busy: come back shortly
+                    // rather than hold one of the controller's slots while waiting.
+                    None => return Ok(Action::requeue(busy_retry())),
+                },
+                None => None,
+            };
+            let g = gather_and_check(&conn, ctx, &ns, observed.clone(), t, provider).await?;
+            learn_about_app(ctx, &g);
+            drop(slots);
+            g
         }
-    } else {
-        gather_and_check(&conn, ctx, &ns, observed).await?
     };
     let (outcome, observed) = (g.outcome, g.observed);
-    if let Some(provider) = &g.provider {
-        match &outcome {
-            Outcome::ProviderNotReady { message }
-            | Outcome::Checked {
-                verdict: Verdict::Misconfigured { message },
-                ..
-            } => ctx.learn_about_app(provider, Some(message.clone())),
-            Outcome::Checked {
-                verdict: Verdict::Valid(_) | Verdict::Invalid { .. },
-                ..
-            } => ctx.learn_about_app(provider, None),
-            _ => {}
-        }
-    }
     let old = conn.status.clone().unwrap_or_default();
     let cx = CheckContext {
         spec: &conn.spec,
@@ -107,6 +138,10 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         check_request: schedule::check_request(&conn).map(str::to_owned),
         observed_secret_version: observed.secret_version,
         observed_provider_generation: observed.provider_generation,
+        refresh_before: timings
+            .as_ref()
+            .map(|t| t.refresh_before)
+            .unwrap_or_default(),
     };
     let (mut status, transition) = next_status(&old, &outcome, &cx);
     if g.refreshed {
@@ -115,12 +150,12 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     let setup = g.app.as_ref().zip(g.provider.as_ref());
     set_reauth_url(ctx, &conn, &outcome, setup, &mut status, now);
 
-    let interval = schedule::interval(&conn);
     let first_check = old.last_check_time.is_none();
     let wait = {
         let mut rng = rand::rng();
+        let interval = timings.map(|t| t.check_interval).unwrap_or_default();
         match &outcome {
-            Outcome::Suspended => None,
+            Outcome::Suspended | Outcome::InvalidSpec { .. } => None,
             Outcome::Checked {
                 verdict: Verdict::Transient { retry_after, .. },
                 ..
@@ -141,12 +176,13 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
             _ => Some(schedule::next_regular(interval, first_check, &mut rng)),
         }
     };
-    status.next_check_time = wait.map(|w| Time(now + w));
-    ctx.notifier
-        .on_check(&conn, &old, &mut status, now, &ctx.http)
-        .await;
+    status.next_check_time = wait.map(|w| Time(schedule::after(now, w)));
+    let delivery = ctx.notifier.plan(&conn, &mut status, now).await;
 
     write_status(ctx, &conn, &status).await?;
+    if let Some(d) = delivery {
+        ctx.notifier.enqueue(d);
+    }
     record_metrics(ctx, &conn, &status, &outcome);
     ctx.written
         .lock()
@@ -169,7 +205,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
                 EventType::Normal
             },
             reason: t.reason.as_str().to_owned(),
-            note: Some(truncate(&t.note, 1000)),
+            note: Some(crate::text::truncate(&t.note, crate::text::MAX_MESSAGE)),
             action: "Check".into(),
             secondary: None,
         };
@@ -183,15 +219,35 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     })
 }
 
+/// Retries a failed reconcile (an API error, a rejected status write, a panic) with
+/// exponential backoff per connection and jitter, so one broken object retries ever more
+/// slowly instead of every few seconds.
 pub fn error_policy(conn: Arc<ChannelConnection>, err: &Error, ctx: Arc<Context>) -> Action {
+    use rand::Rng;
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels {
             error: err.metric_label().to_owned(),
         })
         .inc();
-    warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %err, kind = err.metric_label(), "reconcile error, retrying");
-    Action::requeue(Duration::from_secs(10))
+    let streak = {
+        let mut streaks = ctx.error_streaks.lock().expect("error streak lock");
+        let n = streaks.entry(conn.uid().unwrap_or_default()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let wait = ERROR_BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(streak.min(16) - 1))
+        .min(ERROR_BACKOFF_MAX)
+        .mul_f64(rand::rng().random_range(0.8..1.2));
+    warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %err, kind = err.metric_label(), streak, retry_in_s = wait.as_secs(), "reconcile error, retrying");
+    Action::requeue(wait)
+}
+
+/// When to look again at a connection whose provider or namespace had no free slot.
+fn busy_retry() -> Duration {
+    use rand::Rng;
+    Duration::from_millis(rand::rng().random_range(1000..3000))
 }
 
 /// `relink_connection_ready` from the status as it stands.
@@ -293,17 +349,6 @@ fn verdict_label(status: &ChannelConnectionStatus) -> String {
         .unwrap_or_default()
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 async fn write_status(
     ctx: &Context,
     conn: &ChannelConnection,
@@ -331,6 +376,38 @@ async fn write_status(
     Ok(())
 }
 
+/// The provider object a connection names, from the caches.
+fn resolve_provider(ctx: &Context, conn: &ChannelConnection, ns: &str) -> Option<ResolvedProvider> {
+    let r = &conn.spec.provider_ref;
+    match r.kind {
+        ProviderKind::ChannelProvider => ctx
+            .providers
+            .get(&ObjectRef::new(&r.name).within(ns))
+            .map(|p| ResolvedProvider::from_namespaced(&p)),
+        ProviderKind::ClusterChannelProvider => ctx
+            .cluster_providers
+            .get(&ObjectRef::new(&r.name))
+            .map(|p| ResolvedProvider::from_cluster(&p, &ctx.settings.operator_namespace)),
+    }
+}
+
+/// Records what a check found out about the application (rejected, or working again).
+fn learn_about_app(ctx: &Context, g: &Gathered) {
+    let Some(provider) = &g.provider else { return };
+    match &g.outcome {
+        Outcome::ProviderNotReady { message }
+        | Outcome::Checked {
+            verdict: Verdict::Misconfigured { message },
+            ..
+        } => ctx.learn_about_app(provider, Some(message.clone())),
+        Outcome::Checked {
+            verdict: Verdict::Valid(_) | Verdict::Invalid { .. },
+            ..
+        } => ctx.learn_about_app(provider, None),
+        _ => {}
+    }
+}
+
 /// What gathering the inputs found.
 struct Gathered {
     outcome: Outcome,
@@ -350,6 +427,8 @@ async fn gather_and_check(
     ctx: &Context,
     ns: &str,
     cached: super::Observed,
+    timings: &Timings,
+    provider: Option<ResolvedProvider>,
 ) -> Result<Gathered, Error> {
     let mut observed = super::Observed {
         secret_version: cached.secret_version,
@@ -362,21 +441,8 @@ async fn gather_and_check(
         provider,
         refreshed: false,
     };
-    if let Some(message) = conn.spec.secret_ref.problem() {
-        return Ok(done(Outcome::InvalidSpec { message }, observed, None, None));
-    }
-    let r = &conn.spec.provider_ref;
-    let provider = match r.kind {
-        ProviderKind::ChannelProvider => ctx
-            .providers
-            .get(&ObjectRef::new(&r.name).within(ns))
-            .map(|p| ResolvedProvider::from_namespaced(&p)),
-        ProviderKind::ClusterChannelProvider => ctx
-            .cluster_providers
-            .get(&ObjectRef::new(&r.name))
-            .map(|p| ResolvedProvider::from_cluster(&p, &ctx.settings.operator_namespace)),
-    };
     let Some(provider) = provider else {
+        let r = &conn.spec.provider_ref;
         let outcome = Outcome::ProviderNotFound {
             kind: r.kind.as_str(),
             name: r.name.clone(),
@@ -384,6 +450,7 @@ async fn gather_and_check(
         return Ok(done(outcome, observed, None, None));
     };
     observed.provider_generation = provider.generation;
+    let r = &conn.spec.provider_ref;
     if let Some(p) = (r.kind == ProviderKind::ClusterChannelProvider)
         .then(|| ctx.cluster_providers.get(&ObjectRef::new(&r.name)))
         .flatten()
@@ -407,6 +474,13 @@ async fn gather_and_check(
         }
     };
 
+    // An application the provider rejected is not asked again by every connection: one probe
+    // per interval, the others report the provider's problem without a call.
+    if let Some(message) = ctx.app_problem_blocks(&provider) {
+        let outcome = Outcome::ProviderNotReady { message };
+        return Ok(done(outcome, observed, Some(app), Some(provider)));
+    }
+
     let sref = &conn.spec.secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let Some(secret) = secrets.get_opt(&sref.name).await? else {
@@ -425,15 +499,16 @@ async fn gather_and_check(
         return Ok(done(outcome, observed, Some(app), Some(provider)));
     };
     let refresh_token = read_key(&secret, &sref.refresh_token_key);
+    // Every secret this check handles: provider text is scrubbed of all of them.
+    let read_tokens = [
+        Some(token.clone()),
+        refresh_token.clone(),
+        app.client_secret.clone(),
+    ];
     let mut expires_at =
         read_key(&secret, &sref.expires_at_key).and_then(|v| parse_expiry(v.expose()));
 
     let validator = validator_for(app.settings.type_);
-    let slot = ctx.provider_slot(&app.label);
-    let _permit = slot
-        .acquire()
-        .await
-        .expect("provider semaphore is never closed");
     let mut refresh = Refresher {
         ctx,
         conn,
@@ -457,7 +532,7 @@ async fn gather_and_check(
         && schedule::refresh_due(
             known_expiry,
             status.last_refresh_time.as_ref().map(|t| t.0),
-            parse_duration(&conn.spec.refresh.before).unwrap_or(Duration::from_secs(86_400)),
+            timings.refresh_before,
             jiff::Timestamp::now(),
         )
     {
@@ -468,7 +543,7 @@ async fn gather_and_check(
             }
             RefreshResult::Failed(verdict) if matches!(verdict, Verdict::Misconfigured { .. }) => {
                 let outcome = Outcome::Checked {
-                    verdict,
+                    verdict: scrubbed(verdict, &read_tokens, &[&refresh.refresh_token]),
                     secret_expires_at: expires_at,
                     refreshable,
                 };
@@ -497,14 +572,21 @@ async fn gather_and_check(
         verdict = match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
                 expires_at = at;
-                timed_check(ctx, conn, validator, &app, &t).await
+                token = t;
+                timed_check(ctx, conn, validator, &app, &token).await
             }
             RefreshResult::Failed(v) => v,
             RefreshResult::NotPossible => verdict,
         };
     }
+    name_the_account(ctx, conn, validator, &app, &token, &mut verdict).await;
     let refreshed = refresh.refreshed;
     let observed = refresh.observed(observed);
+    let verdict = scrubbed(
+        verdict,
+        &read_tokens,
+        &[&refresh.refresh_token, &Some(token)],
+    );
     Ok(Gathered {
         outcome: Outcome::Checked {
             verdict,
@@ -516,6 +598,45 @@ async fn gather_and_check(
         provider: Some(provider),
         refreshed,
     })
+}
+
+/// Fills in the account's name where the check gave only its ID: the name last seen for the
+/// same ID, else one documented call to the provider (so it is asked once per account).
+async fn name_the_account(
+    ctx: &Context,
+    conn: &ChannelConnection,
+    validator: &dyn crate::providers::Validator,
+    app: &App,
+    token: &Token,
+    verdict: &mut Verdict,
+) {
+    let Verdict::Valid(grant) = verdict else {
+        return;
+    };
+    let Some(account) = grant.account.as_mut().filter(|a| a.name.is_none()) else {
+        return;
+    };
+    let Some(id) = account.id.clone() else { return };
+    let known = conn
+        .status
+        .as_ref()
+        .and_then(|s| s.account.as_ref())
+        .filter(|a| a.id.as_deref() == Some(id.as_str()))
+        .and_then(|a| a.name.clone());
+    account.name = match known {
+        Some(name) => Some(name),
+        None => validator.account_name(&ctx.http, app, token, &id).await,
+    };
+}
+
+/// The verdict with provider text bounded and every token this check read or received removed.
+fn scrubbed(verdict: Verdict, read: &[Option<Token>], received: &[&Option<Token>]) -> Verdict {
+    let secrets: Vec<&Token> = read
+        .iter()
+        .chain(received.iter().copied())
+        .flatten()
+        .collect();
+    verdict.scrubbed(&secrets)
 }
 
 async fn timed_check(

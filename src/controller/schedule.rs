@@ -5,12 +5,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::api::{
-    CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType, Reason, parse_duration,
-};
-
-/// The shortest check interval, also enforced here for objects the schema did not validate.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
+use crate::api::{CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType, Reason};
+use crate::providers::MAX_PROVIDER_WAIT;
 
 /// Versions of a connection's inputs as the watch caches see them now.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -28,39 +24,71 @@ pub enum Due {
     Idle,
 }
 
-pub fn due(conn: &ChannelConnection, observed: &Observed, now: jiff::Timestamp) -> Due {
+/// Whether `conn` is due. `min_gap` is the least time between two checks of one connection
+/// that a trigger (a check request, a changed spec, Secret or provider) can cause: a trigger
+/// inside the gap is served when the gap ends, never dropped, so nobody can make relink call
+/// a provider in a loop by rewriting an object.
+pub fn due(
+    conn: &ChannelConnection,
+    observed: &Observed,
+    now: jiff::Timestamp,
+    min_gap: Duration,
+) -> Due {
     let status = conn.status.clone().unwrap_or_default();
     let generation_changed = status.observed_generation != conn.metadata.generation;
-    if conn.spec.suspend {
-        let shown = status
+    let shown = |reason: Reason| {
+        status
             .condition(ConditionType::Ready)
-            .is_some_and(|c| c.reason == Reason::Suspended.as_str());
-        return if shown && !generation_changed {
+            .is_some_and(|c| c.reason == reason.as_str())
+    };
+    if conn.spec.suspend {
+        return if shown(Reason::Suspended) && !generation_changed {
             Due::Idle
         } else {
             Due::Now("suspended")
         };
     }
-    if generation_changed {
-        return Due::Now("spec changed");
+    if shown(Reason::InvalidSpec) && !generation_changed {
+        // Reported for this generation: only an edit can change the answer.
+        return Due::Idle;
     }
-    if let Some(asked) = check_request(conn)
-        && status.last_handled_check_request.as_deref() != Some(asked)
+    let trigger = if generation_changed {
+        Some("spec changed")
+    } else if check_request(conn)
+        .is_some_and(|asked| status.last_handled_check_request.as_deref() != Some(asked))
     {
-        return Due::Now("check requested");
-    }
-    if status.observed_secret_version != observed.secret_version {
-        return Due::Now("secret changed");
-    }
-    if status.observed_provider_generation != observed.provider_generation {
-        return Due::Now("provider changed");
+        Some("check requested")
+    } else if status.observed_secret_version != observed.secret_version {
+        Some("secret changed")
+    } else if status.observed_provider_generation != observed.provider_generation {
+        Some("provider changed")
+    } else {
+        None
+    };
+    if let Some(why) = trigger {
+        let since_last = status
+            .last_check_time
+            .map(|t| Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO));
+        return match since_last {
+            Some(since) if since < min_gap => Due::Later(min_gap - since),
+            _ => Due::Now(why),
+        };
     }
     match status.next_check_time {
-        Some(next) if next.0 > now => Due::Later(Duration::from_secs_f64(
-            next.0.duration_since(now).as_secs_f64().max(0.0),
-        )),
+        Some(next) if next.0 > now => {
+            Due::Later(Duration::try_from(next.0.duration_since(now)).unwrap_or(Duration::ZERO))
+        }
         _ => Due::Now("scheduled"),
     }
+}
+
+/// `now + wait`, saturating at the largest timestamp instead of overflowing: a wait is bounded
+/// everywhere it is made, and this keeps one that is not from ever panicking.
+pub fn after(now: jiff::Timestamp, wait: Duration) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(wait)
+        .ok()
+        .and_then(|w| now.checked_add(w).ok())
+        .unwrap_or(jiff::Timestamp::MAX)
 }
 
 /// The annotation value asking for a check, if any.
@@ -70,13 +98,6 @@ pub fn check_request(conn: &ChannelConnection) -> Option<&str> {
         .as_ref()?
         .get(CHECK_REQUESTED_ANNOTATION)
         .map(String::as_str)
-}
-
-/// `spec.checkInterval`, never below [`MIN_INTERVAL`].
-pub fn interval(conn: &ChannelConnection) -> Duration {
-    parse_duration(&conn.spec.check_interval)
-        .unwrap_or(Duration::from_secs(900))
-        .max(MIN_INTERVAL)
 }
 
 /// Next regular check: exactly one interval later, so each connection is checked exactly once
@@ -93,7 +114,8 @@ pub fn next_regular(interval: Duration, first_check: bool, rng: &mut impl Rng) -
 }
 
 /// Next try after `failures` transient failures in a row: exponential from `base`, capped at
-/// the interval, jittered ±20 %, and never sooner than the provider's `Retry-After`.
+/// the interval, jittered ±20 %, and never sooner than the provider's `Retry-After` (itself
+/// clamped to [`MAX_PROVIDER_WAIT`]: a provider cannot park a connection for longer).
 pub fn next_retry(
     base: Duration,
     interval: Duration,
@@ -105,7 +127,7 @@ pub fn next_retry(
     let backoff = base.saturating_mul(2u32.saturating_pow(exp)).min(interval);
     let jittered = backoff.mul_f64(rng.random_range(0.8..1.2));
     match retry_after {
-        Some(ra) => jittered.max(ra),
+        Some(ra) => jittered.max(ra.min(MAX_PROVIDER_WAIT)),
         None => jittered,
     }
 }
@@ -194,6 +216,54 @@ mod tests {
             "{d3:?}"
         );
         assert!(d9 <= Duration::from_secs(72), "{d9:?}");
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_clamped() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let d = next_retry(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            1,
+            Some(Duration::from_secs(999_999_999_999)),
+            &mut rng,
+        );
+        assert_eq!(d, MAX_PROVIDER_WAIT);
+        let now = jiff::Timestamp::now();
+        assert_eq!(after(now, Duration::MAX), jiff::Timestamp::MAX);
+        assert_eq!(
+            after(now, Duration::from_secs(60)).as_second(),
+            now.as_second() + 60
+        );
+    }
+
+    #[test]
+    fn triggers_inside_the_minimum_gap_wait_for_it() {
+        use crate::api::ChannelConnectionStatus;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let now: jiff::Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        let mut conn: ChannelConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "relink.dev/v1alpha1", "kind": "ChannelConnection",
+            "metadata": {"name": "c", "namespace": "n", "generation": 1,
+                         "annotations": {CHECK_REQUESTED_ANNOTATION: "2"}},
+            "spec": {"providerRef": {"name": "p"}, "secretRef": {"name": "s"}}
+        }))
+        .unwrap();
+        conn.status = Some(ChannelConnectionStatus {
+            observed_generation: Some(1),
+            last_handled_check_request: Some("1".into()),
+            last_check_time: Some(Time(now - jiff::SignedDuration::from_secs(4))),
+            next_check_time: Some(Time(now + jiff::SignedDuration::from_secs(600))),
+            ..Default::default()
+        });
+        let gap = Duration::from_secs(10);
+        let seen = Observed::default();
+        assert_eq!(
+            due(&conn, &seen, now, gap),
+            Due::Later(Duration::from_secs(6))
+        );
+        let later = now + jiff::SignedDuration::from_secs(6);
+        assert_eq!(due(&conn, &seen, later, gap), Due::Now("check requested"));
     }
 
     #[test]

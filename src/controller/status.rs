@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, Reason, ReportedAccount,
-    parse_duration, set_condition,
+    set_condition,
 };
 use crate::providers::{Grant, Verdict};
 
@@ -34,7 +34,7 @@ pub enum Outcome {
     ProviderNotAllowed {
         message: String,
     },
-    /// The spec cannot be acted on; the message names the field.
+    /// A spec field out of range or malformed: nothing was called.
     InvalidSpec {
         message: String,
     },
@@ -56,6 +56,8 @@ pub struct CheckContext<'a> {
     pub check_request: Option<String>,
     pub observed_secret_version: Option<String>,
     pub observed_provider_generation: Option<i64>,
+    /// `spec.refresh.before`, typed (`Expiring` is reported inside it).
+    pub refresh_before: Duration,
 }
 
 /// A change worth an Event: one per transition of `Ready` (or into provider trouble).
@@ -187,7 +189,12 @@ fn apply_verdict(
             Outcome::ProviderNotAllowed { message } => {
                 (None, None, Reason::ProviderNotAllowed, message.clone())
             }
-            Outcome::InvalidSpec { message } => (None, None, Reason::InvalidSpec, message.clone()),
+            Outcome::InvalidSpec { message } => (
+                None,
+                None,
+                Reason::InvalidSpec,
+                format!("{message}; fix the ChannelConnection, nothing is checked until then"),
+            ),
             Outcome::Checked {
                 verdict,
                 secret_expires_at,
@@ -256,7 +263,13 @@ fn apply_valid(
     s.expires_at = grant.expires_at.or(secret_expires_at).map(Time);
     s.data_access_expires_at = grant.data_access_expires_at.map(Time);
 
-    let missing: Vec<String> = match &grant.scopes {
+    // The check's own answer, else what the last token response (login or refresh) granted,
+    // kept in status; providers that report neither leave the scopes unverified.
+    let granted: Option<Vec<String>> = grant
+        .scopes
+        .clone()
+        .or_else(|| (!s.granted_scopes.is_empty()).then(|| s.granted_scopes.clone()));
+    let missing: Vec<String> = match &granted {
         Some(granted) => {
             let have: BTreeSet<&str> = granted.iter().map(String::as_str).collect();
             s.granted_scopes = granted.clone();
@@ -272,16 +285,27 @@ fn apply_valid(
     s.missing_scopes = missing.clone();
 
     let mismatch = account_mismatch(cx.spec, grant, s.account.as_ref());
-    let (scopes_ok, scopes_reason, scopes_msg) = if missing.is_empty() {
-        let m = if grant.scopes.is_some() {
-            "every required scope is granted".to_owned()
+    let (scopes_ok, scopes_reason, scopes_msg) = if granted.is_none()
+        && !cx.spec.required_scopes.is_empty()
+    {
+        (
+            None,
+            Reason::ScopesUnverifiable,
+            format!(
+                "the provider does not say which scopes the token carries; spec.requiredScopes ({}) could not be verified",
+                cx.spec.required_scopes.join(", ")
+            ),
+        )
+    } else if missing.is_empty() {
+        let m = if granted.is_some() {
+            "every required scope is granted"
         } else {
-            "the provider does not report scopes; not verified".to_owned()
+            "no scopes are required (spec.requiredScopes is empty)"
         };
-        (true, Reason::Valid, m)
+        (Some(true), Reason::Valid, m.to_owned())
     } else {
         (
-            false,
+            Some(false),
             Reason::ScopesMissing,
             format!(
                 "the token lacks required scopes: {}; re-authorize and grant them",
@@ -298,15 +322,9 @@ fn apply_valid(
         ),
     };
     set(s, TokenValid, Some(token_ok), token_reason, &token_msg);
-    set(
-        s,
-        ScopesGranted,
-        Some(scopes_ok),
-        scopes_reason,
-        &scopes_msg,
-    );
+    set(s, ScopesGranted, scopes_ok, scopes_reason, &scopes_msg);
 
-    if !token_ok || !scopes_ok {
+    if !token_ok || scopes_ok == Some(false) {
         let (reason, msg) = if !token_ok {
             (token_reason, token_msg)
         } else {
@@ -315,7 +333,7 @@ fn apply_valid(
         set(s, Ready, Some(false), reason, &msg);
         set(s, Stalled, Some(true), reason, &msg);
     } else {
-        let before = parse_duration(&cx.spec.refresh.before).unwrap_or(Duration::from_secs(86_400));
+        let before = cx.refresh_before;
         let soon = |t: &Option<Time>| {
             t.as_ref()
                 .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64())
@@ -333,6 +351,11 @@ fn apply_valid(
             (
                 Reason::Expiring,
                 format!("the token works but {what} at {at}; re-authorize before then"),
+            )
+        } else if scopes_ok.is_none() {
+            (
+                Reason::Valid,
+                format!("the token works and reaches the account; {scopes_msg}"),
             )
         } else {
             (

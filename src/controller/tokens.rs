@@ -80,6 +80,17 @@ impl ResolvedProvider {
         self.kind == ProviderKind::ClusterChannelProvider
     }
 
+    /// Namespace, name and key of the client secret: a ClusterChannelProvider may name a
+    /// namespace, a ChannelProvider only ever reads its own.
+    pub fn client_secret_location(&self) -> Option<SecretKey> {
+        let cs = self.settings.client_secret_ref.as_ref()?;
+        let ns = match (&cs.namespace, self.trusted()) {
+            (Some(ns), true) => ns.clone(),
+            _ => self.namespace.clone(),
+        };
+        Some((ns, cs.name.clone(), cs.key.clone()))
+    }
+
     pub fn label(&self) -> String {
         match self.kind {
             ProviderKind::ChannelProvider => {
@@ -104,7 +115,7 @@ pub struct ClientSecretCache {
 }
 
 /// Namespace, name and key of a client secret.
-type SecretKey = (String, String, String);
+pub type SecretKey = (String, String, String);
 
 impl ClientSecretCache {
     fn get(&self, key: &SecretKey, version: &str) -> Option<Token> {
@@ -148,22 +159,18 @@ pub async fn load_app(
             }
         }
     }
-    let client_secret = match &p.settings.client_secret_ref {
+    let client_secret = match p.client_secret_location() {
         None => None,
-        Some(cs) => {
-            let ns = match (&cs.namespace, p.trusted()) {
-                (Some(ns), true) => ns.clone(),
-                _ => p.namespace.clone(),
-            };
-            let key = (ns.clone(), cs.name.clone(), cs.key.clone());
-            let cached = reuse
-                .and_then(|(cache, versions)| cache.get(&key, &versions.version(&ns, &cs.name)?));
+        Some(key) => {
+            let (ns, name, secret_key) = key.clone();
+            let cached =
+                reuse.and_then(|(cache, versions)| cache.get(&key, &versions.version(&ns, &name)?));
             let read = match cached {
                 Some(t) => Some(t),
                 None => {
                     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-                    let secret = api.get_opt(&cs.name).await?;
-                    let token = secret.as_ref().and_then(|s| read_key(s, &cs.key));
+                    let secret = api.get_opt(&name).await?;
+                    let token = secret.as_ref().and_then(|s| read_key(s, &secret_key));
                     if let (Some((cache, _)), Some(t), Some(v)) = (
                         reuse,
                         &token,
@@ -178,8 +185,7 @@ pub async fn load_app(
                 Some(v) => Some(v),
                 None => {
                     return Ok(Err(format!(
-                        "{label}: client secret not found (Secret {ns}/{}, key {:?} in spec.clientSecretRef)",
-                        cs.name, cs.key
+                        "{label}: client secret not found (Secret {ns}/{name}, key {secret_key:?} in spec.clientSecretRef)"
                     )));
                 }
             }

@@ -1,14 +1,16 @@
 //! Email over SMTP with lettre's async transport.
 //!
-//! `--smtp-url` is explicit about transport security:
-//! - `smtp://host[:port]`: plain SMTP, no TLS at all (a local relay or a test sink; port 25);
-//! - `smtp://host[:port]?tls=required`: STARTTLS, refusing to continue without it (port 587);
-//! - `smtp://host[:port]?tls=opportunistic`: STARTTLS when the server offers it (port 25);
+//! `--smtp-url` and transport security:
+//! - `smtp://host` or `smtp://host:587`: STARTTLS, refusing to continue without it (the
+//!   submission port's meaning);
+//! - `smtp://host:<other port>`: STARTTLS when the server offers it (a local relay on 25);
+//! - `smtp://host[:port]?tls=required|opportunistic|none`: said explicitly;
 //! - `smtps://host[:port]`: implicit TLS from the first byte (port 465).
 //!
 //! Credentials never go in the URL: they come from the Secret named by
 //! `--smtp-credentials-secret` (keys `username`, `password`) in the operator's namespace, read at
-//! each send so a rotation needs no restart.
+//! each send so a rotation needs no restart. They are only sent over STARTTLS required or
+//! implicit TLS, unless `--smtp-allow-plaintext-auth` says otherwise.
 
 use std::time::Duration;
 
@@ -65,7 +67,9 @@ impl SmtpServer {
             .map(|(_, v)| v.into_owned());
         let security = match (url.scheme(), tls.as_deref()) {
             ("smtps", None | Some("wrapper") | Some("implicit")) => Security::Implicit,
-            ("smtp", None | Some("none")) => Security::Plain,
+            ("smtp", None) if matches!(url.port(), None | Some(587)) => Security::StartTlsRequired,
+            ("smtp", None) => Security::StartTlsOpportunistic,
+            ("smtp", Some("none")) => Security::Plain,
             ("smtp", Some("required")) => Security::StartTlsRequired,
             ("smtp", Some("opportunistic")) => Security::StartTlsOpportunistic,
             ("smtp" | "smtps", Some(other)) => {
@@ -89,6 +93,14 @@ impl SmtpServer {
             port: url.port().unwrap_or(default_port),
             security,
         })
+    }
+
+    /// Whether credentials sent to this server are protected by TLS for sure.
+    pub fn encrypted(&self) -> bool {
+        matches!(
+            self.security,
+            Security::StartTlsRequired | Security::Implicit
+        )
     }
 
     fn transport(
@@ -177,10 +189,17 @@ mod tests {
             SmtpServer {
                 host: "127.0.0.1".into(),
                 port: 2525,
-                security: Security::Plain
+                security: Security::StartTlsOpportunistic
             }
         );
-        assert_eq!(p("smtp://relay.local").port, 25);
+        // The submission port means STARTTLS, as the chart says.
+        let sub = p("smtp://mail.example.com:587");
+        assert_eq!(sub.security, Security::StartTlsRequired);
+        assert!(sub.encrypted());
+        assert_eq!(p("smtp://mail.example.com").port, 587);
+        let plain = p("smtp://relay.local?tls=none");
+        assert_eq!((plain.port, plain.security), (25, Security::Plain));
+        assert!(!plain.encrypted());
         let st = p("smtp://mail.example.com?tls=required");
         assert_eq!((st.port, st.security), (587, Security::StartTlsRequired));
         let op = p("smtp://mail.example.com:25?tls=opportunistic");

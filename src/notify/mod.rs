@@ -1,13 +1,13 @@
 //! Telling a connection's owners when a person must act, when its token will expire soon,
 //! and when it recovers: by email to `spec.owners` and by webhook (`spec.notify.webhookSecretRef`).
 //!
-//! Exactly once per change: what was told is recorded in `status.lastNotification` (reason,
-//! time, and the destinations reached), written with the same status write as the check, so a
-//! restart or a new leader reads it back and sends nothing twice. Delivery happens inside the
-//! check with short timeouts and one attempt: a destination that failed is not recorded and is
-//! tried again on the next check (the check schedule is the backoff), a failure raises a
-//! Warning Event `NotificationFailed` and counts in `relink_notifications_total`, and nothing
-//! ever blocks the status write. See `docs/notifications.md`.
+//! Once per change: what is told is recorded in `status.lastNotification` (reason, time and
+//! destinations), written with the same status write as the check, so a restart, a new leader
+//! or a failed status write never tells the same news twice. Delivery happens after that write,
+//! off the reconcile path: a bounded queue feeds a few workers that try each destination
+//! several times with exponential backoff; a failure raises a Warning Event
+//! `NotificationFailed` and counts in `relink_notifications_total`. A slow or dead mail server
+//! never holds a check slot. See `docs/notifications.md`.
 
 pub mod decide;
 pub mod email;
@@ -38,8 +38,8 @@ use message::Notice;
 /// Operator-level notification settings (flags).
 #[derive(Clone, Debug)]
 pub struct NotifyConfig {
-    /// `smtp://host:port` (plain), `smtp://host:port?tls=required` (STARTTLS) or
-    /// `smtps://host:port` (implicit TLS).
+    /// `smtp://host:587` (STARTTLS), `smtp://host:port?tls=none|opportunistic|required` or
+    /// `smtps://host:port` (implicit TLS); see `email`.
     pub smtp_url: Option<String>,
     /// Sender address of emails.
     pub smtp_from: Option<String>,
@@ -52,6 +52,8 @@ pub struct NotifyConfig {
     pub operator_namespace: String,
     /// Email only owners in these domains (`--allowed-email-domains`); empty: any domain.
     pub allowed_email_domains: Vec<String>,
+    /// Send SMTP credentials even when TLS is not certain (`--smtp-allow-plaintext-auth`).
+    pub allow_plaintext_auth: bool,
 }
 
 /// A destination of notices, as named in `lastNotification.channels` and in metrics.
@@ -82,6 +84,20 @@ struct Mail {
     from: Mailbox,
 }
 
+/// Notices waiting for a delivery worker, at most.
+pub const QUEUE_CAPACITY: usize = 1000;
+/// Notices being delivered at once.
+pub const DELIVERY_CONCURRENCY: usize = 4;
+/// Tries per destination before giving up until the next reminder.
+pub const DELIVERY_ATTEMPTS: u32 = 5;
+
+/// A notice planned by a check, delivered off the reconcile path.
+pub struct Delivery {
+    conn: ChannelConnection,
+    notice: Notice,
+    targets: Vec<Channel>,
+}
+
 /// Decides whom to tell about what, and sends it.
 pub struct Notifier {
     client: Client,
@@ -89,6 +105,7 @@ pub struct Notifier {
     metrics: Arc<Metrics>,
     recorder: Recorder,
     mail: Option<Mail>,
+    queue: std::sync::OnceLock<tokio::sync::mpsc::Sender<Delivery>>,
 }
 
 impl Notifier {
@@ -106,6 +123,7 @@ impl Notifier {
             config,
             metrics,
             mail,
+            queue: std::sync::OnceLock::new(),
         }
     }
 
@@ -130,26 +148,20 @@ impl Notifier {
         d
     }
 
-    /// Called after every check with the status about to be written. Sends what is due and
-    /// records it in `new.lastNotification`, so the same news is not sent twice (also across
-    /// restarts, since the record is written with the status).
-    ///
-    /// Failure handling: only destinations that accepted the notice are recorded. When none
-    /// did, nothing is recorded and the next check tries again; when some did, the record lists
-    /// them and the others are tried again on later checks (never the ones that already have
-    /// it), until the reminder interval, when the reminder goes to all of them.
-    pub async fn on_check(
+    /// Called after every check with the status about to be written: decides what is news,
+    /// records it in `new.lastNotification` (written with the same status write, so neither a
+    /// restart nor a failed write can tell the same news twice) and returns the delivery to
+    /// [`enqueue`](Self::enqueue) once that write succeeded.
+    pub async fn plan(
         &self,
         conn: &ChannelConnection,
-        _old: &ChannelConnectionStatus,
         new: &mut ChannelConnectionStatus,
         now: jiff::Timestamp,
-        http: &Http,
-    ) {
+    ) -> Option<Delivery> {
         self.note_unmailed_owners(conn, new);
         let destinations = self.destinations(conn);
         if destinations.is_empty() {
-            return;
+            return None;
         }
         let policy = self.policy();
         let state = decide::state(new, &conn.spec, now, &policy);
@@ -157,115 +169,182 @@ impl Notifier {
         let (news, targets, fresh) =
             match decide::decide(state, new, &conn.spec, last.as_ref(), now, &policy) {
                 Some(news) => (news, destinations, true),
-                None => match decide::pending(state, last.as_ref(), &destinations, now, &policy) {
-                    Some((news, missing)) => (news, missing.into_iter().copied().collect(), false),
-                    None => return,
-                },
+                None => {
+                    let (news, missing) =
+                        decide::pending(state, last.as_ref(), &destinations, now, &policy)?;
+                    (news, missing.into_iter().copied().collect(), false)
+                }
             };
         let notice = self.notice(conn, new, news, now).await;
-        let ns = conn.namespace().unwrap_or_default();
-        let name = conn.name_any();
-
-        let email = async {
-            if targets.contains(&Channel::Email) {
-                Some(self.send_email(conn, &notice).await)
-            } else {
-                None
+        let names: Vec<&str> = targets.iter().map(|c| c.as_str()).collect();
+        new.last_notification = Some(if fresh {
+            NotificationRecord {
+                reason: news.recorded_reason().as_str().to_owned(),
+                time: Time(now),
+                channels: Some(names.join(",")),
             }
-        };
-        let hook = async {
-            if targets.contains(&Channel::Webhook) {
-                Some(self.send_webhook(conn, &ns, &notice, http).await)
-            } else {
-                None
+        } else {
+            // Same news, more destinations: keep the original time (reminders count from it).
+            let mut all: Vec<String> = last
+                .as_ref()
+                .and_then(|l| l.channels.clone())
+                .map(|c| c.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            all.extend(names.iter().map(|s| (*s).to_owned()));
+            NotificationRecord {
+                reason: news.recorded_reason().as_str().to_owned(),
+                time: last.as_ref().map(|l| l.time.clone()).unwrap_or(Time(now)),
+                channels: Some(all.join(",")),
             }
-        };
-        let (email, hook) = tokio::join!(email, hook);
+        });
+        Some(Delivery {
+            conn: conn.clone(),
+            notice,
+            targets,
+        })
+    }
 
-        let mut reached = Vec::new();
-        let mut failures = Vec::new();
-        for (channel, result) in [(Channel::Email, email), (Channel::Webhook, hook)] {
-            let Some(result) = result else { continue };
-            let ok = result.is_ok();
-            self.metrics
-                .notifications
-                .get_or_create(&ChannelLabels {
-                    channel: channel.as_str().to_owned(),
-                    result: if ok { "sent" } else { "failed" }.to_owned(),
-                })
-                .inc();
-            match result {
-                Ok(()) => reached.push(channel),
-                Err(e) => {
-                    warn!(
-                        namespace = %ns,
-                        name = %name,
-                        channel = channel.as_str(),
-                        reason = %notice.reason(),
-                        error = %e,
-                        "notification failed; the next check tries again"
-                    );
-                    failures.push(format!("{}: {e}", channel.as_str()));
+    /// Hands a planned delivery to the delivery workers. The queue is bounded: when it is
+    /// full the notice is dropped, counted (`result="dropped"`) and reported by an Event, and
+    /// the reminder interval tells the owners again; a check never waits for a mail server.
+    pub fn enqueue(&self, delivery: Delivery) {
+        let Some(queue) = self.queue.get() else {
+            warn!("notification workers are not running; notice dropped");
+            return;
+        };
+        if let Err(e) = queue.try_send(delivery) {
+            let delivery = e.into_inner();
+            for channel in &delivery.targets {
+                self.count(*channel, "dropped");
+            }
+            warn!(
+                namespace = ?delivery.conn.namespace(),
+                name = %delivery.conn.name_any(),
+                "notification queue full; notice dropped"
+            );
+        }
+    }
+
+    /// Starts the delivery workers: at most [`DELIVERY_CONCURRENCY`] notices in flight, each
+    /// destination tried up to [`DELIVERY_ATTEMPTS`] times with exponential backoff from
+    /// `retry_base`. What is still queued when the process stops is not delivered (the
+    /// reminder interval covers it).
+    pub fn start(
+        self: &Arc<Self>,
+        http: Http,
+        retry_base: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(QUEUE_CAPACITY);
+        let _ = self.queue.set(tx);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(DELIVERY_CONCURRENCY));
+            while let Some(delivery) = rx.recv().await {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (this, http) = (this.clone(), http.clone());
+                tokio::spawn(async move {
+                    this.deliver(delivery, &http, retry_base).await;
+                    drop(permit);
+                });
+            }
+        })
+    }
+
+    /// Sends one notice to each of its destinations, retrying each on its own.
+    async fn deliver(&self, d: Delivery, http: &Http, retry_base: Duration) {
+        let conn = &d.conn;
+        let notice = &d.notice;
+        let ns = &conn.namespace().unwrap_or_default();
+        let name = &conn.name_any();
+        let attempts = d.targets.iter().map(|&channel| async move {
+            let mut wait = retry_base;
+            for attempt in 1..=DELIVERY_ATTEMPTS {
+                let result = match channel {
+                    Channel::Email => self.send_email(conn, notice).await,
+                    Channel::Webhook => self.send_webhook(conn, ns, notice, http).await,
+                };
+                match result {
+                    Ok(()) => {
+                        self.count(channel, "sent");
+                        return Ok(channel);
+                    }
+                    Err(e) => {
+                        let e = crate::text::truncate(&e, 300);
+                        self.count(channel, "failed");
+                        warn!(
+                            namespace = %ns,
+                            name = %name,
+                            channel = channel.as_str(),
+                            reason = %notice.reason(),
+                            attempt,
+                            error = %e,
+                            "notification failed"
+                        );
+                        if attempt == 1 || attempt == DELIVERY_ATTEMPTS {
+                            let then = if attempt == DELIVERY_ATTEMPTS {
+                                "giving up until the next reminder"
+                            } else {
+                                "retrying with backoff"
+                            };
+                            self.publish(
+                                conn,
+                                EventType::Warning,
+                                "NotificationFailed",
+                                format!(
+                                    "Could not tell the owners by {} about {} (try {attempt} of {DELIVERY_ATTEMPTS}); {then}: {e}",
+                                    channel.as_str(),
+                                    notice.reason()
+                                ),
+                            )
+                            .await;
+                        }
+                        if attempt < DELIVERY_ATTEMPTS {
+                            tokio::time::sleep(wait).await;
+                            wait = wait.saturating_mul(2);
+                        }
+                    }
                 }
             }
-        }
-
+            Err(channel)
+        });
+        let reached: Vec<&str> = futures::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter_map(|r| r.ok().map(Channel::as_str))
+            .collect();
         if !reached.is_empty() {
-            let reached_names: Vec<&str> = reached.iter().map(|c| c.as_str()).collect();
             info!(
                 namespace = %ns,
                 name = %name,
-                event = notice.event(),
-                reason = %notice.reason(),
-                channels = %reached_names.join(","),
+                event = d.notice.event(),
+                reason = %d.notice.reason(),
+                channels = %reached.join(","),
                 "owners notified"
             );
-            new.last_notification = Some(if fresh {
-                NotificationRecord {
-                    reason: news.recorded_reason().as_str().to_owned(),
-                    time: Time(now),
-                    channels: Some(reached_names.join(",")),
-                }
-            } else {
-                // Same news, more destinations reached: keep the original time (reminders
-                // count from it).
-                let mut all: Vec<String> = last
-                    .as_ref()
-                    .and_then(|l| l.channels.clone())
-                    .map(|c| c.split(',').map(str::to_owned).collect())
-                    .unwrap_or_default();
-                all.extend(reached_names.iter().map(|s| (*s).to_owned()));
-                NotificationRecord {
-                    reason: news.recorded_reason().as_str().to_owned(),
-                    time: last.as_ref().map(|l| l.time.clone()).unwrap_or(Time(now)),
-                    channels: Some(all.join(",")),
-                }
-            });
             self.publish(
                 conn,
                 EventType::Normal,
                 "NotificationSent",
                 format!(
                     "Told the owners ({}): {}",
-                    reached_names.join(", "),
-                    notice.headline()
+                    reached.join(", "),
+                    d.notice.headline()
                 ),
             )
             .await;
         }
-        if !failures.is_empty() {
-            self.publish(
-                conn,
-                EventType::Warning,
-                "NotificationFailed",
-                format!(
-                    "Could not tell the owners ({}); the next check tries again. {}",
-                    notice.reason(),
-                    failures.join("; ")
-                ),
-            )
-            .await;
-        }
+    }
+
+    fn count(&self, channel: Channel, result: &str) {
+        self.metrics
+            .notifications
+            .get_or_create(&ChannelLabels {
+                channel: channel.as_str().to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Gathers what the notice says from the status (never from the token Secret).
@@ -352,6 +431,9 @@ impl Notifier {
             return Err("no valid address in spec.owners".to_owned());
         }
         let credentials = self.smtp_credentials().await?;
+        if credentials.is_some() && !mail.server.encrypted() && !self.config.allow_plaintext_auth {
+            return Err("refusing to send SMTP credentials over a connection that may not be encrypted: use smtp://host:587, ?tls=required or smtps://, or allow it with --smtp-allow-plaintext-auth".to_owned());
+        }
         let message = email::build(&mail.from, &owners, notice)?;
         email::send(&mail.server, credentials, message).await
     }
@@ -452,7 +534,7 @@ impl Notifier {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(truncate(&note, 1000)),
+            note: Some(crate::text::truncate(&note, crate::text::MAX_MESSAGE)),
             action: "Notify".into(),
             secondary: None,
         };
@@ -498,15 +580,4 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     let raw = secret.data.as_ref()?.get(key)?;
     let text = std::str::from_utf8(&raw.0).ok()?.trim();
     (!text.is_empty()).then(|| text.to_owned())
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }

@@ -6,21 +6,10 @@ use std::time::Duration;
 use super::{Renewal, Response, Token, Verdict};
 use crate::api::ReportedAccount;
 
-/// Provider text (an error message, a description) as it may appear in a condition: secrets the
-/// provider echoed are replaced (Meta repeats malformed tokens in its messages) and the text is
-/// cut, because conditions are read by tenants and copied into Events.
+/// Provider text as it may appear in a condition: see [`crate::text::scrub`] (Meta repeats
+/// malformed tokens in its messages; conditions are read by tenants and copied into Events).
 pub(super) fn clip(text: &str, secrets: &[&Token]) -> String {
-    let mut out = text.to_owned();
-    for s in secrets {
-        if !s.expose().is_empty() {
-            out = out.replace(s.expose(), "[redacted]");
-        }
-    }
-    const MAX: usize = 300;
-    if out.chars().count() > MAX {
-        out = out.chars().take(MAX).collect::<String>() + "…";
-    }
-    out
+    crate::text::scrub(text, secrets)
 }
 
 /// Unix seconds as a timestamp; 0 and negative values mean "never" (Meta's convention).
@@ -41,11 +30,30 @@ pub(super) fn in_secs(secs: i64) -> Option<jiff::Timestamp> {
         .flatten()
 }
 
-/// A header holding a Unix time (X's `x-rate-limit-reset`) as the wait until then.
+/// A header holding a Unix time (X's `x-rate-limit-reset`) as the wait until then, from zero
+/// (a time in the past) to [`super::MAX_PROVIDER_WAIT`].
 pub(super) fn wait_until_header(resp: &Response, name: &str) -> Option<Duration> {
     let at: i64 = resp.headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-    let wait = at - jiff::Timestamp::now().as_second();
-    Some(Duration::from_secs(wait.max(0) as u64))
+    let wait = at.saturating_sub(jiff::Timestamp::now().as_second());
+    Some(super::http::provider_wait(wait as f64))
+}
+
+/// The `scp` claim of a JWT access token (Microsoft's delegated permissions), read without
+/// verifying the signature: it only tells which permissions the token says it carries, and the
+/// check itself proves the token works. `None` for opaque tokens (personal Microsoft accounts).
+pub(super) fn jwt_scopes(token: &Token) -> Option<Vec<String>> {
+    use base64::Engine;
+    let mut parts = token.expose().split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 64 * 1024 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let scp = claims.get("scp")?.as_str()?;
+    Some(scp.split_whitespace().map(str::to_owned).collect())
 }
 
 /// The account a token reaches, when the provider named it.
@@ -105,13 +113,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clip_redacts_and_cuts() {
-        let t = Token::new("EAAsecret");
-        assert_eq!(
-            clip("Malformed access token EAAsecret", &[&t]),
-            "Malformed access token [redacted]"
+    fn reset_headers_far_away_are_clamped() {
+        use crate::providers::MAX_PROVIDER_WAIT;
+        let at = |v: String| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("x-rate-limit-reset", v.parse().unwrap());
+            Response {
+                status: 429,
+                headers,
+                body: Vec::new(),
+                elapsed: Duration::ZERO,
+            }
+        };
+        let r = |v: &str| wait_until_header(&at(v.to_owned()), "x-rate-limit-reset");
+        assert_eq!(r("9223372036854775807"), Some(MAX_PROVIDER_WAIT));
+        assert_eq!(r("-9223372036854775808"), Some(Duration::ZERO));
+        assert_eq!(r("1"), Some(Duration::ZERO));
+        assert_eq!(r("soon"), None);
+    }
+
+    #[test]
+    fn jwt_scopes_read_the_scp_claim_of_a_jwt_only() {
+        use base64::Engine;
+        let enc = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let jwt = format!(
+            "{}.{}.sig",
+            enc(serde_json::json!({"typ": "JWT", "alg": "RS256"})),
+            enc(
+                serde_json::json!({"aud": "00000003-0000-0000-c000-000000000000",
+                                   "scp": "Mail.Send User.Read offline_access"})
+            )
         );
-        assert_eq!(clip(&"x".repeat(400), &[]).chars().count(), 301);
+        assert_eq!(
+            jwt_scopes(&Token::new(jwt)),
+            Some(vec![
+                "Mail.Send".to_owned(),
+                "User.Read".to_owned(),
+                "offline_access".to_owned()
+            ])
+        );
+        assert_eq!(jwt_scopes(&Token::new("EwBwA8l6BAAU-opaque")), None);
+        assert_eq!(jwt_scopes(&Token::new("a.%%%.c")), None);
+        let no_scp = format!(
+            "{}.{}.s",
+            enc(serde_json::json!({})),
+            enc(serde_json::json!({"roles": []}))
+        );
+        assert_eq!(jwt_scopes(&Token::new(no_scp)), None);
     }
 
     #[test]

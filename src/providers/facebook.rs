@@ -23,6 +23,30 @@ impl Validator for Facebook {
         check(http, app, token).boxed()
     }
 
+    /// `GET /{id}?fields=name` (Graph API, Page or User node) with the token itself.
+    fn account_name<'a>(
+        &'a self,
+        http: &'a Http,
+        app: &'a App,
+        token: &'a Token,
+        id: &'a str,
+    ) -> BoxFuture<'a, Option<String>> {
+        async move {
+            let base = meta::api_base(app).ok()?;
+            // An ID is digits; anything else is not put into a URL path.
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let url = format!("{base}/{id}");
+            let query = [("fields", "name"), ("access_token", token.expose())];
+            match meta::get(http, app, &url, &query).await {
+                Answer::Ok(resp) if resp.status == 200 => resp.json::<Me>()?.name,
+                _ => None,
+            }
+        }
+        .boxed()
+    }
+
     /// Facebook has no refresh tokens: a long-lived user token is exchanged for a fresh one.
     fn renew<'a>(
         &'a self,

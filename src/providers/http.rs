@@ -10,6 +10,10 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::EndpointPolicy;
 
+/// The longest wait a provider can ask for (`Retry-After`, rate-limit headers): a longer one is
+/// clamped to this, so no answer can park a connection for days or overflow a timestamp.
+pub const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(3600);
+
 /// Limits of provider calls, set by operator flags.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
@@ -30,8 +34,7 @@ impl Default for HttpConfig {
     }
 }
 
-/// A provider's answer, body already read (and capped).
-#[derive(Debug)]
+/// A provider's answer, body already read (and capped). Not `Debug`: the body may hold tokens.
 pub struct Response {
     pub status: u16,
     pub headers: HeaderMap,
@@ -40,20 +43,33 @@ pub struct Response {
 }
 
 impl Response {
-    /// `Retry-After` as seconds or an HTTP date, relative to now.
+    /// `Retry-After` as seconds or an HTTP date, relative to now, at most [`MAX_PROVIDER_WAIT`].
     pub fn retry_after(&self) -> Option<Duration> {
         let value = self.headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
         if let Ok(secs) = value.parse::<u64>() {
-            return Some(Duration::from_secs(secs));
+            return Some(provider_wait(secs as f64));
         }
         let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-        let secs = at.as_second() - jiff::Timestamp::now().as_second();
-        Some(Duration::from_secs(secs.max(0) as u64))
+        let secs = at
+            .as_second()
+            .saturating_sub(jiff::Timestamp::now().as_second());
+        Some(provider_wait(secs as f64))
     }
 
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
         serde_json::from_slice(&self.body).ok()
     }
+}
+
+/// A wait a provider announced, in seconds (any number, even negative, NaN or huge), as a
+/// duration from zero to [`MAX_PROVIDER_WAIT`].
+pub fn provider_wait(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(secs)
+        .unwrap_or(MAX_PROVIDER_WAIT)
+        .min(MAX_PROVIDER_WAIT)
 }
 
 /// Why no answer came back. Messages never contain the URL (it may carry a token).
@@ -93,7 +109,10 @@ impl Http {
         };
         Ok(Self {
             trusted: builder().build()?,
+            // Tenant endpoints are reached directly: a proxy from the environment would resolve
+            // the name itself, out of reach of the policy's DNS check.
             tenant: builder()
+                .no_proxy()
                 .dns_resolver(Arc::new(PolicyResolver(config.policy.clone())))
                 .build()?,
             config,
@@ -185,5 +204,50 @@ impl Resolve for PolicyResolver {
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_retry_after(value: &str) -> Response {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, value.parse().unwrap());
+        Response {
+            status: 429,
+            headers,
+            body: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn provider_waits_are_clamped_in_both_forms() {
+        assert_eq!(
+            with_retry_after("999999999999").retry_after(),
+            Some(MAX_PROVIDER_WAIT)
+        );
+        assert_eq!(
+            with_retry_after("18446744073709551615").retry_after(),
+            Some(MAX_PROVIDER_WAIT)
+        );
+        assert_eq!(
+            with_retry_after("30").retry_after(),
+            Some(Duration::from_secs(30))
+        );
+        // An HTTP date far in the future, and one in the past.
+        assert_eq!(
+            with_retry_after("31 Dec 9000 23:59:59 GMT").retry_after(),
+            Some(MAX_PROVIDER_WAIT)
+        );
+        assert_eq!(
+            with_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").retry_after(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(with_retry_after("soon").retry_after(), None);
+        assert_eq!(provider_wait(f64::INFINITY), MAX_PROVIDER_WAIT);
+        assert_eq!(provider_wait(f64::NAN), Duration::ZERO);
+        assert_eq!(provider_wait(-5.0), Duration::ZERO);
     }
 }

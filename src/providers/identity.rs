@@ -37,7 +37,14 @@ pub async fn identify(http: &Http, app: &App, token: &Token, expected: Option<&s
                 app.endpoint(Endpoint::ApiBase)
                     .map(|b| format!("{}/v2/userinfo", b.trim_end_matches('/')))
             });
-            userinfo(http, app, token, url).await
+            match userinfo(http, app, token, url).await {
+                // The member's URN, as LinkedIn's APIs name a person, counts as the same account.
+                Identity::Known { account, mut ids } => {
+                    ids.extend(account.id.iter().map(|sub| format!("urn:li:person:{sub}")));
+                    Identity::Known { account, ids }
+                }
+                unknown => unknown,
+            }
         }
         _ => userinfo(http, app, token, app.endpoint(Endpoint::Userinfo)).await,
     }
@@ -194,6 +201,7 @@ mod tests {
         );
         let id = identify(&http(), &a, &Token::new(TOKEN), Some("782bbtaQ")).await;
         assert!(known("782bbtaQ")(&id), "{id:?}");
+        assert!(known("urn:li:person:782bbtaQ")(&id), "{id:?}");
         let seen = server.one("/v2/userinfo");
         assert_eq!(
             seen.headers["authorization"].to_str().unwrap(),

@@ -20,7 +20,7 @@ struct Envelope {
 
 /// Meta's error object. `debug_token` reports the inspected token's error with `subcode`
 /// instead of `error_subcode`.
-#[derive(Deserialize, Clone, Debug, Default)]
+#[derive(Deserialize, Clone, Default)]
 pub(super) struct GraphError {
     #[serde(default)]
     pub message: String,
@@ -187,7 +187,7 @@ pub(super) fn usage(resp: &Response) -> Option<(f64, Option<Duration>)> {
     let regain = found.iter().map(Usage::regain).fold(0.0, f64::max);
     Some((
         percent,
-        (regain > 0.0).then(|| Duration::from_secs_f64(regain)),
+        (regain > 0.0).then(|| super::http::provider_wait(regain)),
     ))
 }
 
@@ -373,6 +373,34 @@ mod tests {
             None
         );
         assert_eq!(backoff(&response(&[])), None);
+    }
+
+    #[test]
+    fn announced_waits_are_clamped() {
+        use crate::providers::MAX_PROVIDER_WAIT;
+        for header in [
+            (
+                "x-business-use-case-usage",
+                r#"{"1":[{"call_count":100,"estimated_time_to_regain_access":1e300}]}"#,
+            ),
+            (
+                "x-ad-account-usage",
+                r#"{"acc_id_util_pct":100,"reset_time_duration":99999999999999}"#,
+            ),
+            ("retry-after", "999999999999"),
+        ] {
+            assert_eq!(
+                backoff(&response(&[header])),
+                Some(MAX_PROVIDER_WAIT),
+                "{header:?}"
+            );
+        }
+        // Negative or nonsense estimates are no wait at all, never a panic.
+        let negative = response(&[(
+            "x-business-use-case-usage",
+            r#"{"1":[{"call_count":100,"estimated_time_to_regain_access":-5}]}"#,
+        )]);
+        assert_eq!(backoff(&negative), Some(USAGE_BACKOFF));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Provider type `microsoft`: Microsoft identity platform tokens are opaque to relink, so a
-//! check is a probe of Microsoft Graph `/me`; scopes and expiry come from the token response.
+//! Provider type `microsoft`: a check is a probe of Microsoft Graph `/me`; the scopes come from
+//! the `scp` claim when the access token is a JWT (work and school accounts), else from the
+//! token response, and expiry from the token response.
 //! Renewal is the standard refresh (each answer carries a new refresh token to store);
 //! `interaction_required` there means a person must sign in again.
 
@@ -9,7 +10,7 @@ use reqwest::Method;
 use reqwest::header::WWW_AUTHENTICATE;
 use serde::Deserialize;
 
-use super::answer::{account, aliases, clip};
+use super::answer::{account, aliases, clip, jwt_scopes};
 use super::oauth2::{common_failures, transport};
 use super::{App, Endpoint, Grant, Http, Token, Validator, Verdict};
 use crate::api::Reason;
@@ -91,6 +92,8 @@ async fn check(http: &Http, app: &App, token: &Token) -> Verdict {
                     me.id,
                     me.mail.or(me.user_principal_name).or(me.display_name),
                 ),
+                // Work and school tokens are JWTs whose `scp` lists the delegated permissions.
+                scopes: jwt_scopes(token),
                 ..Grant::default()
             }),
             _ => Verdict::Transient {

@@ -25,9 +25,10 @@ mod x;
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 
-pub use http::{Http, HttpConfig, Response, TransportError};
+pub use http::{Http, HttpConfig, MAX_PROVIDER_WAIT, Response, TransportError};
 pub use identity::{Identity, identify};
 pub use policy::EndpointPolicy;
 pub use preset::{ClientAuth, Preset, RenewStyle, preset};
@@ -92,6 +93,45 @@ pub enum Verdict {
     },
     /// The OAuth application itself is rejected (`invalid_client`): the provider object's problem.
     Misconfigured { message: String },
+}
+
+/// Most scopes or asset IDs kept from one answer: a status stays writable whatever a provider
+/// lists.
+const MAX_LISTED: usize = 200;
+
+impl Verdict {
+    /// The verdict with every piece of provider text bounded and `secrets` removed: the one
+    /// place provider words pass before they reach a condition, an Event or a notification.
+    pub fn scrubbed(self, secrets: &[&Token]) -> Verdict {
+        let clip = |t: String| crate::text::scrub(&t, secrets);
+        let list =
+            |v: Option<Vec<String>>| v.map(|v| v.into_iter().take(MAX_LISTED).map(clip).collect());
+        match self {
+            Verdict::Valid(g) => Verdict::Valid(Grant {
+                account: g.account.map(|a| ReportedAccount {
+                    id: a.id.map(clip),
+                    name: a.name.map(clip),
+                }),
+                scopes: list(g.scopes),
+                target_ids: list(g.target_ids),
+                ..g
+            }),
+            Verdict::Invalid { reason, message } => Verdict::Invalid {
+                reason,
+                message: clip(message),
+            },
+            Verdict::Transient {
+                message,
+                retry_after,
+            } => Verdict::Transient {
+                message: clip(message),
+                retry_after: retry_after.map(|w| w.min(MAX_PROVIDER_WAIT)),
+            },
+            Verdict::Misconfigured { message } => Verdict::Misconfigured {
+                message: clip(message),
+            },
+        }
+    }
 }
 
 /// Everything a validator needs about the OAuth application.
@@ -160,6 +200,19 @@ pub trait Validator: Send + Sync {
         token::renew_standard(http, app, access_token, refresh_token)
     }
 
+    /// The display name of account `id`, for presets whose check names the account by ID only
+    /// (a Facebook Page token's `debug_token` gives the Page ID, not its name). Asked once per
+    /// account: the name is kept in status. `None` when the provider cannot tell.
+    fn account_name<'a>(
+        &'a self,
+        _http: &'a Http,
+        _app: &'a App,
+        _token: &'a Token,
+        _id: &'a str,
+    ) -> BoxFuture<'a, Option<String>> {
+        futures::future::ready(None).boxed()
+    }
+
     /// Exchanges an authorization code from the OAuth callback for tokens.
     fn exchange_code<'a>(
         &'a self,
@@ -210,5 +263,38 @@ mod tests {
     #[test]
     fn scopes_split_on_space_and_comma() {
         assert_eq!(split_scopes("a b,c  d"), ["a", "b", "c", "d"]);
+    }
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    use super::*;
+
+    #[test]
+    fn scrubbed_verdicts_are_bounded_and_token_free() {
+        let t = Token::new("tok-123");
+        let v = Verdict::Invalid {
+            reason: Reason::Revoked,
+            message: format!("{} tok-123", "e".repeat(400_000)),
+        }
+        .scrubbed(&[&t]);
+        let Verdict::Invalid { message, .. } = v else {
+            panic!("kind kept")
+        };
+        assert!(message.len() < 1000 && !message.contains("tok-123"));
+        let v = Verdict::Valid(Grant {
+            account: Some(ReportedAccount {
+                id: Some("tok-123".into()),
+                name: Some("n".repeat(10_000)),
+            }),
+            scopes: Some((0..10_000).map(|i| i.to_string()).collect()),
+            ..Default::default()
+        })
+        .scrubbed(&[&t]);
+        let Verdict::Valid(g) = v else { panic!() };
+        assert_eq!(g.scopes.unwrap().len(), MAX_LISTED);
+        let account = g.account.unwrap();
+        assert_eq!(account.id.as_deref(), Some("[redacted]"));
+        assert!(account.name.unwrap().len() < 1000);
     }
 }

@@ -10,7 +10,6 @@
 //! required scopes ([`login_fit`]). A refused callback changes no Secret.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -79,12 +78,7 @@ pub async fn serve(
         .route("/oauth/callback", get(callback))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(ctx);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    crate::server::serve(listener, app, shutdown).await
 }
 
 /// Longest `code` / `state` accepted; real ones are far shorter.
@@ -242,6 +236,10 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
             });
         }
     };
+    if grant.scopes.is_none() {
+        // What the token endpoint said it granted, when the check cannot tell.
+        grant.scopes = tokens.scopes.clone();
+    }
     let status = conn.status.as_ref();
     let expected = expected_account(&conn.spec, status).and_then(|a| a.id);
     let ids = reached_ids(&grant);

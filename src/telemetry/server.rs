@@ -30,9 +30,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(Probes { metrics, ready });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::server::serve(listener, app, shutdown).await
 }
 
 async fn metrics_handler(State(p): State<Probes>) -> impl IntoResponse {

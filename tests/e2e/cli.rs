@@ -170,6 +170,22 @@ async fn status_and_check_explain_one_connection() {
     assert!(out.stdout.contains("1 of 2 connections Ready."), "{out}");
     printed.push_str(&out.stdout);
 
+    // Only the broken ones, as JSON for scripts; a label selector narrows the list.
+    let out = relink(&["status", "-n", &ns, "--only-broken", "-o", "json"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let items: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let items = items.as_array().expect("an array");
+    assert_eq!(items.len(), 1, "{out}");
+    assert_eq!(items[0]["name"], "bad");
+    assert_eq!(items[0]["reason"], "Revoked");
+    assert_eq!(items[0]["ready"], false);
+    assert_eq!(items[0]["reauthUrl"], link.as_str());
+    let out = relink(&["status", "-n", &ns, "-l", "team=nobody"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("No ChannelConnections"), "{out}");
+    let out = relink(&["status", "-A", "--only-broken", "-l", "team=nobody"]).await;
+    assert_eq!(out.code, 0, "{out}");
+
     // A name that does not exist: cannot tell, exit 2.
     let out = relink(&["status", "nope", "-n", &ns]).await;
     assert_eq!(out.code, 2, "{out}");

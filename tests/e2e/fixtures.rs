@@ -51,6 +51,10 @@ pub fn operator_args(ns: &str) -> Vec<String> {
         "127.0.0.1:0",
         "--callback-addr",
         "127.0.0.1:0",
+        "--check-request-min-gap",
+        "1s",
+        "--notification-retry-base",
+        "1s",
     ]
     .map(str::to_owned)
     .to_vec()

@@ -536,14 +536,14 @@ async fn mail_server_down_then_delivered_later() {
     let s = sc.wait_ready_reason("chan", "Revoked").await;
     let warning = sc.wait_event("chan", "Warning", "NotificationFailed").await;
     assert!(warning.note.unwrap_or_default().contains("email"));
-    // The verdict was written anyway, without a record: the next check tries again.
+    // The verdict and the record were written first; delivery retries on its own backoff
+    // (1s, 2s, 4s, 8s here), off the check path.
     assert!(
-        s.last_notification.is_none(),
-        "a failed delivery is not recorded"
+        s.last_notification.is_some(),
+        "the news is recorded with the verdict, so it is told once"
     );
 
     let sink = SmtpSink::start(&format!("127.0.0.1:{port}")).await;
-    check_now(&sc, "chan").await;
     let mails = wait_count("the delayed email", 1, || sink.mails()).await;
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].rcpt, [OWNER]);
@@ -555,6 +555,87 @@ async fn mail_server_down_then_delivered_later() {
         ("Revoked", Some("email"))
     );
     sc.wait_event("chan", "Normal", "NotificationSent").await;
+    assert_no_token_in(&sc, &[mails[0].data.clone()]);
+    sc.assert_no_token_leaked().await;
+}
+
+/// A userinfo endpoint that answers every token with HTTP 200, `invalid_token` and a 400 KB
+/// `error_description` that repeats the token it was sent.
+async fn echoing_provider() -> (String, tokio::task::JoinHandle<()>) {
+    async fn userinfo(headers: HeaderMap) -> axum::Json<serde_json::Value> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .trim_start_matches("Bearer ")
+            .to_owned();
+        axum::Json(serde_json::json!({
+            "error": "invalid_token",
+            "error_description": format!("{} token {token} is revoked", "x".repeat(400_000)),
+        }))
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/userinfo", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route("/userinfo", axum::routing::get(userinfo));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_that_echoes_the_token_is_clipped_scrubbed_and_told_once() {
+    if support::skip() {
+        return;
+    }
+    let sink = SmtpSink::start("127.0.0.1:0").await;
+    let (client, ns, args) = start("notify-huge", &sink.url()).await;
+    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let (url, _server) = echoing_provider().await;
+    sc.secret("echo-client", &[("client_secret", "sandbox-secret")])
+        .await;
+    sc.provider_with(
+        "echo",
+        relink::api::ProviderEndpoints {
+            userinfo_url: Some(url),
+            ..Default::default()
+        },
+    )
+    .await;
+    let token = "tok-echoed-7f3a9c2e41";
+    sc.tokens.push(token.to_owned());
+    sc.secret("tok", &[("access_token", token)]).await;
+    sc.connection("chan", "echo", "tok", "page-1", &["read"])
+        .await;
+
+    let s = sc.wait_ready_reason("chan", "Revoked").await;
+    for c in &s.conditions {
+        assert!(
+            c.message.len() <= 1100,
+            "{} message is bounded ({} bytes)",
+            c.type_,
+            c.message.len()
+        );
+        assert!(
+            !c.message.contains(token),
+            "{} message is scrubbed",
+            c.type_
+        );
+    }
+    let ready = s.condition(ConditionType::Ready).expect("Ready");
+    assert!(ready.message.contains("[redacted]") || ready.message.contains('…'));
+    let mails = wait_count("one email", 1, || sink.mails()).await;
+
+    // Later checks find nothing new to tell: still exactly one mail.
+    check_now(&sc, "chan").await;
+    check_now(&sc, "chan").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.mails().len(), 1, "told exactly once");
+    let errors = sc.operator.output();
+    assert!(
+        !errors.contains("reconcile error"),
+        "the status write was accepted: {errors}"
+    );
     assert_no_token_in(&sc, &[mails[0].data.clone()]);
     sc.assert_no_token_leaked().await;
 }

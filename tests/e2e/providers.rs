@@ -252,7 +252,8 @@ impl Fake {
                 get(meta_access_token),
             )
             .route(FB_DIALOG, get(facebook_dialog))
-            .route("/google/tokeninfo", get(tokeninfo))
+            .route(&format!("{GRAPH}/{{id}}"), get(graph_node))
+            .route("/google/tokeninfo", post(tokeninfo))
             .route("/google/token", post(google_token))
             .with_state(world.clone());
         tokio::spawn(async move {
@@ -514,6 +515,34 @@ async fn debug_token(
     with_usage(resp, &usage)
 }
 
+/// The names of the Graph nodes the tokens reach.
+const PAGE_NAME: &str = "Acme Bakery";
+const FB_USER_NAME: &str = "Ann Example";
+
+/// `GET {apiBase}/{id}?fields=name&access_token=…`: a Page or User node, readable with a valid
+/// token that reaches it.
+async fn graph_node(
+    State(world): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut w = world.lock().expect("world");
+    w.record("/node", &q);
+    let token = q.get("access_token").cloned().unwrap_or_default();
+    let reaches = w.meta.get(&token).is_some_and(|t| {
+        matches!(t.answer, MetaAnswer::Valid) && (t.user_id == id || t.pages.contains(&id))
+    });
+    let name = match id.as_str() {
+        PAGE => PAGE_NAME,
+        FB_USER => FB_USER_NAME,
+        _ => "",
+    };
+    if !reaches || name.is_empty() {
+        return graph_error(100, Some(33), false, "Unsupported get request.");
+    }
+    json_status(200, json!({"id": id, "name": name}))
+}
+
 /// `GET {apiBase}/oauth/access_token`: the code exchange (`code`, `redirect_uri`) and the
 /// long-lived exchange (`grant_type=fb_exchange_token`), both with the app secret.
 async fn meta_access_token(
@@ -607,10 +636,11 @@ async fn facebook_dialog(
         .into_response()
 }
 
-/// `GET https://oauth2.googleapis.com/tokeninfo?access_token=…`.
+/// `POST https://oauth2.googleapis.com/tokeninfo` with `access_token=…` in the form body
+/// (Google accepts GET and POST; relink keeps the token out of the URL).
 async fn tokeninfo(
     State(world): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
+    Form(q): Form<HashMap<String, String>>,
 ) -> Response {
     let mut w = world.lock().expect("world");
     w.record("/tokeninfo", &q);
@@ -997,10 +1027,32 @@ async fn facebook_page_token_is_valid_then_password_change_turns_it_stalled() {
 
     // A Page token acts as the Page and never expires (`expires_at: 0`).
     let s = sc.wait_ready_reason("page", "Valid").await;
+    let page_account = s.account.clone().expect("account");
     assert_eq!(
-        s.account.and_then(|a| a.id).as_deref(),
+        page_account.id.as_deref(),
         Some(PAGE),
         "a Page token reports the Page (profile_id)"
+    );
+    assert_eq!(
+        page_account.name.as_deref(),
+        Some(PAGE_NAME),
+        "the ACCOUNT column names the Page (GET /{{page-id}}?fields=name)"
+    );
+    let named = fake.calls("/node").len();
+    let asked = sc.request_check("page").await;
+    support::eventually(
+        "a second check of the page",
+        Duration::from_secs(20),
+        || async {
+            let s = sc.status("page").await;
+            (s.last_handled_check_request.as_deref() == Some(asked.as_str())).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        fake.calls("/node").len(),
+        named,
+        "the name is asked once, then kept in status"
     );
     assert_eq!(s.expires_at, None, "expires_at 0 means never");
     assert!(s.data_access_expires_at.is_some());

@@ -39,6 +39,7 @@ fn cx(spec: &ChannelConnectionSpec) -> CheckContext<'_> {
         check_request: None,
         observed_secret_version: Some("10".into()),
         observed_provider_generation: Some(1),
+        refresh_before: spec.timings().expect("test specs are valid").refresh_before,
     }
 }
 
@@ -448,4 +449,46 @@ fn a_login_without_the_required_scopes_is_refused() {
     let (why, msg) = refused(&fit);
     assert_eq!(why, Refusal::ScopesMissing);
     assert!(msg.contains("required scopes: write"), "{msg}");
+}
+
+#[test]
+fn scopes_nobody_reports_are_unknown_not_granted() {
+    let spec = spec();
+    let unreported = Outcome::Checked {
+        verdict: Verdict::Valid(Grant::default()),
+        secret_expires_at: None,
+        refreshable: false,
+    };
+    let (s, _) = next_status(&Default::default(), &unreported, &cx(&spec));
+    assert_eq!(
+        cond(&s, ConditionType::ScopesGranted),
+        pair("Unknown", "ScopesUnverifiable")
+    );
+    let ready = s.condition(ConditionType::Ready).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Valid")
+    );
+    assert!(ready.message.contains("read, write"), "{}", ready.message);
+
+    // Scopes a token response granted (kept in status) are judged when the check has none.
+    let old = ChannelConnectionStatus {
+        granted_scopes: vec!["read".into()],
+        ..Default::default()
+    };
+    let (s, _) = next_status(&old, &unreported, &cx(&spec));
+    assert_eq!(
+        cond(&s, ConditionType::ScopesGranted),
+        pair("False", "ScopesMissing")
+    );
+    assert_eq!(s.missing_scopes, ["write"]);
+
+    // Nothing required: nothing to verify.
+    let mut none_required = spec.clone();
+    none_required.required_scopes.clear();
+    let (s, _) = next_status(&Default::default(), &unreported, &cx(&none_required));
+    assert_eq!(
+        cond(&s, ConditionType::ScopesGranted),
+        pair("True", "Valid")
+    );
 }
