@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube_lease_manager::LeaseManagerBuilder;
 use relink::api::parse_duration;
+use relink::controller::access::SecretLabel;
 use relink::controller::{self, Deps, Settings};
 use relink::notify::{Notifier, NotifyConfig};
 use relink::providers::{EndpointPolicy, Http, HttpConfig};
@@ -172,6 +173,11 @@ struct RunArgs {
         default_value_t = false
     )]
     smtp_allow_plaintext_auth: bool,
+    /// Use only token Secrets carrying this label (`KEY=VALUE`, e.g. `relink.dev/token=true`);
+    /// a Secret relink creates at re-authorization gets it. For clusters where people may
+    /// create connections without being allowed to read Secrets.
+    #[arg(long, env = "RELINK_SECRET_LABEL")]
+    secret_label: Option<SecretLabel>,
     /// Email only owners in these domains (comma-separated, e.g. `example.com,example.org`);
     /// others are named on the connection's Ready condition and never sent anything.
     #[arg(long, env = "RELINK_ALLOWED_EMAIL_DOMAINS", value_delimiter = ',')]
@@ -313,6 +319,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
             .unwrap_or((usize::from(args.concurrency) * 3 / 4).max(1)),
         check_request_min_gap: args.check_request_min_gap,
         app_probe_interval: args.app_probe_interval,
+        secret_label: args.secret_label.clone(),
     };
     let key = StateKey::load_or_create(&client, &args.operator_namespace, &args.state_key_secret)
         .await
@@ -345,6 +352,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
             reauth.clone(),
             args.operator_namespace.clone(),
             metrics.clone(),
+            args.secret_label.clone(),
         )),
         stopped(stop_rx.clone()),
     ));

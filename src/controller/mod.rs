@@ -68,6 +68,8 @@ pub struct Settings {
     /// While an application is rejected (`invalid_client`), one connection asks the provider
     /// again this often; the others report `ProviderNotReady` without calling.
     pub app_probe_interval: Duration,
+    /// The label a token Secret must carry before it is read or written (`--secret-label`).
+    pub secret_label: Option<access::SecretLabel>,
 }
 
 /// What the controller uses besides the Kubernetes client, built once by `relink run`.

@@ -491,6 +491,16 @@ async fn gather_and_check(
         return Ok(done(outcome, observed, Some(app), Some(provider)));
     };
     observed.secret_version = secret.resource_version();
+    if let Some(message) =
+        (ctx.settings.secret_label.as_ref()).and_then(|l| l.refusal(&sref.name, secret.labels()))
+    {
+        return Ok(done(
+            Outcome::InvalidSpec { message },
+            observed,
+            None,
+            Some(provider),
+        ));
+    }
     let Some(mut token) = read_key(&secret, &sref.access_token_key) else {
         let outcome = Outcome::SecretKeyMissing {
             secret: sref.name.clone(),

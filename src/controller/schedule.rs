@@ -48,8 +48,12 @@ pub fn due(
             Due::Now("suspended")
         };
     }
-    if shown(Reason::InvalidSpec) && !generation_changed {
-        // Reported for this generation: only an edit can change the answer.
+    if shown(Reason::InvalidSpec)
+        && !generation_changed
+        && status.observed_secret_version == observed.secret_version
+    {
+        // Reported for this generation: only an edit (or, for a token Secret lacking the
+        // opt-in label, a change of that Secret) can change the answer.
         return Due::Idle;
     }
     let trigger = if generation_changed {

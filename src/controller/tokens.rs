@@ -238,6 +238,27 @@ pub async fn write_tokens(
     tokens: &NewTokens,
     expected_version: Option<&str>,
 ) -> Result<Option<String>, WriteError> {
+    write_tokens_labelled(
+        client,
+        namespace,
+        secret_ref,
+        tokens,
+        expected_version,
+        &BTreeMap::new(),
+    )
+    .await
+}
+
+/// [`write_tokens`], also putting `labels` on the Secret (a created Secret has them from the
+/// start, so it is never seen without them).
+pub async fn write_tokens_labelled(
+    client: &Client,
+    namespace: &str,
+    secret_ref: &TokenSecretRef,
+    tokens: &NewTokens,
+    expected_version: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> Result<Option<String>, WriteError> {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -259,9 +280,12 @@ pub async fn write_tokens(
             None => serde_json::Value::Null,
         },
     );
-    let mut patch = json!({ "data": data });
+    let mut patch = json!({ "data": data, "metadata": {} });
     if let Some(rv) = expected_version {
-        patch["metadata"] = json!({ "resourceVersion": rv });
+        patch["metadata"]["resourceVersion"] = json!(rv);
+    }
+    if !labels.is_empty() {
+        patch["metadata"]["labels"] = json!(labels);
     }
     match api
         .patch(
@@ -294,6 +318,7 @@ pub async fn write_tokens(
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(secret_ref.name.clone()),
+                    labels: (!labels.is_empty()).then(|| labels.clone()),
                     ..Default::default()
                 },
                 data: Some(values),

@@ -28,9 +28,9 @@ use crate::api::{
     ALLOW_ACCOUNT_CHANGE_ANNOTATION, CHECK_REQUESTED_ANNOTATION, ChannelConnection,
     ClusterChannelProvider, ProviderKind, ProviderType, ReportedAccount,
 };
-use crate::controller::access;
+use crate::controller::access::{self, SecretLabel};
 use crate::controller::status::{LoginFit, describe, expected_account, login_fit, reached_ids};
-use crate::controller::tokens::{ResolvedProvider, WriteError, load_app, write_tokens};
+use crate::controller::tokens::{ResolvedProvider, WriteError, load_app, write_tokens_labelled};
 use crate::providers::{App, Http, Identity, Renewal, Verdict, identify, validator_for};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CallbackLabels;
@@ -43,6 +43,8 @@ pub struct CallbackContext {
     pub operator_namespace: String,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// The label token Secrets must carry (`--secret-label`).
+    pub secret_label: Option<SecretLabel>,
 }
 
 impl CallbackContext {
@@ -52,6 +54,7 @@ impl CallbackContext {
         reauth: Reauth,
         operator_namespace: String,
         metrics: Arc<Metrics>,
+        secret_label: Option<SecretLabel>,
     ) -> Self {
         let reporter = Reporter {
             controller: "relink".into(),
@@ -64,6 +67,7 @@ impl CallbackContext {
             reauth,
             operator_namespace,
             metrics,
+            secret_label,
         }
     }
 }
@@ -283,17 +287,32 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
     loop {
         let secrets: Api<k8s_openapi::api::core::v1::Secret> =
             Api::namespaced(ctx.client.clone(), &claims.ns);
-        let version = secrets
-            .get_opt(&conn.spec.secret_ref.name)
+        let current = secrets
+            .get_metadata_opt(&conn.spec.secret_ref.name)
             .await
-            .map_err(|e| internal(&who, e))?
-            .and_then(|s| s.resource_version());
-        match write_tokens(
+            .map_err(|e| internal(&who, e))?;
+        if let (Some(label), Some(secret)) = (&ctx.secret_label, &current)
+            && let Some(m) = label.refusal(&conn.spec.secret_ref.name, secret.labels())
+        {
+            return Err(refuse(
+                "secret_not_labelled",
+                &who,
+                format!("{m}. Nothing was changed."),
+            ));
+        }
+        let version = current.and_then(|s| s.resource_version());
+        let labels = ctx
+            .secret_label
+            .as_ref()
+            .map(SecretLabel::labels)
+            .unwrap_or_default();
+        match write_tokens_labelled(
             &ctx.client,
             &claims.ns,
             &conn.spec.secret_ref,
             &tokens,
             version.as_deref(),
+            &labels,
         )
         .await
         {
@@ -365,6 +384,25 @@ async fn consume(
                 who,
                 format!("{m}. Nothing was changed."),
             ));
+        }
+        if let Some(label) = &ctx.secret_label {
+            let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+                ctx.client.clone(),
+                &claims.ns,
+            )
+            .get_metadata_opt(&conn.spec.secret_ref.name)
+            .await
+            .map_err(|e| internal(who, e))?;
+            // A Secret relink would create gets the label; an existing one must have it.
+            if let Some(m) =
+                secret.and_then(|s| label.refusal(&conn.spec.secret_ref.name, s.labels()))
+            {
+                return Err(refuse(
+                    "secret_not_labelled",
+                    who,
+                    format!("{m}. Nothing was changed."),
+                ));
+            }
         }
         let r = &conn.spec.provider_ref;
         if claims.p.k != r.kind.as_str() || claims.p.n != r.name {

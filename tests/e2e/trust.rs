@@ -759,3 +759,82 @@ async fn a_refresh_token_key_equal_to_the_access_token_key_is_refused() {
     assert_eq!(secret_version(&sc, "tok").await, version, "nothing written");
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_opt_in_label_only_labelled_token_secrets_are_used() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _) = Scenario::start_with_callback_flags(
+        "trustlabel",
+        &[("--secret-label", "relink.dev/token=true")],
+    )
+    .await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    // Someone else's Secret, which happens to hold a key named like a token.
+    sc.secret("app-config", &[("access_token", &t.access_token)])
+        .await;
+    let version = secret_version(&sc, "app-config").await;
+    sc.connection("chan", "app", "app-config", "page-1", &["read"])
+        .await;
+    let s = sc.wait_ready_reason("chan", "InvalidSpec").await;
+    let message = &s
+        .condition(relink::api::ConditionType::Ready)
+        .unwrap()
+        .message;
+    assert!(message.contains("relink.dev/token=true"), "{message}");
+    assert_eq!(s.reauth_url, None, "no link to overwrite it either");
+    assert!(
+        sc.sandbox.calls().is_empty(),
+        "the Secret's value was sent nowhere"
+    );
+    assert_eq!(secret_version(&sc, "app-config").await, version);
+
+    // Labelled, it is the channel's token Secret: checked at once.
+    let patch = serde_json::json!({"metadata": {"labels": {"relink.dev/token": "true"}}});
+    Api::<Secret>::namespaced(sc.client.clone(), &sc.ns)
+        .patch("app-config", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    sc.wait_ready_reason("chan", "Valid").await;
+
+    // A connection whose Secret does not exist yet: the login creates it, labelled.
+    sc.connection("fresh", "app", "fresh-token", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("fresh", "SecretNotFound").await;
+    let url = link(&sc, "fresh").await;
+    let ok = sc.consent(&url, "page-1", true).await;
+    let (status, page) = open(&ok).await;
+    assert_eq!(status, 200, "{page}");
+    let created = Api::<Secret>::namespaced(sc.client.clone(), &sc.ns)
+        .get("fresh-token")
+        .await
+        .unwrap();
+    assert_eq!(
+        created
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("relink.dev/token")
+            .map(String::as_str),
+        Some("true")
+    );
+    sc.wait_ready_reason("fresh", "Valid").await;
+    sc.tokens.push(access_token(&sc, "fresh-token").await);
+
+    // A link published while the Secret was missing cannot write into an unlabelled Secret
+    // created meanwhile under that name.
+    sc.connection("late", "app", "late-token", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("late", "SecretNotFound").await;
+    let url = link(&sc, "late").await;
+    sc.secret("late-token", &[("unrelated", "data")]).await;
+    let version = secret_version(&sc, "late-token").await;
+    let callback = sc.consent(&url, "page-1", true).await;
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("relink.dev/token=true"), "{page}");
+    assert_eq!(secret_version(&sc, "late-token").await, version);
+    sc.assert_no_token_leaked().await;
+}
