@@ -331,7 +331,18 @@ fn with_latest_status(
         return conn;
     }
     let mut merged = (*conn).clone();
-    merged.status = Some(mine.clone());
+    let mut status = mine.clone();
+    // The OAuth callback writes these too (a link consumed or withdrawn, the account that logged
+    // in): the object's values win over this process's memory, so a used link is never carried
+    // back and a pinned account is not forgotten.
+    if let Some(object) = &conn.status {
+        status.reauth_url = object.reauth_url.clone();
+        status.last_reauthorization = object.last_reauthorization.clone();
+        if object.account.is_some() {
+            status.account = object.account.clone();
+        }
+    }
+    merged.status = Some(status);
     Arc::new(merged)
 }
 

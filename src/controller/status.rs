@@ -284,7 +284,9 @@ fn apply_valid(
     };
     s.missing_scopes = missing.clone();
 
-    let mismatch = account_mismatch(cx.spec, grant, s.account.as_ref());
+    // Only what this answer names: an account kept from before (or pinned by a login) is not
+    // evidence that this token reaches another one.
+    let mismatch = account_mismatch(cx.spec, grant);
     let (scopes_ok, scopes_reason, scopes_msg) = if granted.is_none()
         && !cx.spec.required_scopes.is_empty()
     {
@@ -543,11 +545,7 @@ pub fn describe(a: &ReportedAccount) -> String {
 }
 
 /// `Some(message)` when the token reaches another account than `spec.account.id`.
-fn account_mismatch(
-    spec: &ChannelConnectionSpec,
-    grant: &Grant,
-    reported: Option<&ReportedAccount>,
-) -> Option<String> {
+fn account_mismatch(spec: &ChannelConnectionSpec, grant: &Grant) -> Option<String> {
     let want = &spec.account.as_ref()?.id;
     if let Some(targets) = &grant.target_ids {
         if !targets.iter().any(|t| t == want) {
@@ -557,7 +555,7 @@ fn account_mismatch(
         }
         return None;
     }
-    let got = reported?.id.as_ref()?;
+    let got = grant.account.as_ref()?.id.as_ref()?;
     (got != want).then(|| {
         format!("the token reaches account {got:?}, not {want:?} (spec.account.id); log in with the right account")
     })

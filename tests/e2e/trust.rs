@@ -838,3 +838,62 @@ async fn with_an_opt_in_label_only_labelled_token_secrets_are_used() {
     assert_eq!(secret_version(&sc, "late-token").await, version);
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_flight_does_not_bring_a_used_link_back() {
+    if support::skip() {
+        return;
+    }
+    let client = support::control_plane().client();
+    let ns = support::test_namespace(&client, "trustinflight").await;
+    let port = support::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let mut args = crate::fixtures::operator_args(&ns);
+    for (flag, value) in [
+        ("--callback-addr", format!("127.0.0.1:{port}")),
+        ("--public-url", public.clone()),
+        ("--provider-timeout", "10s".to_owned()),
+    ] {
+        args = crate::fixtures::with_flag(args, flag, &value);
+    }
+    // A slow provider keeps a check in flight while the link is used.
+    let config = relink::sandbox::SandboxConfig {
+        latency: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let mut sc = Scenario::start_with_sandbox(client, ns, &args, config).await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("chan").await;
+    sc.wait_ready_reason("chan", "Revoked").await;
+    let used = link(&sc, "chan").await;
+    let wrong = sc.consent(&used, "viewer-page", true).await;
+
+    // A check starts (it read the connection with the link), then the link is used while the
+    // check waits for the provider; the check ends after the link was replaced.
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past --check-request-min-gap
+    sc.request_check("chan").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, page) = open(&wrong).await;
+    assert_eq!(status, 400, "{page}");
+    sc.operator
+        .wait_for_output("object has been modified", Duration::from_secs(20))
+        .await;
+    // Every later check keeps the replacement, never the used link.
+    let replacement = link_other_than(&sc, "chan", &used).await;
+    sc.request_check("chan").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let now = sc.status("chan").await.reauth_url.expect("a link");
+    assert_ne!(now, used, "the used link came back");
+    assert_eq!(now, replacement);
+    let again = sc.consent(&used, "page-1", true).await;
+    let (status, page) = open(&again).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("already used"), "{page}");
+    sc.assert_no_token_leaked().await;
+}
