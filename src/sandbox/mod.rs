@@ -31,6 +31,9 @@ pub struct SandboxConfig {
     /// The only client the sandbox accepts.
     pub client_id: String,
     pub client_secret: String,
+    /// Whether introspection names the account (`sub`, `username`). RFC 7662 makes both
+    /// optional; false answers like servers that do not say whose token it is.
+    pub introspection_names_account: bool,
 }
 
 impl Default for SandboxConfig {
@@ -39,6 +42,7 @@ impl Default for SandboxConfig {
             latency: Duration::ZERO,
             client_id: "relink-sandbox".to_owned(),
             client_secret: "sandbox-secret".to_owned(),
+            introspection_names_account: true,
         }
     }
 }

@@ -366,6 +366,12 @@ pub(super) async fn introspect(
         if let Some(exp) = exp {
             body["exp"] = json!(exp);
         }
+        if !s.config.introspection_names_account
+            && let Some(b) = body.as_object_mut()
+        {
+            b.remove("sub");
+            b.remove("username");
+        }
         json_response(StatusCode::OK, body)
     })
     .await

@@ -897,3 +897,86 @@ async fn a_check_in_flight_does_not_bring_a_used_link_back() {
     assert!(page.contains("already used"), "{page}");
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_the_answer_does_not_name_is_asked_for_never_assumed() {
+    if support::skip() {
+        return;
+    }
+    let client = support::control_plane().client();
+    let ns = support::test_namespace(&client, "trustmute").await;
+    let port = support::free_port();
+    let mut args = crate::fixtures::operator_args(&ns);
+    args = crate::fixtures::with_flag(args, "--callback-addr", &format!("127.0.0.1:{port}"));
+    args = crate::fixtures::with_flag(args, "--public-url", &format!("http://127.0.0.1:{port}"));
+    // Introspection without `sub` (RFC 7662 makes it optional).
+    let config = relink::sandbox::SandboxConfig {
+        introspection_names_account: false,
+        ..Default::default()
+    };
+    let mut sc = Scenario::start_with_sandbox(client, ns, &args, config).await;
+    let base = sc.sandbox.base_url();
+    let endpoints = |userinfo: bool| relink::api::ProviderEndpoints {
+        authorization_url: Some(format!("{base}/oauth/authorize")),
+        token_url: Some(format!("{base}/oauth/token")),
+        introspection_url: Some(format!("{base}/oauth/introspect")),
+        userinfo_url: userinfo.then(|| format!("{base}/oauth/userinfo")),
+        ..Default::default()
+    };
+    sc.secret("asks-client", &[("client_secret", "sandbox-secret")])
+        .await;
+    sc.provider_with("asks", endpoints(true)).await;
+    sc.secret("mute-client", &[("client_secret", "sandbox-secret")])
+        .await;
+    sc.provider_with("mute", endpoints(false)).await;
+
+    // The check names no account; at the callback relink asks userinfo who logged in.
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.connection("chan", "asks", "tok", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.sandbox.revoke(&t.access_token);
+    sc.request_check("chan").await;
+    sc.wait_ready_reason("chan", "Revoked").await;
+    let url = link(&sc, "chan").await;
+    let version = secret_version(&sc, "tok").await;
+    sc.sandbox.clear_calls();
+    let wrong = sc.consent(&url, "page-2", true).await;
+    let (status, page) = open(&wrong).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("page-2") && page.contains("page-1 display (page-1)"),
+        "{page}"
+    );
+    assert!(
+        sc.sandbox
+            .calls()
+            .iter()
+            .any(|c| c.path == "/oauth/userinfo"),
+        "the provider was asked"
+    );
+    assert_eq!(secret_version(&sc, "tok").await, version);
+    let fresh = link_other_than(&sc, "chan", &url).await;
+    let ok = sc.consent(&fresh, "page-1", true).await;
+    assert_eq!(open(&ok).await.0, 200);
+    sc.wait_ready_reason("chan", "Valid").await;
+    sc.tokens.push(access_token(&sc, "tok").await);
+
+    // Nobody to ask: even a connection that never knew an account does not take a login whose
+    // account nobody named.
+    sc.apply_connection("blind", unpinned_spec("mute", "blind-token"))
+        .await;
+    sc.wait_ready_reason("blind", "SecretNotFound").await;
+    let url = link(&sc, "blind").await;
+    let login = sc.consent(&url, "page-1", true).await;
+    let (status, page) = open(&login).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("did not say which account"), "{page}");
+    assert_eq!(
+        secret_version(&sc, "blind-token").await,
+        None,
+        "no Secret created"
+    );
+    sc.assert_no_token_leaked().await;
+}
