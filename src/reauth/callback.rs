@@ -245,28 +245,7 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         grant.scopes = tokens.scopes.clone();
     }
     let status = conn.status.as_ref();
-    let expected = expected_account(&conn.spec, status).and_then(|a| a.id);
-    let ids = reached_ids(&grant);
-    let confirms_per_asset = app.settings.type_ == ProviderType::Facebook;
-    let mut unknown = None;
-    if ids.is_empty() || (confirms_per_asset && expected.as_ref().is_some_and(|e| !ids.contains(e)))
-    {
-        match identify(&ctx.http, &app, &tokens.access_token, expected.as_deref()).await {
-            Identity::Known { account, ids: more } => {
-                let mut all = ids;
-                for id in more {
-                    if !all.contains(&id) {
-                        all.push(id);
-                    }
-                }
-                grant.target_ids = Some(all);
-                if grant.account.is_none() {
-                    grant.account = Some(account);
-                }
-            }
-            Identity::Unknown(why) => unknown = Some(why),
-        }
-    }
+    let unknown = name_the_account(ctx, &app, &conn, &tokens.access_token, &mut grant).await;
     let allow_change = conn
         .annotations()
         .get(ALLOW_ACCOUNT_CHANGE_ANNOTATION)
@@ -283,44 +262,7 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         }
     };
 
-    let mut attempts = 0;
-    loop {
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(ctx.client.clone(), &claims.ns);
-        let current = secrets
-            .get_metadata_opt(&conn.spec.secret_ref.name)
-            .await
-            .map_err(|e| internal(&who, e))?;
-        if let (Some(label), Some(secret)) = (&ctx.secret_label, &current)
-            && let Some(m) = label.refusal(&conn.spec.secret_ref.name, secret.labels())
-        {
-            return Err(refuse(
-                "secret_not_labelled",
-                &who,
-                format!("{m}. Nothing was changed."),
-            ));
-        }
-        let version = current.and_then(|s| s.resource_version());
-        let labels = ctx
-            .secret_label
-            .as_ref()
-            .map(SecretLabel::labels)
-            .unwrap_or_default();
-        match write_tokens_labelled(
-            &ctx.client,
-            &claims.ns,
-            &conn.spec.secret_ref,
-            &tokens,
-            version.as_deref(),
-            &labels,
-        )
-        .await
-        {
-            Ok(_) => break,
-            Err(WriteError::Conflict) if attempts < 3 => attempts += 1,
-            Err(e) => return Err(internal(&who, e)),
-        }
-    }
+    write(ctx, &conn, &tokens, &who).await?;
     finish(ctx, &conns, &conn, &account, replaces.as_ref(), now)
         .await
         .map_err(|e| internal(&who, e))?;
@@ -335,6 +277,91 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         "{name} ({who}) is connected again as {}. relink is checking it now; you can close this page.",
         describe(&account)
     ))
+}
+
+/// Makes sure `grant` names the account the login reaches: when the check's answer did not
+/// (or, for a Facebook Page, did not name the expected Page), asks the provider who the new
+/// token belongs to. Returns why the provider could not tell, for the refusal page.
+async fn name_the_account(
+    ctx: &CallbackContext,
+    app: &App,
+    conn: &ChannelConnection,
+    token: &crate::providers::Token,
+    grant: &mut crate::providers::Grant,
+) -> Option<String> {
+    let expected = expected_account(&conn.spec, conn.status.as_ref()).and_then(|a| a.id);
+    let ids = reached_ids(grant);
+    let confirms_per_asset = app.settings.type_ == ProviderType::Facebook;
+    let unconfirmed = expected.as_ref().is_some_and(|e| !ids.contains(e));
+    let ask = ids.is_empty() || (confirms_per_asset && unconfirmed);
+    if !ask {
+        return None;
+    }
+    match identify(&ctx.http, app, token, expected.as_deref()).await {
+        Identity::Known { account, ids: more } => {
+            let mut all = ids;
+            for id in more {
+                if !all.contains(&id) {
+                    all.push(id);
+                }
+            }
+            grant.target_ids = Some(all);
+            if grant.account.is_none() {
+                grant.account = Some(account);
+            }
+            None
+        }
+        Identity::Unknown(why) => Some(why),
+    }
+}
+
+/// Writes the accepted login's tokens into the connection's Secret (only the keys it names,
+/// optimistic concurrency, created labelled when missing), never into a Secret without the
+/// opt-in label.
+async fn write(
+    ctx: &CallbackContext,
+    conn: &ChannelConnection,
+    tokens: &crate::providers::NewTokens,
+    who: &str,
+) -> Result<(), Failure> {
+    let ns = conn.namespace().unwrap_or_default();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let labels = ctx
+        .secret_label
+        .as_ref()
+        .map(SecretLabel::labels)
+        .unwrap_or_default();
+    let mut attempts = 0;
+    loop {
+        let current = secrets
+            .get_metadata_opt(&conn.spec.secret_ref.name)
+            .await
+            .map_err(|e| internal(who, e))?;
+        if let (Some(label), Some(secret)) = (&ctx.secret_label, &current)
+            && let Some(m) = label.refusal(&conn.spec.secret_ref.name, secret.labels())
+        {
+            return Err(refuse(
+                "secret_not_labelled",
+                who,
+                format!("{m}. Nothing was changed."),
+            ));
+        }
+        let version = current.and_then(|s| s.resource_version());
+        match write_tokens_labelled(
+            &ctx.client,
+            &ns,
+            &conn.spec.secret_ref,
+            tokens,
+            version.as_deref(),
+            &labels,
+        )
+        .await
+        {
+            Ok(_) => return Ok(()),
+            Err(WriteError::Conflict) if attempts < 3 => attempts += 1,
+            Err(e) => return Err(internal(who, e)),
+        }
+    }
 }
 
 /// The connection whose link was just consumed, and its provider application.
