@@ -124,6 +124,9 @@ struct MetaToken {
     data_access_expires_at: i64,
     issued_at: i64,
     answer: MetaAnswer,
+    /// Page permissions granted for every Page the person manages: Meta then lists no
+    /// `target_ids`, and only asking a Page tells whether the token reaches it.
+    all_pages: bool,
 }
 
 impl MetaToken {
@@ -138,6 +141,7 @@ impl MetaToken {
             data_access_expires_at: now + 90 * 86_400,
             issued_at: now,
             answer: MetaAnswer::Valid,
+            all_pages: false,
         }
     }
 
@@ -147,7 +151,10 @@ impl MetaToken {
             .scopes
             .iter()
             .filter(|s| s.starts_with("pages_"))
-            .map(|s| json!({"scope": s, "target_ids": self.pages}))
+            .map(|s| match self.all_pages {
+                true => json!({"scope": s}),
+                false => json!({"scope": s, "target_ids": self.pages}),
+            })
             .collect();
         let mut d = json!({
             "app_id": FB_APP,
@@ -320,6 +327,14 @@ impl Fake {
     /// What the next person to pass the Facebook login dialog grants.
     fn next_facebook_login(&self, pages: &[&str], scopes: &[&str]) {
         self.world().next_login = Some(MetaToken::user(FB_USER, pages, scopes, 2 * 3600));
+    }
+
+    /// The next login grants the Page permissions for every Page the person manages
+    /// (`managed`): `debug_token` then names no Page.
+    fn next_facebook_login_for_all_pages(&self, managed: &[&str], scopes: &[&str]) {
+        let mut login = MetaToken::user(FB_USER, managed, scopes, 2 * 3600);
+        login.all_pages = true;
+        self.world().next_login = Some(login);
     }
 
     /// An access token (one hour) and a refresh token for the mailbox.
@@ -540,7 +555,21 @@ async fn graph_node(
     if !reaches || name.is_empty() {
         return graph_error(100, Some(33), false, "Unsupported get request.");
     }
-    json_status(200, json!({"id": id, "name": name}))
+    let mut node = json!({"id": id, "name": name});
+    // A Page's own token, returned only to a person with a task on the Page.
+    let managed = w
+        .meta
+        .get(&token)
+        .is_some_and(|t| t.kind == "USER" && t.pages.contains(&id));
+    if q.get("fields")
+        .is_some_and(|f| f.split(',').any(|f| f == "access_token"))
+        && managed
+    {
+        let page_token = mint("EAAPage");
+        w.issued.push(page_token.clone());
+        node["access_token"] = json!(page_token);
+    }
+    json_status(200, node)
 }
 
 /// `GET {apiBase}/oauth/access_token`: the code exchange (`code`, `redirect_uri`) and the
@@ -1464,6 +1493,53 @@ async fn facebook_revoked_token_is_restored_through_the_reauth_link() {
 }
 
 /// Opens a re-authorization link at the fake Facebook dialog and returns where it redirects.
+/// A login that grants the Page permissions for every Page names no Page: relink asks the Page
+/// itself (`GET /{page-id}?fields=id,name,access_token`) and writes only a login that manages it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facebook_login_for_every_page_is_confirmed_with_the_page() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _) = Scenario::start_with_callback("fb-allpages").await;
+    let fake = Fake::start().await;
+    facebook_provider(&sc, &fake).await;
+    let token = fake.facebook_user_token(&[PAGE], &FB_SCOPES);
+    facebook_connection(&sc, "chan", &[("access_token", &token)]).await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    fake.set_meta(&token, MetaAnswer::logged_out());
+    sc.request_check("chan").await;
+    let link = sc
+        .wait_ready_reason("chan", "Revoked")
+        .await
+        .reauth_url
+        .expect("link");
+
+    // Someone who manages only another Page logs in with "all Pages": refused, nothing written.
+    fake.next_facebook_login_for_all_pages(&[OTHER_PAGE], &FB_SCOPES);
+    let callback = follow_dialog(&link).await;
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains(PAGE), "{page}");
+    assert_eq!(secret_data(&sc, "chan-token").await["access_token"], token);
+    assert!(
+        fake.calls("/node").iter().any(|c| c
+            .params
+            .get("fields")
+            .is_some_and(|f| f.contains("access_token"))),
+        "the Page was asked"
+    );
+
+    // A manager of the Page, also with "all Pages": confirmed by the Page, written.
+    let link = sc.status("chan").await.reauth_url.expect("a fresh link");
+    fake.next_facebook_login_for_all_pages(&[PAGE, OTHER_PAGE], &FB_SCOPES);
+    let callback = follow_dialog(&link).await;
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 200, "{page}");
+    sc.wait_event("chan", "Normal", "Reauthorized").await;
+    assert_ne!(secret_data(&sc, "chan-token").await["access_token"], token);
+    assert_nothing_leaked(&mut sc, &fake).await;
+}
+
 async fn follow_dialog(link: &str) -> String {
     let resp = browser().get(link).send().await.expect("dialog answers");
     assert_eq!(resp.status().as_u16(), 302, "the dialog redirects back");
