@@ -47,6 +47,8 @@ enum Command {
     Status(status_cmd::StatusArgs),
     /// Ask for a check of one connection now and wait for the result (also `kubectl relink check`).
     Check(status_cmd::CheckArgs),
+    /// Ask for a re-authorization link for one connection, even a healthy one, and print it (also `kubectl relink reauth`).
+    Reauth(status_cmd::ReauthArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -226,6 +228,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::main(args),
         Command::Status(args) => status_cmd::main(args),
         Command::Check(args) => status_cmd::check(args),
+        Command::Reauth(args) => status_cmd::reauth(args),
     }
 }
 

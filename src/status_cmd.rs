@@ -26,7 +26,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use relink::api::{
     CHECK_REQUESTED_ANNOTATION, ChannelConnection, ChannelConnectionStatus, ConditionType,
-    parse_duration,
+    REAUTHORIZE_REQUESTED_ANNOTATION, parse_duration,
 };
 
 /// Shown under `relink status --help` and `relink check --help`.
@@ -103,6 +103,65 @@ pub struct CheckArgs {
     /// How long to wait for the operator (e.g. `30s`, `2m`).
     #[arg(long, default_value = "60s", value_parser = timeout)]
     timeout: Duration,
+}
+
+#[derive(Args)]
+#[command(after_help = PLUGIN_HELP)]
+pub struct ReauthArgs {
+    /// The connection to re-authorize (renewal before a deadline, or handing the channel to
+    /// another admin); it may be healthy.
+    name: String,
+    /// Its namespace (default: the kubeconfig's namespace).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Kubeconfig file to use (default: $KUBECONFIG or ~/.kube/config, current context).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// How long to wait for the operator to publish the link (e.g. `30s`, `2m`).
+    #[arg(long, default_value = "60s", value_parser = timeout)]
+    timeout: Duration,
+}
+
+/// `relink reauth NAME`: asks for a re-authorization link and prints it once published.
+pub fn reauth(args: ReauthArgs) -> ExitCode {
+    block_on(run_reauth(&args))
+}
+
+async fn run_reauth(args: &ReauthArgs) -> Result<bool, String> {
+    let client = client_for(args.kubeconfig.as_deref()).await?;
+    let (api, ns) = connections_in(&client, args.namespace.as_deref());
+    let name = args.name.as_str();
+    get_connection(&api, name, &ns).await?;
+    let value = jiff::Timestamp::now().as_nanosecond().to_string();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {REAUTHORIZE_REQUESTED_ANNOTATION: value}}
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("cannot annotate channelconnection {ns}/{name}: {e}"))?;
+    println!("Re-authorization requested: {ns}/{name} {REAUTHORIZE_REQUESTED_ANNOTATION}={value}");
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    loop {
+        let conn = get_connection(&api, name, &ns).await?;
+        let status = conn.status.clone().unwrap_or_default();
+        let ours = status
+            .pending_reauthorization
+            .as_ref()
+            .is_some_and(|p| p.value == value);
+        if let (true, Some(link)) = (ours, &status.reauth_url) {
+            println!(
+                "Open this link in a browser and log in as the channel's account; the link works once:\n  {link}"
+            );
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the operator did not publish a link within {}s: is relink running and watching namespace {ns}, and does the provider have an authorization URL? See `relink status {name} -n {ns}`",
+                args.timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn timeout(s: &str) -> Result<Duration, String> {

@@ -332,6 +332,26 @@ pub struct ChannelConnectionStatus {
     /// The last value of the `relink.dev/check-requested-at` annotation that was acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_check_request: Option<String>,
+
+    /// A re-authorization asked for with the `relink.dev/reauthorize-requested-at` annotation
+    /// and not completed yet: `reauthUrl` is published until a login changes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reauthorization: Option<PendingReauthorization>,
+
+    /// The last `relink.dev/reauthorize-requested-at` value completed by a login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reauthorize_request: Option<String>,
+}
+
+/// A re-authorization someone asked for.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingReauthorization {
+    /// The annotation's value.
+    pub value: String,
+    /// `resourceVersion` of the token Secret when it was asked for: a login changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {

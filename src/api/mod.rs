@@ -28,6 +28,9 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "relink.dev";
 /// Annotation whose new value asks for a check now (`kubectl annotate chc x relink.dev/check-requested-at=$(date +%s) --overwrite`).
 pub const CHECK_REQUESTED_ANNOTATION: &str = "relink.dev/check-requested-at";
+/// Annotation whose new value asks for a re-authorization link for a healthy connection
+/// (renewal before a deadline, handing the channel to another admin); `relink reauth NAME`.
+pub const REAUTHORIZE_REQUESTED_ANNOTATION: &str = "relink.dev/reauthorize-requested-at";
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "relink";
 

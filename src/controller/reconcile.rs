@@ -16,8 +16,8 @@ use tracing::{debug, info, warn};
 
 use super::Context;
 use super::schedule::{self, Due};
-use super::status::needs_login;
 use super::status::{CheckContext, Outcome, next_status};
+use super::status::{needs_login, track_reauthorization};
 use super::tokens::{ResolvedProvider, load_app, parse_expiry, read_key, write_tokens};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, Timings,
@@ -143,7 +143,18 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     if g.refreshed {
         status.last_refresh_time = Some(Time(now));
     }
-    set_reauth_url(ctx, &conn, &outcome, g.app.as_ref(), &mut status, now);
+    let requested = track_reauthorization(&mut status, schedule::reauthorize_request(&conn));
+    let newly_requested =
+        requested && old.pending_reauthorization != status.pending_reauthorization;
+    set_reauth_url(
+        ctx,
+        &conn,
+        &outcome,
+        g.app.as_ref(),
+        requested,
+        &mut status,
+        now,
+    );
 
     let first_check = old.last_check_time.is_none();
     let wait = {
@@ -193,25 +204,48 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         "checked"
     );
     if let Some(t) = transition {
-        let event = Event {
-            type_: if t.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: t.reason.as_str().to_owned(),
-            note: Some(crate::text::truncate(&t.note, crate::text::MAX_MESSAGE)),
-            action: "Check".into(),
-            secondary: None,
+        let type_ = if t.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        if let Err(e) = ctx.recorder.publish(&event, &conn.object_ref(&())).await {
-            warn!(namespace = %ns, name = %name, error = %e, "cannot publish event");
-        }
+        publish(ctx, &conn, type_, t.reason.as_str(), &t.note).await;
+    }
+    if newly_requested && status.reauth_url.is_some() {
+        let note = "A re-authorization was asked for (relink.dev/reauthorize-requested-at): the link is in status.reauthUrl until someone logs in";
+        publish(
+            ctx,
+            &conn,
+            EventType::Normal,
+            "ReauthorizationRequested",
+            note,
+        )
+        .await;
     }
     Ok(match wait {
         Some(w) => Action::requeue(w),
         None => Action::await_change(),
     })
+}
+
+/// Publishes one Event about the connection; a failure is logged, never the check's failure.
+async fn publish(
+    ctx: &Context,
+    conn: &ChannelConnection,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(crate::text::truncate(note, crate::text::MAX_MESSAGE)),
+        action: "Check".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &conn.object_ref(&())).await {
+        warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %e, "cannot publish event");
+    }
 }
 
 /// Retries a failed reconcile (an API error, a rejected status write, a panic) with
@@ -769,6 +803,7 @@ fn set_reauth_url(
     conn: &ChannelConnection,
     outcome: &Outcome,
     app: Option<&App>,
+    requested: bool,
     status: &mut ChannelConnectionStatus,
     now: jiff::Timestamp,
 ) {
@@ -782,7 +817,7 @@ fn set_reauth_url(
         return;
     }
     let old = status.reauth_url.take();
-    if !needs_login(status) {
+    if !needs_login(status) && !requested {
         return;
     }
     let Some(app) = app else { return };

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::api::{CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType, Reason};
+use crate::api::{
+    CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType, REAUTHORIZE_REQUESTED_ANNOTATION,
+    Reason,
+};
 use crate::providers::MAX_PROVIDER_WAIT;
 
 /// Versions of a connection's inputs as the watch caches see them now.
@@ -58,6 +61,15 @@ pub fn due(
         .is_some_and(|asked| status.last_handled_check_request.as_deref() != Some(asked))
     {
         Some("check requested")
+    } else if reauthorize_request(conn).is_some_and(|asked| {
+        status.last_handled_reauthorize_request.as_deref() != Some(asked)
+            && status
+                .pending_reauthorization
+                .as_ref()
+                .map(|p| p.value.as_str())
+                != Some(asked)
+    }) {
+        Some("re-authorization requested")
     } else if status.observed_secret_version != observed.secret_version {
         Some("secret changed")
     } else if status.observed_provider_generation != observed.provider_generation {
@@ -80,6 +92,15 @@ pub fn due(
         }
         _ => Due::Now("scheduled"),
     }
+}
+
+/// The annotation value asking for a re-authorization link, if any.
+pub fn reauthorize_request(conn: &ChannelConnection) -> Option<&str> {
+    conn.metadata
+        .annotations
+        .as_ref()?
+        .get(REAUTHORIZE_REQUESTED_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// `now + wait`, saturating at the largest timestamp instead of overflowing: a wait is bounded

@@ -7,8 +7,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, Reason, ReportedAccount,
-    set_condition,
+    ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, PendingReauthorization, Reason,
+    ReportedAccount, set_condition,
 };
 use crate::providers::{Grant, Verdict};
 
@@ -360,6 +360,39 @@ fn apply_valid(
         set(s, Stalled, Some(false), Reason::Valid, "nothing to do");
     }
     set(s, Reconciling, Some(false), Reason::Valid, "check finished");
+}
+
+/// Follows a re-authorization asked for with the annotation (value `asked`) and says whether a
+/// link is to be published for it. It is pending until a check finds the token working after
+/// the Secret changed (a login wrote it); removing the annotation withdraws it.
+pub fn track_reauthorization(status: &mut ChannelConnectionStatus, asked: Option<&str>) -> bool {
+    let Some(asked) = asked else {
+        status.pending_reauthorization = None;
+        return false;
+    };
+    if status.last_handled_reauthorize_request.as_deref() == Some(asked) {
+        status.pending_reauthorization = None;
+        return false;
+    }
+    let ready = status
+        .condition(ConditionType::Ready)
+        .is_some_and(|c| c.status == "True");
+    match &status.pending_reauthorization {
+        Some(p) if p.value == asked => {
+            if ready && status.observed_secret_version != p.secret_version {
+                status.last_handled_reauthorize_request = Some(asked.to_owned());
+                status.pending_reauthorization = None;
+                return false;
+            }
+        }
+        _ => {
+            status.pending_reauthorization = Some(PendingReauthorization {
+                value: asked.to_owned(),
+                secret_version: status.observed_secret_version.clone(),
+            });
+        }
+    }
+    true
 }
 
 /// Whether the Ready verdict asks a person to log in again (then `reauthUrl` is offered).

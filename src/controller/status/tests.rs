@@ -337,3 +337,30 @@ fn scopes_nobody_reports_are_unknown_not_granted() {
         pair("True", "Valid")
     );
 }
+
+#[test]
+fn a_requested_reauthorization_stays_until_the_token_changes() {
+    use super::track_reauthorization;
+    let spec = spec();
+    let (mut s, _) = next_status(
+        &Default::default(),
+        &valid(&["read", "write"], "page-1"),
+        &cx(&spec),
+    );
+    assert!(!track_reauthorization(&mut s, None));
+    assert!(track_reauthorization(&mut s, Some("1")), "asked: publish");
+    let pending = s.pending_reauthorization.clone().expect("pending");
+    assert_eq!(pending.secret_version.as_deref(), Some("10"));
+    // Later checks with the same Secret keep it.
+    assert!(track_reauthorization(&mut s, Some("1")));
+    // A login wrote the Secret and the token works: done.
+    s.observed_secret_version = Some("11".into());
+    assert!(!track_reauthorization(&mut s, Some("1")));
+    assert_eq!(s.last_handled_reauthorize_request.as_deref(), Some("1"));
+    assert_eq!(s.pending_reauthorization, None);
+    assert!(!track_reauthorization(&mut s, Some("1")), "done stays done");
+    // A new value asks again; removing the annotation withdraws it.
+    assert!(track_reauthorization(&mut s, Some("2")));
+    assert!(!track_reauthorization(&mut s, None));
+    assert_eq!(s.pending_reauthorization, None);
+}
