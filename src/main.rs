@@ -23,6 +23,7 @@ use relink::telemetry::{self, Metrics};
 use tokio::sync::watch;
 
 mod demo;
+mod reference;
 mod status_cmd;
 
 /// relink keeps the OAuth token connections of social-media and email channels healthy.
@@ -39,6 +40,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
+    /// Print the API reference as Markdown (what `docs/api.md` holds).
+    #[command(hide = true)]
+    ApiReference,
     /// Serve the sandbox OAuth provider used by tests and the demo.
     Sandbox(SandboxArgs),
     /// A local tour: sandbox provider, operator and four channel connections in namespace relink-demo.
@@ -223,6 +227,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::ApiReference => {
+            print!("{}", reference::markdown());
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => runtime().block_on(run(*args)),
         Command::Sandbox(args) => runtime().block_on(sandbox(args)),
         Command::Demo(args) => demo::main(args),

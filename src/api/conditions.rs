@@ -20,6 +20,38 @@ pub enum ConditionType {
 }
 
 impl ConditionType {
+    /// Every condition type, in the order the reference lists them.
+    pub const ALL: [ConditionType; 6] = [
+        Self::Ready,
+        Self::TokenValid,
+        Self::ScopesGranted,
+        Self::Stalled,
+        Self::Reconciling,
+        Self::Degraded,
+    ];
+
+    /// What the condition says, for the API reference.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::Ready => {
+                "True when the token is valid, reaches the account and has every required scope"
+            }
+            Self::TokenValid => {
+                "the token half of the verdict: the provider accepts it and it reaches the account"
+            }
+            Self::ScopesGranted => {
+                "the permission half: every `spec.requiredScopes` is granted (`Unknown` when the provider cannot tell)"
+            }
+            Self::Stalled => {
+                "True only when a person must act (log in, fix the account, create the Secret, fix the spec); what kstatus and GitOps tools read as failed"
+            }
+            Self::Reconciling => {
+                "True only while a check or refresh is in flight or retrying after a provider failure"
+            }
+            Self::Degraded => "ChannelGroup only: some members are not Ready",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ready => "Ready",
@@ -62,7 +94,8 @@ pub enum Reason {
 }
 
 impl Reason {
-    const ALL: [Reason; 18] = [
+    /// Every reason, in the order the reference lists them.
+    pub const ALL: [Reason; 18] = [
         Self::Valid,
         Self::Expiring,
         Self::Expired,
@@ -82,6 +115,48 @@ impl Reason {
         Self::ScopesUnverifiable,
         Self::Checking,
     ];
+
+    /// What the reason means, for the API reference (docs/troubleshooting.md says what to do).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::Valid => "the token works, reaches the account and has every required scope",
+            Self::Expiring => {
+                "the token works but expires (or its data access ends) within `spec.refresh.before` and relink cannot renew it"
+            }
+            Self::Expired => "the provider says the token expired",
+            Self::Revoked => {
+                "the provider says the token was revoked (password change, app removed, logged out)"
+            }
+            Self::ScopesMissing => "the token lacks a permission in `spec.requiredScopes`",
+            Self::AccountMismatch => "the token reaches another account than `spec.account.id`",
+            Self::AccountActionRequired => {
+                "the account's owner must act at the provider (a checkpoint, MFA, accepting terms)"
+            }
+            Self::SecretNotFound => "the Secret named in `spec.secretRef` does not exist",
+            Self::SecretKeyMissing => "the Secret has no usable value under the access-token key",
+            Self::ProviderNotFound => {
+                "the provider object named in `spec.providerRef` does not exist"
+            }
+            Self::ProviderNotReady => {
+                "the provider object has a problem (client secret, endpoint policy, the application rejected)"
+            }
+            Self::ProviderUnavailable => {
+                "the provider gave no verdict (timeout, 5xx, 429, garbage); the last verdict is kept"
+            }
+            Self::RefreshFailed => "the refresh token was refused; a person must log in again",
+            Self::ReauthorizationRequired => {
+                "the consent behind the token lapsed (Meta's 90-day data access, `spec.refresh.maxAge`)"
+            }
+            Self::Suspended => "`spec.suspend` is true: nothing is checked",
+            Self::InvalidSpec => {
+                "a spec field is out of its documented range or malformed: nothing is called"
+            }
+            Self::ScopesUnverifiable => {
+                "on `ScopesGranted=Unknown`: the provider does not say which scopes a token carries"
+            }
+            Self::Checking => "not checked yet (and on `Reconciling` while a check runs)",
+        }
+    }
 
     /// The reason named `s`, as written in a condition.
     pub fn parse(s: &str) -> Option<Reason> {

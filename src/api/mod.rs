@@ -31,6 +31,18 @@ pub const CHECK_REQUESTED_ANNOTATION: &str = "relink.dev/check-requested-at";
 /// Annotation whose new value asks for a re-authorization link for a healthy connection
 /// (renewal before a deadline, handing the channel to another admin); `relink reauth NAME`.
 pub const REAUTHORIZE_REQUESTED_ANNOTATION: &str = "relink.dev/reauthorize-requested-at";
+/// Every annotation relink reads, with what it does (for the API reference).
+pub const ANNOTATIONS: &[(&str, &str)] = &[
+    (
+        CHECK_REQUESTED_ANNOTATION,
+        "a new value asks for a check now; echoed to `status.lastHandledCheckRequest` (`relink check NAME`)",
+    ),
+    (
+        REAUTHORIZE_REQUESTED_ANNOTATION,
+        "a new value asks for a re-authorization link for a healthy connection, published until a login changes the token (`relink reauth NAME`)",
+    ),
+];
+
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "relink";
 

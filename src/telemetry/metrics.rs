@@ -148,6 +148,43 @@ impl Metrics {
         out
     }
 
+    /// The exposition with one (empty-labelled) series in every family, so each registered
+    /// metric shows its name, type, help and label names (for the API reference).
+    pub fn describe() -> String {
+        let m = Metrics::default();
+        let c = ConnectionLabels {
+            namespace: String::new(),
+            name: String::new(),
+            provider: String::new(),
+        };
+        let r = ResultLabels {
+            provider: String::new(),
+            result: String::new(),
+        };
+        let g = GroupLabels {
+            namespace: String::new(),
+            name: String::new(),
+        };
+        let _ = m.connection_ready.get_or_create(&c);
+        let _ = m.token_expiration.get_or_create(&c);
+        let _ = m.checks.get_or_create(&r);
+        let _ = m.refreshes.get_or_create(&r);
+        let _ = m.provider_request_duration.get_or_create(&EndpointLabels {
+            provider: String::new(),
+            endpoint: String::new(),
+        });
+        let _ = m.notifications.get_or_create(&ChannelLabels {
+            channel: String::new(),
+            result: String::new(),
+        });
+        let _ = m.reconcile_errors.get_or_create(&ErrorLabels {
+            error: String::new(),
+        });
+        let _ = m.group_members.get_or_create(&g);
+        let _ = m.group_ready_members.get_or_create(&g);
+        m.encode()
+    }
+
     /// Drops the series of a deleted connection.
     pub fn forget_group(&self, labels: &GroupLabels) {
         self.group_members.remove(labels);
