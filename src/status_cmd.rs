@@ -26,7 +26,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use relink::api::{
     CHECK_REQUESTED_ANNOTATION, ChannelConnection, ChannelConnectionStatus, ConditionType,
-    REAUTHORIZE_REQUESTED_ANNOTATION, parse_duration,
+    REAUTHORIZE_REQUESTED_ANNOTATION, Reason, parse_duration,
 };
 
 /// Shown under `relink status --help` and `relink check --help`.
@@ -410,20 +410,7 @@ fn handled(conn: &ChannelConnection, value: &str) -> bool {
 /// Whether going from `old` to `new` makes the operator publish an Event (as it does: one per
 /// change of `Ready`, and one when provider trouble starts).
 fn publishes_event(old: &ChannelConnectionStatus, new: &ChannelConnectionStatus) -> bool {
-    let key = |s: &ChannelConnectionStatus, t| {
-        s.condition(t).map(|c| (c.status.clone(), c.reason.clone()))
-    };
-    let ready_changed = key(old, ConditionType::Ready) != key(new, ConditionType::Ready)
-        && new
-            .condition(ConditionType::Ready)
-            .is_some_and(|c| c.reason != "ProviderUnavailable");
-    let trouble_started = new
-        .condition(ConditionType::Reconciling)
-        .is_some_and(|c| c.status == "True")
-        && old
-            .condition(ConditionType::Reconciling)
-            .is_none_or(|c| c.status != "True");
-    ready_changed || trouble_started
+    relink::controller::status::transition(old, new).is_some()
 }
 
 /// The last Events about `conn` (oldest first), or why they could not be listed.
@@ -593,31 +580,10 @@ pub(crate) fn summarize(c: &ChannelConnection, now: jiff::Timestamp) -> Summary 
     }
 }
 
-/// One hint per reason that has no re-authorization link (see docs/troubleshooting.md).
+/// One hint per reason that has no re-authorization link (see docs/troubleshooting.md): what
+/// `Reason::advice` says; the CLI's own "not checked yet" reads like `Checking`.
 fn what_to_do(reason: &str) -> &'static str {
-    match reason {
-        "SecretNotFound" => {
-            "what to do: create the Secret named in spec.secretRef (same namespace)"
-        }
-        "SecretKeyMissing" => {
-            "what to do: put the access token under the key named in spec.secretRef.accessTokenKey"
-        }
-        "ProviderNotFound" => {
-            "what to do: create the provider named in spec.providerRef, or fix the name"
-        }
-        "ProviderNotReady" => {
-            "what to do: fix the provider object (client ID/secret); see `kubectl describe` on it"
-        }
-        "ProviderUnavailable" => "nothing to do: the provider is unreachable; relink retries",
-        "AccountActionRequired" => {
-            "what to do: log in to the provider's website with the account; it asks for an action"
-        }
-        "Suspended" => "checks are suspended (spec.suspend: true)",
-        "Checking" | "NotCheckedYet" => {
-            "nothing to do yet: the first check has not happened; if this lasts, check that the operator runs and watches this namespace"
-        }
-        _ => "what to do: see docs/troubleshooting.md for this reason",
-    }
+    Reason::parse(reason).unwrap_or(Reason::Checking).advice()
 }
 
 /// The whole summary as text: a header, one aligned line per connection, notes, a total.

@@ -158,6 +158,93 @@ impl Reason {
         }
     }
 
+    /// Whether a person must log in again: then `status.reauthUrl` offers a link.
+    pub fn needs_login(self) -> bool {
+        match self {
+            Self::Revoked
+            | Self::Expired
+            | Self::Expiring
+            | Self::ScopesMissing
+            | Self::AccountMismatch
+            | Self::ReauthorizationRequired
+            | Self::RefreshFailed
+            | Self::SecretNotFound
+            | Self::SecretKeyMissing => true,
+            Self::Valid
+            | Self::AccountActionRequired
+            | Self::ProviderNotFound
+            | Self::ProviderNotReady
+            | Self::ProviderUnavailable
+            | Self::Suspended
+            | Self::InvalidSpec
+            | Self::ScopesUnverifiable
+            | Self::Checking => false,
+        }
+    }
+
+    /// Whether the channel's owners are told when a connection stops with this reason: they can
+    /// act on it. The application's configuration (the operator's administrators' job), a
+    /// wrongly written Secret or spec, transient trouble and suspension are not theirs.
+    pub fn tells_owners(self) -> bool {
+        match self {
+            Self::Revoked
+            | Self::Expired
+            | Self::ScopesMissing
+            | Self::AccountMismatch
+            | Self::AccountActionRequired
+            | Self::SecretNotFound
+            | Self::ReauthorizationRequired
+            | Self::RefreshFailed => true,
+            Self::Valid
+            | Self::Expiring
+            | Self::SecretKeyMissing
+            | Self::ProviderNotFound
+            | Self::ProviderNotReady
+            | Self::ProviderUnavailable
+            | Self::Suspended
+            | Self::InvalidSpec
+            | Self::ScopesUnverifiable
+            | Self::Checking => false,
+        }
+    }
+
+    /// One line of advice for a person looking at a connection with this reason.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Self::Valid | Self::ScopesUnverifiable => "nothing to do: the channel works",
+            Self::Expiring
+            | Self::Expired
+            | Self::Revoked
+            | Self::ScopesMissing
+            | Self::AccountMismatch
+            | Self::ReauthorizationRequired
+            | Self::RefreshFailed => "what to do: see docs/troubleshooting.md for this reason",
+            Self::SecretNotFound => {
+                "what to do: create the Secret named in spec.secretRef (same namespace)"
+            }
+            Self::SecretKeyMissing => {
+                "what to do: put the access token under the key named in spec.secretRef.accessTokenKey"
+            }
+            Self::ProviderNotFound => {
+                "what to do: create the provider named in spec.providerRef, or fix the name"
+            }
+            Self::ProviderNotReady => {
+                "what to do: fix the provider object (client ID/secret); see `kubectl describe` on it"
+            }
+            Self::ProviderUnavailable => {
+                "nothing to do: the provider is unreachable; relink retries"
+            }
+            Self::AccountActionRequired => {
+                "what to do: log in to the provider's website with the account; it asks for an action"
+            }
+            Self::Suspended => "checks are suspended (spec.suspend: true)",
+            Self::InvalidSpec => "what to do: fix the spec field the message names",
+            Self::Checking => {
+                "nothing to do yet: the first check has not happened; if this lasts, check that the operator runs and watches this namespace"
+            }
+        }
+    }
+
     /// The reason named `s`, as written in a condition.
     pub fn parse(s: &str) -> Option<Reason> {
         Self::ALL.into_iter().find(|r| r.as_str() == s)

@@ -397,24 +397,10 @@ pub fn track_reauthorization(status: &mut ChannelConnectionStatus, asked: Option
 
 /// Whether the Ready verdict asks a person to log in again (then `reauthUrl` is offered).
 pub fn needs_login(status: &ChannelConnectionStatus) -> bool {
-    use Reason::*;
-    let Some(ready) = status.condition(ConditionType::Ready) else {
-        return false;
-    };
-    matches!(
-        Reason::parse(&ready.reason),
-        Some(
-            Revoked
-                | Expired
-                | Expiring
-                | ScopesMissing
-                | AccountMismatch
-                | ReauthorizationRequired
-                | RefreshFailed
-                | SecretNotFound
-                | SecretKeyMissing
-        )
-    )
+    status
+        .condition(ConditionType::Ready)
+        .and_then(|ready| Reason::parse(&ready.reason))
+        .is_some_and(Reason::needs_login)
 }
 
 /// Why a freshly granted token cannot serve this connection (another account, missing scopes);
@@ -459,7 +445,12 @@ fn account_mismatch(
     })
 }
 
-fn transition(old: &ChannelConnectionStatus, new: &ChannelConnectionStatus) -> Option<Transition> {
+/// The Event a status change publishes, if any (the operator publishes it; `relink check`
+/// waits for it).
+pub fn transition(
+    old: &ChannelConnectionStatus,
+    new: &ChannelConnectionStatus,
+) -> Option<Transition> {
     let key = |s: &ChannelConnectionStatus, t| {
         s.condition(t).map(|c| (c.status.clone(), c.reason.clone()))
     };
