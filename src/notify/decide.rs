@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::api::{
     ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, NotificationRecord, Reason,
-    parse_duration,
 };
 
 /// Reason recorded for a recovery notice.
@@ -172,7 +171,10 @@ fn warned_for_this_expiry(
         // No expiry known: one warning until something else is told.
         return true;
     };
-    let before = parse_duration(&spec.refresh.before).unwrap_or(Duration::ZERO);
+    let before = spec
+        .timings()
+        .map(|t| t.refresh_before)
+        .unwrap_or_default();
     let lead = policy.expiry_warning.max(before).as_secs() as i64;
     last.time.0.as_second() >= at.as_second().saturating_sub(lead)
 }
