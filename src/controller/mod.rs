@@ -5,6 +5,7 @@
 //! metadata-only watch. Secret data is read when a check is due.
 
 mod group;
+mod index;
 mod provider;
 mod reconcile;
 mod schedule;
@@ -302,6 +303,8 @@ pub async fn run(
     let group_controller = Controller::new(api_for::<ChannelGroup>(&client, &ns), wc.clone());
     let group_store = group_controller.store();
     let (group_tx, group_rx) = futures::channel::mpsc::unbounded::<ObjectRef<ChannelGroup>>();
+    let secret_index = Arc::new(index::SecretIndex::default());
+    let index_writer = secret_index.clone();
     let conn_wc = match &settings.selector {
         Some(sel) => wc.clone().labels(sel),
         None => wc.clone(),
@@ -314,9 +317,18 @@ pub async fn run(
             let changed = match event {
                 watcher::Event::Delete(c) => {
                     metrics.forget_connection(&connection_labels(c));
+                    index_writer.delete(c);
                     c
                 }
-                watcher::Event::Apply(c) => c,
+                watcher::Event::Apply(c) => {
+                    index_writer.apply(c);
+                    c
+                }
+                // The first list: index it; groups are counted once their own list is in.
+                watcher::Event::InitApply(c) => {
+                    index_writer.apply(c);
+                    return;
+                }
                 _ => return,
             };
             let ns = changed.namespace();
@@ -401,7 +413,6 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone())
         .run(group::reconcile, group::error_policy, ctx.clone())
         .for_each(log_errors("ChannelGroup"));
-    let by_secret = conn_store.clone();
     let by_provider = conn_store.clone();
     let by_cluster_provider = conn_store.clone();
     info!(
@@ -411,10 +422,7 @@ pub async fn run(
     let connections = Controller::for_stream(connections, conn_store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .watches_stream(secret_events, move |s| {
-            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
-            referencing(&by_secret, |c| {
-                c.namespace().as_deref() == Some(&ns) && c.spec.secret_ref.name == name
-            })
+            secret_index.connections(&s.namespace().unwrap_or_default(), &s.name_any())
         })
         .watches_stream(provider_events, move |p: ChannelProvider| {
             let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
