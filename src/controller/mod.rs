@@ -336,7 +336,9 @@ pub async fn run(
                 let _ = group_tx.unbounded_send(ObjectRef::from_obj(g.as_ref()));
             }
         })
-        .applied_objects();
+        .applied_objects()
+        // The operator's own status writes come back through the watch; they are not news.
+        .predicate_filter(trigger_fields, Default::default());
 
     let (providers, provider_writer) = reflector::store::<ChannelProvider>();
     let provider_events = watcher(api_for::<ChannelProvider>(&client, &ns), wc.clone())
@@ -486,6 +488,23 @@ fn log_errors<T, E: std::fmt::Display>(
         }
         std::future::ready(())
     }
+}
+
+/// What can make a connection due when its object changes: the spec (generation), deletion,
+/// and the request annotations. A status-only change (the operator's own write) hashes the
+/// same and wakes nothing.
+fn trigger_fields(c: &ChannelConnection) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.metadata.generation.hash(&mut h);
+    c.metadata.deletion_timestamp.is_some().hash(&mut h);
+    for key in [
+        crate::api::CHECK_REQUESTED_ANNOTATION,
+        crate::api::REAUTHORIZE_REQUESTED_ANNOTATION,
+    ] {
+        c.annotations().get(key).hash(&mut h);
+    }
+    Some(h.finish())
 }
 
 /// Labels of a connection's own metric series.
