@@ -7,6 +7,7 @@
 mod group;
 mod provider;
 mod reconcile;
+mod refresh;
 mod schedule;
 mod secrets;
 pub mod status;

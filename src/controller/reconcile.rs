@@ -15,14 +15,15 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
 use super::status::needs_login;
 use super::status::{CheckContext, Outcome, next_status};
-use super::tokens::{ResolvedProvider, load_app, parse_expiry, read_key, write_tokens};
+use super::tokens::{ResolvedProvider, load_app, parse_expiry, read_key};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, parse_duration,
 };
-use crate::providers::{App, RenewStyle, Renewal, Token, Verdict, validator_for};
+use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
 
 /// Failures of the operator itself (not of the provider): retried by [`error_policy`].
@@ -517,130 +518,6 @@ async fn timed_check(
         })
         .observe(started.elapsed().as_secs_f64());
     verdict
-}
-
-/// One connection's token renewal: calls the provider, writes the Secret with optimistic
-/// concurrency, and re-reads it before declaring a refresh token dead.
-struct Refresher<'a> {
-    ctx: &'a Context,
-    conn: &'a ChannelConnection,
-    ns: &'a str,
-    app: &'a App,
-    refresh_token: Option<Token>,
-    /// `resourceVersion` of the Secret as last read or written.
-    version: Option<String>,
-    refreshed: bool,
-}
-
-enum RefreshResult {
-    Renewed(Token, Option<jiff::Timestamp>),
-    /// A verdict to report instead of checking further.
-    Failed(Verdict),
-    NotPossible,
-}
-
-impl Refresher<'_> {
-    fn observed(&self, mut o: super::Observed) -> super::Observed {
-        o.secret_version = self.version.clone();
-        o
-    }
-
-    fn count(&self, result: &str) {
-        self.ctx
-            .metrics
-            .refreshes
-            .get_or_create(&ResultLabels {
-                provider: self.conn.spec.provider_ref.name.clone(),
-                result: result.into(),
-            })
-            .inc();
-    }
-
-    async fn run(&mut self, access: &Token) -> RefreshResult {
-        let validator = validator_for(self.app.settings.type_);
-        let answer = validator
-            .renew(
-                &self.ctx.http,
-                self.app,
-                access,
-                self.refresh_token.as_ref(),
-            )
-            .await;
-        let name = self.conn.name_any();
-        match answer {
-            Renewal::Renewed(tokens) => {
-                match write_tokens(
-                    &self.ctx.client,
-                    self.ns,
-                    &self.conn.spec.secret_ref,
-                    &tokens,
-                    self.version.as_deref(),
-                )
-                .await
-                {
-                    Ok(version) => {
-                        self.version = version;
-                        self.refreshed = true;
-                        if tokens.refresh_token.is_some() {
-                            self.refresh_token = tokens.refresh_token.clone();
-                        }
-                        self.count("renewed");
-                        info!(namespace = %self.ns, name = %name, "token refreshed");
-                        RefreshResult::Renewed(tokens.access_token, tokens.expires_at)
-                    }
-                    Err(e) => {
-                        self.count("write_failed");
-                        warn!(namespace = %self.ns, name = %name, error = %e, "refreshed token not written; checking again soon");
-                        RefreshResult::Failed(Verdict::Transient {
-                            message: format!("refreshed but {e}"),
-                            retry_after: None,
-                        })
-                    }
-                }
-            }
-            Renewal::Rejected { message } => {
-                // A refresh token rotated by someone else is not a dead one: re-read first.
-                let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.ns);
-                let current = secrets
-                    .get_opt(&self.conn.spec.secret_ref.name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|s| read_key(&s, &self.conn.spec.secret_ref.refresh_token_key));
-                if current.is_some() && current != self.refresh_token {
-                    self.count("rotated_elsewhere");
-                    return RefreshResult::Failed(Verdict::Transient {
-                        message:
-                            "the refresh token changed in the Secret meanwhile; checking again"
-                                .into(),
-                        retry_after: None,
-                    });
-                }
-                self.count("rejected");
-                RefreshResult::Failed(Verdict::Invalid {
-                    reason: Reason::RefreshFailed,
-                    message: format!(
-                        "refreshing the token failed: {message}; a person must log in again"
-                    ),
-                })
-            }
-            Renewal::Transient {
-                message,
-                retry_after,
-            } => {
-                self.count("unavailable");
-                RefreshResult::Failed(Verdict::Transient {
-                    message,
-                    retry_after,
-                })
-            }
-            Renewal::Misconfigured { message } => {
-                self.count("misconfigured");
-                RefreshResult::Failed(Verdict::Misconfigured { message })
-            }
-            Renewal::Unsupported { .. } => RefreshResult::NotPossible,
-        }
-    }
 }
 
 /// Sets `status.reauthUrl` while a person must log in (kept stable across checks so the link
