@@ -456,6 +456,7 @@ async fn sandbox(args: SandboxArgs) -> ExitCode {
         latency: Duration::from_millis(args.latency_ms),
         client_id: args.client_id,
         client_secret: args.client_secret,
+        ..SandboxConfig::default()
     };
     let sandbox = match Sandbox::start(args.listen, config).await {
         Ok(s) => s,
