@@ -274,6 +274,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
         per_provider_concurrency: args.per_provider_concurrency,
         retry_base: args.retry_base,
         selector: args.selector.clone(),
+        leading: None,
     };
     let key = StateKey::load_or_create(&client, &args.operator_namespace, &args.state_key_secret)
         .await
@@ -337,7 +338,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 async fn lead_then_run(
     client: Client,
     deps: Deps,
-    settings: Settings,
+    mut settings: Settings,
     args: &RunArgs,
     ready: Arc<AtomicBool>,
     stop: watch::Receiver<bool>,
@@ -385,6 +386,7 @@ async fn lead_then_run(
     let lost = Arc::new(AtomicBool::new(false));
     let lost_flag = lost.clone();
     let mut lease_rx = leading.clone();
+    settings.leading = Some(leading.clone());
     let until = async move {
         tokio::select! {
             _ = stopped(stop) => {},

@@ -185,6 +185,12 @@ pub struct RefreshPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub max_age: Option<String>,
+    /// Refresh at least this often even when the access token does not need it, so a refresh
+    /// token the provider revokes after a period without use stays alive (`1h` to `2160h`;
+    /// default `720h` for `google` and `microsoft`, none for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub keep_alive: Option<String>,
 }
 
 impl Default for RefreshPolicy {
@@ -193,6 +199,7 @@ impl Default for RefreshPolicy {
             enabled: true,
             before: default_refresh_before(),
             max_age: None,
+            keep_alive: None,
         }
     }
 }

@@ -59,6 +59,9 @@ pub struct Settings {
     pub retry_base: Duration,
     /// Only connections matching this label selector (sharding).
     pub selector: Option<String>,
+    /// Whether this process still holds the leader Lease (`None`: no leader election). No
+    /// refresh starts without it: two processes must never use one refresh token.
+    pub leading: Option<watch::Receiver<bool>>,
 }
 
 /// What the controller uses besides the Kubernetes client, built once by `relink run`.
@@ -91,6 +94,8 @@ pub struct Context {
     /// it keeps a lagging cache from making a just-checked connection look due again.
     written: Mutex<HashMap<String, ChannelConnectionStatus>>,
     provider_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Refresh single flights, unwritten answers and Event rate limits (see `refresh.rs`).
+    refresh: refresh::Shared,
     /// True once every cache has its first complete list; no check is decided before that.
     synced: watch::Sender<bool>,
     /// Application problems learned from checks, by provider label (see `provider.rs`).
@@ -148,6 +153,11 @@ impl Context {
     /// Whether the caches are complete (for readiness probes).
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()
+    }
+
+    /// Whether a token refresh may start: only while leading.
+    fn may_start_refresh(&self) -> bool {
+        self.settings.leading.as_ref().is_none_or(|l| *l.borrow())
     }
 
     /// A per-provider-object limit on concurrent checks.
@@ -285,6 +295,7 @@ pub async fn run(
         client_secrets: tokens::ClientSecretCache::default(),
         written: Mutex::default(),
         provider_slots: Mutex::default(),
+        refresh: refresh::Shared::default(),
         synced: watch::channel(false).0,
     });
     {

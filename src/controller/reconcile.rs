@@ -15,11 +15,11 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use super::refresh::{RefreshResult, Refresher};
+use super::refresh::{self, RefreshResult, Refresher};
 use super::schedule::{self, Due};
 use super::status::needs_login;
 use super::status::{CheckContext, Outcome, next_status};
-use super::tokens::{ResolvedProvider, load_app, parse_expiry, read_key};
+use super::tokens::{ResolvedProvider, load_app, read_key};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, parse_duration,
 };
@@ -407,27 +407,16 @@ async fn gather_and_check(
         };
         return Ok(done(outcome, observed, Some(app), Some(provider)));
     };
-    let refresh_token = read_key(&secret, &sref.refresh_token_key);
-    let mut expires_at =
-        read_key(&secret, &sref.expires_at_key).and_then(|v| parse_expiry(v.expose()));
-
     let validator = validator_for(app.settings.type_);
     let slot = ctx.provider_slot(&app.label);
     let _permit = slot
         .acquire()
         .await
         .expect("provider semaphore is never closed");
-    let mut refresh = Refresher {
-        ctx,
-        conn,
-        ns,
-        app: &app,
-        refresh_token,
-        version: observed.secret_version.clone(),
-        refreshed: false,
-    };
+    let mut refresh = Refresher::new(ctx, conn, ns, &app, &secret);
+    let mut expires_at = refresh.started.expires_at;
 
-    // Ahead of expiry: renew first, then check the new token.
+    // Ahead of expiry (or to keep an idle refresh token alive): renew first, then check.
     let refreshable = conn.spec.refresh.enabled
         && (refresh.refresh_token.is_some()
             || matches!(
@@ -436,13 +425,29 @@ async fn gather_and_check(
             ));
     let status = conn.status.clone().unwrap_or_default();
     let known_expiry = expires_at.or(status.expires_at.as_ref().map(|t| t.0));
+    let last_refresh = status.last_refresh_time.as_ref().map(|t| t.0);
+    let now = jiff::Timestamp::now();
+    let keep_alive = refresh::keep_alive_period(
+        conn.spec
+            .refresh
+            .keep_alive
+            .as_deref()
+            .and_then(|d| parse_duration(d).ok()),
+        app.settings.type_,
+    );
+    let mut refresh_failure = None;
     if refreshable
-        && schedule::refresh_due(
+        && (schedule::refresh_due(
             known_expiry,
-            status.last_refresh_time.as_ref().map(|t| t.0),
+            last_refresh,
             parse_duration(&conn.spec.refresh.before).unwrap_or(Duration::from_secs(86_400)),
-            jiff::Timestamp::now(),
-        )
+            now,
+        ) || refresh::keep_alive_due(
+            keep_alive,
+            last_refresh,
+            conn.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            now,
+        ))
     {
         match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
@@ -462,6 +467,12 @@ async fn gather_and_check(
                     Some(provider),
                 ));
             }
+            RefreshResult::Failed(Verdict::Transient {
+                message,
+                retry_after,
+            }) => {
+                refresh_failure = Some((message, retry_after));
+            }
             _ => {}
         }
     }
@@ -475,7 +486,7 @@ async fn gather_and_check(
     } = &verdict
         && conn.spec.refresh.enabled
         && refresh.refresh_token.is_some()
-        && !refresh.refreshed
+        && !refresh.attempted
     {
         verdict = match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
@@ -484,6 +495,13 @@ async fn gather_and_check(
             }
             RefreshResult::Failed(v) => v,
             RefreshResult::NotPossible => verdict,
+        };
+    }
+    // A token that works but could not be renewed: reported, and retried with backoff.
+    if let (Verdict::Valid(_), Some((message, retry_after))) = (&verdict, refresh_failure) {
+        verdict = Verdict::Transient {
+            message: refresh.failing_message(&message, expires_at),
+            retry_after,
         };
     }
     let refreshed = refresh.refreshed;
