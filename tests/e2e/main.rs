@@ -16,4 +16,5 @@ mod operations;
 mod providers;
 mod rbac;
 mod reauth;
+mod refresh;
 mod support;

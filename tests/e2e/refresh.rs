@@ -1,0 +1,389 @@
+//! Refresh under concurrency, conflicts and crashes, against a sandbox that rotates refresh
+//! tokens and (where the test says) revokes the whole token family when a spent refresh token
+//! is presented again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use relink::api::ConditionType;
+use relink::sandbox::{Grant, SandboxConfig};
+
+use crate::fixtures::{self, Scenario, Validation, operator_args};
+use crate::support::{self, Operator};
+
+/// A sandbox with rotation and reuse detection, as X, TikTok or Microsoft Entra behave.
+fn rotating() -> SandboxConfig {
+    SandboxConfig {
+        reuse_detection: true,
+        ..SandboxConfig::default()
+    }
+}
+
+async fn start(prefix: &str, config: SandboxConfig, args: &[(&str, &str)]) -> Scenario {
+    let client = support::control_plane().client();
+    let ns = support::test_namespace(&client, prefix).await;
+    let mut a = operator_args(&ns);
+    for (flag, value) in args {
+        a = fixtures::with_flag(a, flag, value);
+    }
+    let sc = Scenario::start_with_sandbox(client, ns, &a, config).await;
+    sc.provider("app", Validation::Introspection).await;
+    sc
+}
+
+/// A token for `account` whose Secret says it expires in 10 minutes: due for refresh at once.
+async fn due_secret(sc: &mut Scenario, secret: &str, account: &str) -> (String, String) {
+    let t = sc.sandbox.issue(Grant {
+        account_id: account.into(),
+        account_name: format!("{account} name"),
+        scopes: vec!["read".into()],
+        expires_in_secs: None,
+        refreshable: true,
+    });
+    let rt = t.refresh_token.clone().expect("refreshable");
+    sc.tokens.extend([t.access_token.clone(), rt.clone()]);
+    let soon = (jiff::Timestamp::now().as_second() + 600).to_string();
+    sc.secret(
+        secret,
+        &[
+            ("access_token", &t.access_token),
+            ("refresh_token", &rt),
+            ("expires_at", &soon),
+            ("other", "x"),
+        ],
+    )
+    .await;
+    (t.access_token, rt)
+}
+
+async fn secret_data(sc: &Scenario, name: &str) -> BTreeMap<String, String> {
+    Api::<Secret>::namespaced(sc.client.clone(), &sc.ns)
+        .get(name)
+        .await
+        .expect("secret")
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
+        .collect()
+}
+
+/// Changes only an unrelated key of the Secret, as another tool writing it would.
+async fn touch_other_key(sc: &Scenario, name: &str, value: &str) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+    Api::<Secret>::namespaced(sc.client.clone(), &sc.ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"data": {"other": b64}})),
+        )
+        .await
+        .expect("patch other key");
+}
+
+/// Refreshes with `rt` at the sandbox as another client would; returns the answer's status and
+/// its (access, refresh) tokens.
+async fn refresh_at_sandbox(sc: &Scenario, rt: &str) -> (u16, Option<(String, String)>) {
+    let resp = fixtures::browser()
+        .post(format!("{}/oauth/token", sc.sandbox.base_url()))
+        .basic_auth("relink-sandbox", Some("sandbox-secret"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
+        .send()
+        .await
+        .expect("sandbox answers");
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let pair = body["access_token"].as_str().zip(body["refresh_token"].as_str());
+    (status, pair.map(|(a, r)| (a.to_owned(), r.to_owned())))
+}
+
+/// The refresh token now in the Secret is the live one: a refresh with it is accepted.
+async fn assert_secret_refresh_token_works(sc: &mut Scenario, secret: &str) {
+    let data = secret_data(sc, secret).await;
+    sc.tokens
+        .extend([data["access_token"].clone(), data["refresh_token"].clone()]);
+    let (status, pair) = refresh_at_sandbox(sc, &data["refresh_token"]).await;
+    assert_eq!(status, 200, "the Secret's refresh token is the current one");
+    let (a, r) = pair.expect("tokens");
+    sc.tokens.extend([a, r]);
+}
+
+async fn wait_held(sc: &Scenario, n: usize) {
+    support::eventually(
+        &format!("{n} refresh answer(s) held at the provider"),
+        Duration::from_secs(30),
+        || async { (sc.sandbox.held_refreshes() >= n).then_some(()) },
+    )
+    .await;
+}
+
+async fn wait_refreshed(sc: &Scenario, name: &str) -> relink::api::ChannelConnectionStatus {
+    support::eventually(
+        &format!("{name} refreshed and Valid"),
+        Duration::from_secs(40),
+        || async {
+            let s = sc.status(name).await;
+            let valid = s
+                .condition(ConditionType::Ready)
+                .is_some_and(|c| c.reason == "Valid");
+            (valid && s.last_refresh_time.is_some()).then_some(s)
+        },
+    )
+    .await
+}
+
+fn reasons(events: &[k8s_openapi::api::events::v1::Event]) -> Vec<String> {
+    events.iter().filter_map(|e| e.reason.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_on_one_secret_refresh_it_once() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = start("shared", rotating(), &[]).await;
+    let (_, rt) = due_secret(&mut sc, "tok", "page-1").await;
+    // The provider holds its answer, so both connections are due while the refresh is open.
+    sc.sandbox.hold_refreshes();
+    sc.connection("page", "app", "tok", "page-1", &["read"])
+        .await;
+    sc.connection("insta", "app", "tok", "page-1", &["read"])
+        .await;
+    wait_held(&sc, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sc.sandbox.held_refreshes(), 1, "the other connection waits");
+    sc.sandbox.release_refreshes();
+
+    let a = wait_refreshed(&sc, "page").await;
+    let b = wait_refreshed(&sc, "insta").await;
+    assert!(a.last_refresh_time.is_some() && b.last_refresh_time.is_some());
+    assert_eq!(
+        sc.sandbox.refresh_calls_for("page-1"),
+        1,
+        "exactly one refresh call for the Secret"
+    );
+    assert_eq!(sc.sandbox.families_revoked_for_reuse(), 0);
+    let data = secret_data(&sc, "tok").await;
+    assert_ne!(data["refresh_token"], rt, "the rotated refresh token is stored");
+    assert_eq!(data["other"], "x", "other keys untouched");
+    sc.wait_event("page", "Normal", "TokenRefreshed").await;
+    assert_secret_refresh_token_works(&mut sc, "tok").await;
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_conflict_after_the_answer_keeps_the_rotated_tokens() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = start("conflict", rotating(), &[]).await;
+    let (at, rt) = due_secret(&mut sc, "tok", "page-1").await;
+    sc.sandbox.hold_refreshes();
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    // The provider has rotated and holds the answer; meanwhile another tool changes the Secret.
+    wait_held(&sc, 1).await;
+    touch_other_key(&sc, "tok", "y").await;
+    sc.sandbox.release_refreshes();
+
+    wait_refreshed(&sc, "chan").await;
+    let data = secret_data(&sc, "tok").await;
+    assert_ne!(data["access_token"], at, "new access token written");
+    assert_ne!(data["refresh_token"], rt, "rotated refresh token written");
+    assert_eq!(data["other"], "y", "the other writer's change is kept");
+    assert!(
+        sc.operator
+            .output()
+            .contains("the Secret changed while refreshing"),
+        "the conflict was met and handled"
+    );
+    assert_eq!(sc.sandbox.refresh_calls_for("page-1"), 1);
+    assert_eq!(sc.sandbox.families_revoked_for_reuse(), 0);
+    assert_secret_refresh_token_works(&mut sc, "tok").await;
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_the_provider_answered_recovers_within_the_reuse_grace() {
+    if support::skip() {
+        return;
+    }
+    // Like Okta's grace period or Auth0's reuse interval: a spent refresh token still works
+    // for a while, so a crash between the provider's answer and the write is survivable.
+    let config = SandboxConfig {
+        reuse_grace: Duration::from_secs(120),
+        ..rotating()
+    };
+    let mut sc = start("sigkill", config, &[]).await;
+    let (_, rt) = due_secret(&mut sc, "tok", "page-1").await;
+    sc.sandbox.hold_refreshes();
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    wait_held(&sc, 1).await;
+    // The provider has rotated the refresh token; the operator dies before writing the answer.
+    sc.operator.kill().await;
+    sc.sandbox.release_refreshes();
+    assert_eq!(
+        secret_data(&sc, "tok").await["refresh_token"],
+        rt,
+        "what is left: the Secret holds the spent refresh token"
+    );
+
+    let args = operator_args(&sc.ns);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    sc.operator = Operator::start(&refs).await;
+    let s = wait_refreshed(&sc, "chan").await;
+    assert_eq!(s.condition(ConditionType::Stalled).unwrap().status, "False");
+    assert_eq!(sc.sandbox.refresh_calls_for("page-1"), 2);
+    assert_eq!(sc.sandbox.families_revoked_for_reuse(), 0);
+    assert_secret_refresh_token_works(&mut sc, "tok").await;
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_handover_during_a_refresh_storm_revokes_no_token_family() {
+    if support::skip() {
+        return;
+    }
+    let client = support::control_plane().client();
+    let ns = support::test_namespace(&client, "handover").await;
+    let mut args = operator_args(&ns);
+    args.extend(["--leader-elect", "--lease-duration", "4s"].map(str::to_owned));
+    let mut sc = Scenario::start_with_sandbox(client, ns, &args, rotating()).await;
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut other = Operator::start(&refs).await;
+    const LEADING: &str = "leading: starting the controller";
+    support::eventually("one leader", Duration::from_secs(30), || async {
+        [sc.operator.output(), other.output()]
+            .iter()
+            .any(|o| o.contains(LEADING))
+            .then_some(())
+    })
+    .await;
+    sc.provider("app", Validation::Introspection).await;
+    let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    for n in &names {
+        due_secret(&mut sc, &format!("{n}-tok"), &format!("acct-{n}")).await;
+    }
+    // The storm: every connection due at once, the provider holding its answers.
+    sc.sandbox.hold_refreshes();
+    for n in &names {
+        sc.connection(n, "app", &format!("{n}-tok"), &format!("acct-{n}"), &["read"])
+            .await;
+    }
+    wait_held(&sc, 1).await;
+    let first_leads = sc.operator.output().contains(LEADING);
+    let (leader, standby) = if first_leads {
+        (&mut sc.operator, &mut other)
+    } else {
+        (&mut other, &mut sc.operator)
+    };
+    // A rolling update: SIGTERM to the leader while answers are in flight.
+    let sandbox = sc.sandbox.clone();
+    let (status, ()) = tokio::join!(leader.terminate(), async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sandbox.release_refreshes();
+    });
+    assert!(status.is_some_and(|s| s.success()), "clean exit: {status:?}");
+    standby
+        .wait_for_output(LEADING, Duration::from_secs(30))
+        .await;
+
+    for n in &names {
+        wait_refreshed(&sc, n).await;
+    }
+    assert_eq!(
+        sc.sandbox.families_revoked_for_reuse(),
+        0,
+        "no refresh token was used twice"
+    );
+    for n in &names {
+        assert_eq!(
+            sc.sandbox.refresh_calls_for(&format!("acct-{n}")),
+            1,
+            "{n}: one refresh across both operators"
+        );
+        assert_secret_refresh_token_works(&mut sc, &format!("{n}-tok")).await;
+    }
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_grant_racing_a_concurrent_refresh_is_no_false_alarm() {
+    if support::skip() {
+        return;
+    }
+    // Any connection attempt to this "SMTP server" would be a mail.
+    let smtp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let smtp_url = format!("smtp://{}", smtp.local_addr().unwrap());
+    let mails = Arc::new(AtomicUsize::new(0));
+    let counter = mails.clone();
+    let sink = tokio::spawn(async move {
+        while smtp.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    // No reuse detection here: the other client's refresh leaves the family alive.
+    let mut sc = start(
+        "racing",
+        SandboxConfig::default(),
+        &[
+            ("--smtp-url", &smtp_url),
+            ("--smtp-from", "relink@example.com"),
+        ],
+    )
+    .await;
+    let (_, rt1) = due_secret(&mut sc, "tok", "page-1").await;
+    // Another client has just refreshed with the same refresh token; its write lands late.
+    let (status, pair) = refresh_at_sandbox(&sc, &rt1).await;
+    assert_eq!(status, 200);
+    let (at2, rt2) = pair.expect("rotated pair");
+    sc.tokens.extend([at2.clone(), rt2.clone()]);
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    support::eventually(
+        "the operator's refresh refused",
+        Duration::from_secs(30),
+        || async {
+            sc.sandbox
+                .calls_for("page-1")
+                .iter()
+                .any(|c| c.path == "/oauth/token" && c.status == 400)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let soon = (jiff::Timestamp::now().as_second() + 3600).to_string();
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", &at2),
+            ("refresh_token", &rt2),
+            ("expires_at", &soon),
+            ("other", "x"),
+        ],
+    )
+    .await;
+
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    assert_eq!(s.condition(ConditionType::Stalled).unwrap().status, "False");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let history = reasons(&sc.events("chan").await);
+    assert!(
+        !history.iter().any(|r| r == "RefreshFailed"
+            || r == "NotificationSent"
+            || r == "NotificationFailed"),
+        "{history:?}"
+    );
+    assert_eq!(mails.load(Ordering::Relaxed), 0, "no mail");
+    assert_eq!(sc.status("chan").await.reauth_url, None);
+    sink.abort();
+    sc.assert_no_token_leaked().await;
+}
