@@ -13,6 +13,7 @@
 //!   before the refresh token is declared dead.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -165,7 +166,7 @@ struct Pending {
 /// Refresh state shared by every reconcile of this process.
 #[derive(Default)]
 pub struct Shared {
-    flights: Mutex<HashMap<SecretKey, Arc<tokio::sync::Mutex<()>>>>,
+    flights: Mutex<HashMap<SecretKey, Arc<Slot>>>,
     pending: Mutex<HashMap<SecretKey, Pending>>,
     /// When each connection (by uid) last published `TokenRefreshed`.
     events: Mutex<HashMap<String, Instant>>,
@@ -173,25 +174,57 @@ pub struct Shared {
     failing_since: Mutex<HashMap<String, jiff::Timestamp>>,
 }
 
+/// The single flight of one Secret: the lock, how many refreshes finished under it, and how
+/// the last one failed (`None` after a success).
+#[derive(Default)]
+struct Slot {
+    finished: AtomicU64,
+    last: Arc<tokio::sync::Mutex<Option<Verdict>>>,
+}
+
 /// Holds the single flight of one Secret; the entry goes away with the last holder.
 struct Flight<'a> {
     shared: &'a Shared,
     key: SecretKey,
-    guard: Option<OwnedMutexGuard<()>>,
+    slot: Arc<Slot>,
+    /// `finished` when this holder started waiting.
+    seen: u64,
+    guard: Option<OwnedMutexGuard<Option<Verdict>>>,
 }
 
 impl Shared {
     async fn flight(&self, key: SecretKey) -> Flight<'_> {
-        let lock = {
+        let slot = {
             let mut map = self.flights.lock().expect("refresh flights lock");
             map.entry(key.clone()).or_default().clone()
         };
-        let guard = lock.lock_owned().await;
+        let seen = slot.finished.load(Ordering::Acquire);
+        let guard = slot.last.clone().lock_owned().await;
         Flight {
             shared: self,
             key,
+            slot,
+            seen,
             guard: Some(guard),
         }
+    }
+}
+
+impl Flight<'_> {
+    /// How the refresh that finished while this one waited failed: the waiter shares that
+    /// result instead of asking the provider again with the same refresh token.
+    fn failure_while_waiting(&self) -> Option<Verdict> {
+        if self.slot.finished.load(Ordering::Acquire) == self.seen {
+            return None;
+        }
+        self.guard.as_ref().and_then(|g| (**g).clone())
+    }
+
+    fn finish(&mut self, failure: Option<Verdict>) {
+        if let Some(g) = self.guard.as_mut() {
+            **g = failure;
+        }
+        self.slot.finished.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -201,7 +234,7 @@ impl Drop for Flight<'_> {
         let mut map = self.shared.flights.lock().expect("refresh flights lock");
         if map
             .get(&self.key)
-            .is_some_and(|l| Arc::strong_count(l) == 1)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
         {
             map.remove(&self.key);
         }
@@ -332,7 +365,7 @@ impl<'a> Refresher<'a> {
             self.count("not_leader");
             return RefreshResult::NotPossible;
         }
-        let _flight = self.ctx.refresh.flight(self.key()).await;
+        let mut flight = self.ctx.refresh.flight(self.key()).await;
         let secret = match self.read_secret().await {
             Ok(Some(s)) => s,
             Ok(None) => return RefreshResult::NotPossible,
@@ -344,6 +377,30 @@ impl<'a> Refresher<'a> {
             // Renewed by another connection of this Secret (or another writer) meanwhile.
             return self.adopt(current, version, "shared");
         }
+        if let Some(verdict) = flight.failure_while_waiting() {
+            // The refresh this one waited for failed; trying again at once with the same
+            // refresh token could present a token the provider already spent.
+            self.count("shared_failure");
+            if matches!(verdict, Verdict::Transient { .. }) {
+                self.failed_since();
+            }
+            return RefreshResult::Failed(verdict);
+        }
+        let result = self.refresh(access, current, version).await;
+        flight.finish(match &result {
+            RefreshResult::Failed(v) => Some(v.clone()),
+            RefreshResult::Renewed(..) | RefreshResult::NotPossible => None,
+        });
+        result
+    }
+
+    /// Asks the provider (unless an earlier answer waits to be written) and writes the answer.
+    async fn refresh(
+        &mut self,
+        access: &Token,
+        current: TokenKeys,
+        version: Option<String>,
+    ) -> RefreshResult {
         if let Some(result) = self.write_pending(&current, version.clone()).await {
             return result;
         }
