@@ -194,7 +194,7 @@ impl Store {
             let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
             let in_grace = rec
                 .rotated_at_ms
-                .is_some_and(|t| now_ms.saturating_sub(t) <= grace_ms);
+                .is_some_and(|t| now_ms.saturating_sub(t) < grace_ms);
             if !in_grace {
                 if reuse_detection {
                     let g = &mut self.grants[grant];
