@@ -361,9 +361,14 @@ impl<'a> Refresher<'a> {
     pub(super) async fn run(&mut self, access: &Token) -> RefreshResult {
         self.attempted = true;
         if !self.ctx.may_start_refresh() {
-            // The next leader refreshes; two processes must not use one refresh token.
+            // The next leader refreshes; two processes must not use one refresh token. Not a
+            // verdict about the token either: nobody is told anything.
             self.count("not_leader");
-            return RefreshResult::NotPossible;
+            return RefreshResult::Failed(Verdict::Transient {
+                message: "this replica is no longer leader; the new leader refreshes the token"
+                    .into(),
+                retry_after: None,
+            });
         }
         let mut flight = self.ctx.refresh.flight(self.key()).await;
         let secret = match self.read_secret().await {

@@ -198,6 +198,12 @@ impl Sandbox {
         self.inner.store().mode = mode;
     }
 
+    /// A failure mode for refresh-token grants only (`None`: as [`Sandbox::set_mode`] says),
+    /// so checks keep working while refreshes fail.
+    pub fn set_refresh_mode(&self, mode: Option<Mode>) {
+        self.inner.store().refresh_mode = mode;
+    }
+
     pub fn mode(&self) -> Mode {
         self.inner.store().mode.clone()
     }

@@ -154,7 +154,13 @@ impl Inner {
         grant_type: Option<String>,
         handler: impl FnOnce() -> Response,
     ) -> Response {
-        let mode = self.store().mode.clone();
+        let mode = {
+            let store = self.store();
+            match (&store.refresh_mode, grant_type.as_deref()) {
+                (Some(m), Some("refresh_token")) => m.clone(),
+                _ => store.mode.clone(),
+            }
+        };
         let resp = match mode {
             Mode::Normal => handler(),
             Mode::Status { code } => json_response(

@@ -52,6 +52,8 @@ pub(super) struct Store {
     pub(super) refresh: HashMap<String, RefreshRec>,
     pub(super) codes: HashMap<String, CodeRec>,
     pub(super) mode: Mode,
+    /// Failure mode of refresh-token grants only, overriding `mode` for them.
+    pub(super) refresh_mode: Option<Mode>,
     pub(super) calls: Vec<Call>,
     /// Refresh answers held back now (see `Sandbox::hold_refreshes`).
     pub(super) held: usize,

@@ -464,3 +464,19 @@ async fn held_refresh_answers_wait_for_release_after_rotating() {
     assert_eq!(status, 200);
     assert_eq!(sb.held_refreshes(), 0);
 }
+
+#[tokio::test]
+async fn a_refresh_mode_fails_only_refreshes() {
+    let (sb, c) = sandbox().await;
+    let t = sb.issue(grant("page-1", &["a"]));
+    sb.set_refresh_mode(Some(Mode::Status { code: 503 }));
+    let rt = t.refresh_token.unwrap();
+    assert_eq!(refresh_status(&sb, &c, &rt).await.0, 503);
+    assert_eq!(introspect(&sb, &c, &t.access_token).await["active"], true);
+    sb.set_refresh_mode(None);
+    assert_eq!(
+        refresh_status(&sb, &c, &rt).await.0,
+        200,
+        "nothing was spent"
+    );
+}

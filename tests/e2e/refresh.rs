@@ -410,3 +410,188 @@ async fn invalid_grant_racing_a_concurrent_refresh_is_no_false_alarm() {
     sink.abort();
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_newer_token_from_another_writer_is_kept() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = start("theirs", rotating(), &[]).await;
+    let hour = |account: &str, secs: u64| Grant {
+        account_id: account.into(),
+        account_name: format!("{account} name"),
+        scopes: vec!["read".into()],
+        expires_in_secs: Some(secs),
+        refreshable: true,
+    };
+    let t = sc.sandbox.issue(hour("page-1", 3600));
+    let rt = t.refresh_token.clone().unwrap();
+    sc.tokens.extend([t.access_token.clone(), rt.clone()]);
+    let soon = (jiff::Timestamp::now().as_second() + 600).to_string();
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", &t.access_token),
+            ("refresh_token", &rt),
+            ("expires_at", &soon),
+        ],
+    )
+    .await;
+    sc.sandbox.hold_refreshes();
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    wait_held(&sc, 1).await;
+    // Meanwhile a person logs in again elsewhere: a new grant, valid for longer than the
+    // answer relink is about to get.
+    let theirs = sc.sandbox.issue(hour("page-1", 7200));
+    let their_rt = theirs.refresh_token.clone().unwrap();
+    sc.tokens
+        .extend([theirs.access_token.clone(), their_rt.clone()]);
+    let their_exp = theirs.expires_at.unwrap().to_string();
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", &theirs.access_token),
+            ("refresh_token", &their_rt),
+            ("expires_at", &their_exp),
+        ],
+    )
+    .await;
+    sc.sandbox.release_refreshes();
+
+    let e = sc.wait_event("chan", "Normal", "TokenWriteConflict").await;
+    assert!(
+        e.note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("their tokens"),
+        "{e:?}"
+    );
+    sc.wait_ready_reason("chan", "Valid").await;
+    let data = secret_data(&sc, "tok").await;
+    assert_eq!(
+        data["access_token"], theirs.access_token,
+        "the newer tokens stay"
+    );
+    assert_eq!(data["refresh_token"], their_rt);
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_failing_while_the_token_works_is_reported_and_backs_off() {
+    if support::skip() {
+        return;
+    }
+    let port = support::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut sc = start("failing", rotating(), &[("--metrics-addr", &metrics)]).await;
+    let (at, rt) = due_secret(&mut sc, "tok", "page-1").await;
+    // First a healthy connection with nothing to refresh (no expiry recorded).
+    sc.secret("tok", &[("access_token", &at), ("refresh_token", &rt)])
+        .await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+
+    // Then the token nears its expiry while the token endpoint is down (checks still work).
+    sc.sandbox
+        .set_refresh_mode(Some(relink::sandbox::Mode::Status { code: 503 }));
+    let soon = (jiff::Timestamp::now().as_second() + 600).to_string();
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", &at),
+            ("refresh_token", &rt),
+            ("expires_at", &soon),
+        ],
+    )
+    .await;
+    let s = sc
+        .wait_condition("chan", ConditionType::Reconciling, "ProviderUnavailable")
+        .await;
+    let message = &s.condition(ConditionType::Reconciling).unwrap().message;
+    assert!(
+        message.contains("refreshing it has failed for"),
+        "{message}"
+    );
+    assert_eq!(
+        s.condition(ConditionType::Ready).unwrap().reason,
+        "Valid",
+        "a token that works stays Ready"
+    );
+    let (_, text) = fixtures::open(&format!("http://{metrics}/metrics")).await;
+    assert!(
+        text.contains("relink_refresh_failing_since_timestamp_seconds{"),
+        "{text}"
+    );
+
+    // Backoff: tries spread out (1 s, 2 s, 4 s, ... from --retry-base 1s), never a storm.
+    let before = sc.sandbox.refresh_calls_for("page-1");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let tries = sc.sandbox.refresh_calls_for("page-1") - before;
+    assert!(tries <= 4, "{tries} refresh attempts in 6 s");
+    assert_eq!(sc.sandbox.families_revoked_for_reuse(), 0);
+
+    // The provider recovers: refreshed, the report and the series go away.
+    sc.sandbox.set_refresh_mode(None);
+    wait_refreshed(&sc, "chan").await;
+    sc.wait_condition("chan", ConditionType::Reconciling, "Valid")
+        .await;
+    let (_, text) = fixtures::open(&format!("http://{metrics}/metrics")).await;
+    assert!(
+        !text.contains("relink_refresh_failing_since_timestamp_seconds{"),
+        "{text}"
+    );
+    assert_secret_refresh_token_works(&mut sc, "tok").await;
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_refreshes_an_idle_refresh_token() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = start("keepalive", rotating(), &[]).await;
+    let (at, rt) = due_secret(&mut sc, "tok", "page-1").await;
+    // No expiry recorded: the access token never needs a refresh.
+    sc.secret("tok", &[("access_token", &at), ("refresh_token", &rt)])
+        .await;
+    let mut spec = fixtures::connection_spec("app", "tok", "page-1", &["read"]);
+    spec.refresh.keep_alive = Some("720h".into());
+    sc.apply_connection("chan", spec).await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    assert_eq!(
+        sc.sandbox.refresh_calls_for("page-1"),
+        0,
+        "a new connection is not refreshed at once"
+    );
+
+    // 31 days since the last refresh: the next check refreshes to keep the grant alive. (The
+    // check time moves too: the operator trusts the status it wrote itself until the cache
+    // shows a later check.)
+    let now = jiff::Timestamp::now();
+    let month_ago = now - jiff::SignedDuration::from_hours(31 * 24);
+    let status = serde_json::json!({"status": {
+        "lastRefreshTime": month_ago.to_string(),
+        "lastCheckTime": now.to_string(),
+    }});
+    sc.connections()
+        .patch_status("chan", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status patch");
+    sc.request_check("chan").await;
+    let s = support::eventually("a keep-alive refresh", Duration::from_secs(30), || async {
+        let s = sc.status("chan").await;
+        s.last_refresh_time
+            .as_ref()
+            .is_some_and(|t| t.0 > month_ago + jiff::SignedDuration::from_hours(24))
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(s.condition(ConditionType::Ready).unwrap().reason, "Valid");
+    assert_eq!(sc.sandbox.refresh_calls_for("page-1"), 1);
+    let data = secret_data(&sc, "tok").await;
+    assert_ne!(data["refresh_token"], rt, "rotated and stored");
+    assert_secret_refresh_token_works(&mut sc, "tok").await;
+    sc.assert_no_token_leaked().await;
+}
