@@ -80,7 +80,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
             observed,
             app: None,
             provider: None,
-            refreshed: false,
+            refreshed: None,
         }
     } else {
         gather_and_check(&conn, ctx, &ns, observed).await?
@@ -110,8 +110,8 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         observed_provider_generation: observed.provider_generation,
     };
     let (mut status, transition) = next_status(&old, &outcome, &cx);
-    if g.refreshed {
-        status.last_refresh_time = Some(Time(now));
+    if let Some(at) = g.refreshed {
+        status.last_refresh_time = Some(Time(at));
     }
     set_reauth_url(ctx, &conn, &outcome, g.app.as_ref(), &mut status, now);
 
@@ -334,7 +334,8 @@ struct Gathered {
     app: Option<App>,
     /// The provider object, when found (its status learns from this check).
     provider: Option<ResolvedProvider>,
-    refreshed: bool,
+    /// When the tokens in the Secret were last renewed, if newer than the status says.
+    refreshed: Option<jiff::Timestamp>,
 }
 
 /// Finds the provider, its client secret and the token; refreshes the token when it is about
@@ -354,7 +355,7 @@ async fn gather_and_check(
         observed,
         app,
         provider,
-        refreshed: false,
+        refreshed: None,
     };
     let r = &conn.spec.provider_ref;
     let provider = match r.kind {
@@ -425,7 +426,12 @@ async fn gather_and_check(
             ));
     let status = conn.status.clone().unwrap_or_default();
     let known_expiry = expires_at.or(status.expires_at.as_ref().map(|t| t.0));
-    let last_refresh = status.last_refresh_time.as_ref().map(|t| t.0);
+    // Paced from the last refresh of the Secret's tokens, by this connection or another.
+    let last_refresh = status
+        .last_refresh_time
+        .as_ref()
+        .map(|t| t.0)
+        .max(refresh.issued_at);
     let now = jiff::Timestamp::now();
     let keep_alive = refresh::keep_alive_period(
         conn.spec
@@ -504,7 +510,10 @@ async fn gather_and_check(
             retry_after,
         };
     }
-    let refreshed = refresh.refreshed;
+    // Renewed here, or by another connection of the Secret since this one last looked.
+    let refreshed = refresh.refreshed.or(refresh
+        .issued_at
+        .filter(|t| status.last_refresh_time.as_ref().is_none_or(|l| l.0 < *t)));
     let observed = refresh.observed(observed);
     Ok(Gathered {
         outcome: Outcome::Checked {

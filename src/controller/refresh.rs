@@ -24,7 +24,7 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{info, warn};
 
 use super::Context;
-use super::tokens::{WriteError, parse_expiry, read_key, write_tokens};
+use super::tokens::{WriteError, parse_expiry, read_key, tokens_issued_at, write_tokens};
 use crate::api::{ChannelConnection, ProviderType, Reason, TokenSecretRef};
 use crate::providers::{App, NewTokens, Renewal, Token, Verdict, validator_for};
 use crate::telemetry::metrics::ResultLabels;
@@ -252,8 +252,10 @@ pub(super) struct Refresher<'a> {
     pub(super) version: Option<String>,
     /// The token keys as the check read them.
     pub(super) started: TokenKeys,
-    /// The check now uses renewed tokens (refreshed here or by another writer).
-    pub(super) refreshed: bool,
+    /// When relink last wrote the tokens in the Secret (by any connection or replica).
+    pub(super) issued_at: Option<jiff::Timestamp>,
+    /// When the tokens the check now uses were renewed (here or by another writer).
+    pub(super) refreshed: Option<jiff::Timestamp>,
     /// A refresh was tried in this check (at most one per check).
     pub(super) attempted: bool,
 }
@@ -282,7 +284,8 @@ impl<'a> Refresher<'a> {
             refresh_token: started.refresh.clone(),
             version: secret.resource_version(),
             started,
-            refreshed: false,
+            issued_at: tokens_issued_at(secret),
+            refreshed: None,
             attempted: false,
         }
     }
@@ -380,7 +383,7 @@ impl<'a> Refresher<'a> {
         let version = secret.resource_version();
         if current != self.started {
             // Renewed by another connection of this Secret (or another writer) meanwhile.
-            return self.adopt(current, version, "shared");
+            return self.adopt(&secret, "shared");
         }
         if let Some(verdict) = flight.failure_while_waiting() {
             // The refresh this one waited for failed; trying again at once with the same
@@ -478,7 +481,7 @@ impl<'a> Refresher<'a> {
                         );
                     }
                     self.version = written;
-                    self.refreshed = true;
+                    self.refreshed = Some(jiff::Timestamp::now());
                     if tokens.refresh_token.is_some() {
                         self.refresh_token = tokens.refresh_token.clone();
                     }
@@ -517,7 +520,7 @@ impl<'a> Refresher<'a> {
                     self.count("conflict_kept_theirs");
                     self.conflict_event("another writer changed the token keys while relink refreshed them; their tokens are at least as new and were kept").await;
                     self.succeeded();
-                    return self.adopt(current, version, "conflict_adopted");
+                    return self.adopt(&secret, "conflict_adopted");
                 }
             }
         }
@@ -555,13 +558,16 @@ impl<'a> Refresher<'a> {
     }
 
     /// Uses tokens another writer put into the Secret.
-    fn adopt(&mut self, keys: TokenKeys, version: Option<String>, result: &str) -> RefreshResult {
+    fn adopt(&mut self, secret: &Secret, result: &str) -> RefreshResult {
+        let keys = TokenKeys::read(secret, &self.conn.spec.secret_ref);
+        let version = secret.resource_version();
+        let issued_at = tokens_issued_at(secret);
         self.version = version;
         self.refresh_token = keys.refresh;
         self.count(result);
         match keys.access {
             Some(access) => {
-                self.refreshed = true;
+                self.refreshed = Some(issued_at.unwrap_or_else(jiff::Timestamp::now));
                 RefreshResult::Renewed(access, keys.expires_at)
             }
             None => RefreshResult::NotPossible,
@@ -579,7 +585,7 @@ impl<'a> Refresher<'a> {
             };
             let current = TokenKeys::read(&secret, &self.conn.spec.secret_ref);
             if current.refresh.is_some() && current.refresh != used {
-                return self.adopt(current, secret.resource_version(), "rotated_elsewhere");
+                return self.adopt(&secret, "rotated_elsewhere");
             }
         }
         self.count("rejected");
