@@ -166,6 +166,9 @@ struct SandboxArgs {
         default_value = "sandbox-secret"
     )]
     client_secret: String,
+    /// Revoke a token family when one of its spent refresh tokens is presented again.
+    #[arg(long)]
+    reuse_detection: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -458,6 +461,7 @@ async fn sandbox(args: SandboxArgs) -> ExitCode {
         latency: Duration::from_millis(args.latency_ms),
         client_id: args.client_id,
         client_secret: args.client_secret,
+        reuse_detection: args.reuse_detection,
         ..SandboxConfig::default()
     };
     let sandbox = match Sandbox::start(args.listen, config).await {
