@@ -363,6 +363,7 @@ impl<'a> Refresher<'a> {
     /// Renews the token unless another writer already did: one refresh per Secret at a time.
     pub(super) async fn run(&mut self, access: &Token) -> RefreshResult {
         self.attempted = true;
+        let mut flight = self.ctx.refresh.flight(self.key()).await;
         if !self.ctx.may_start_refresh() {
             // The next leader refreshes; two processes must not use one refresh token. Not a
             // verdict about the token either: nobody is told anything.
@@ -373,7 +374,6 @@ impl<'a> Refresher<'a> {
                 retry_after: None,
             });
         }
-        let mut flight = self.ctx.refresh.flight(self.key()).await;
         let secret = match self.read_secret().await {
             Ok(Some(s)) => s,
             Ok(None) => return RefreshResult::NotPossible,
@@ -818,6 +818,40 @@ mod tests {
         assert!(total <= Duration::from_secs(10), "{total:?}");
         let rereads: Duration = REJECTED_REREADS.iter().sum();
         assert!(rereads <= Duration::from_secs(8), "{rereads:?}");
+    }
+
+    #[tokio::test]
+    async fn one_flight_per_secret_and_waiters_share_its_failure() {
+        let shared = Arc::new(Shared::default());
+        let key = || ("ns".to_owned(), "tok".to_owned());
+        let mut first = shared.flight(key()).await;
+        // Another Secret is not held up.
+        drop(shared.flight(("ns".to_owned(), "other".to_owned())).await);
+        let waiter = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let f = shared.flight(key()).await;
+                f.failure_while_waiting()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the second refresh of the Secret waits"
+        );
+        let failure = Verdict::Transient {
+            message: "provider down".into(),
+            retry_after: None,
+        };
+        first.finish(Some(failure.clone()));
+        drop(first);
+        assert_eq!(waiter.await.unwrap(), Some(failure), "the waiter shares it");
+        // A refresh that starts later asks the provider itself.
+        assert_eq!(shared.flight(key()).await.failure_while_waiting(), None);
+        assert!(
+            shared.flights.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
     }
 
     #[test]
