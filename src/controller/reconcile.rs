@@ -473,13 +473,8 @@ async fn gather_and_check(
                     Some(provider),
                 ));
             }
-            RefreshResult::Failed(Verdict::Transient {
-                message,
-                retry_after,
-            }) => {
-                refresh_failure = Some((message, retry_after));
-            }
-            _ => {}
+            RefreshResult::Failed(verdict) => refresh_failure = Some(verdict),
+            RefreshResult::NotPossible => {}
         }
     }
 
@@ -503,11 +498,29 @@ async fn gather_and_check(
             RefreshResult::NotPossible => verdict,
         };
     }
-    // A token that works but could not be renewed: reported, and retried with backoff.
-    if let (Verdict::Valid(_), Some((message, retry_after))) = (&verdict, refresh_failure) {
-        verdict = Verdict::Transient {
-            message: refresh.failing_message(&message, expires_at),
-            retry_after,
+    if let Some(failed) = refresh_failure {
+        verdict = match (verdict, failed) {
+            // A token that works but could not be renewed: reported, retried with backoff.
+            (
+                Verdict::Valid(_),
+                Verdict::Transient {
+                    message,
+                    retry_after,
+                },
+            ) => Verdict::Transient {
+                message: refresh.failing_message(&message, expires_at),
+                retry_after,
+            },
+            // A dead token whose renewal failed: the renewal says why (a provider outage is
+            // no reason to wake anyone; a refused refresh token is the precise reason).
+            (
+                Verdict::Invalid {
+                    reason: Reason::Expired | Reason::Revoked,
+                    ..
+                },
+                failed,
+            ) => failed,
+            (checked, _) => checked,
         };
     }
     // Renewed here, or by another connection of the Secret since this one last looked.

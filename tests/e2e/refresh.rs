@@ -595,3 +595,116 @@ async fn keep_alive_refreshes_an_idle_refresh_token() {
     assert_secret_refresh_token_works(&mut sc, "tok").await;
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_a_refresh_that_got_its_answer_before_exiting() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = start("sigterm", rotating(), &[]).await;
+    let (at, rt) = due_secret(&mut sc, "tok", "page-1").await;
+    sc.sandbox.hold_refreshes();
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    wait_held(&sc, 1).await;
+    // SIGTERM arrives while the answer is on its way; it arrives a moment later.
+    let sandbox = sc.sandbox.clone();
+    let (status, ()) = tokio::join!(sc.operator.terminate(), async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sandbox.release_refreshes();
+    });
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {status:?}"
+    );
+    let data = secret_data(&sc, "tok").await;
+    assert_ne!(
+        data["access_token"], at,
+        "written before the process exited"
+    );
+    assert_ne!(data["refresh_token"], rt);
+    assert_eq!(sc.sandbox.families_revoked_for_reuse(), 0);
+    assert_secret_refresh_token_works(&mut sc, "tok").await;
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_the_provider_answered_without_a_grace_period_needs_a_login() {
+    if support::skip() {
+        return;
+    }
+    // What docs/refresh.md says a hard crash leaves with a provider that revokes the family on
+    // reuse and allows no grace: the spent refresh token, then a login.
+    let mut sc = start("sigkill-nograce", rotating(), &[]).await;
+    let (_, rt) = due_secret(&mut sc, "tok", "page-1").await;
+    sc.sandbox.hold_refreshes();
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    wait_held(&sc, 1).await;
+    sc.operator.kill().await;
+    sc.sandbox.release_refreshes();
+    assert_eq!(secret_data(&sc, "tok").await["refresh_token"], rt);
+
+    let args = fixtures::with_flag(operator_args(&sc.ns), "--provider-timeout", "10s");
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    sc.operator = Operator::start(&refs).await;
+    // The spent refresh token presented again: the provider revokes the grant (its access
+    // tokens too), and a person is asked to log in.
+    let s = support::eventually("a login asked for", Duration::from_secs(40), || async {
+        let s = sc.status("chan").await;
+        let stalled = s.condition(ConditionType::Stalled)?.status == "True";
+        (stalled && s.reauth_url.is_some()).then_some(s.clone())
+    })
+    .await;
+    assert_eq!(
+        s.condition(ConditionType::Ready).unwrap().reason,
+        "RefreshFailed"
+    );
+    assert_eq!(sc.sandbox.families_revoked_for_reuse(), 1);
+    sc.assert_no_token_leaked().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_whose_refresh_meets_an_outage_is_no_alarm() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = start("expired-outage", rotating(), &[]).await;
+    let (at, rt) = due_secret(&mut sc, "tok", "page-1").await;
+    // The access token is dead and the token endpoint is down: nobody must be told to log in.
+    let past = jiff::Timestamp::now().as_second() - 60;
+    sc.sandbox.set_expires_at(&at, Some(past));
+    sc.sandbox
+        .set_refresh_mode(Some(relink::sandbox::Mode::Status { code: 503 }));
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", &at),
+            ("refresh_token", &rt),
+            ("expires_at", &past.to_string()),
+        ],
+    )
+    .await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    let s = sc
+        .wait_condition("chan", ConditionType::Reconciling, "ProviderUnavailable")
+        .await;
+    assert_ne!(
+        s.condition(ConditionType::Stalled)
+            .map(|c| c.status.as_str()),
+        Some("True")
+    );
+    let history = reasons(&sc.events("chan").await);
+    assert!(
+        !history.iter().any(|r| r == "Expired" || r == "Revoked"),
+        "{history:?}"
+    );
+
+    // The endpoint is back: renewed without anyone.
+    sc.sandbox.set_refresh_mode(None);
+    wait_refreshed(&sc, "chan").await;
+    assert_eq!(sc.sandbox.families_revoked_for_reuse(), 0);
+    assert_secret_refresh_token_works(&mut sc, "tok").await;
+    sc.assert_no_token_leaked().await;
+}
