@@ -15,14 +15,12 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use super::refresh::{self, RefreshResult, Refresher};
+use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
 use super::status::needs_login;
 use super::status::{CheckContext, Outcome, next_status};
 use super::tokens::{ResolvedProvider, load_app, read_key};
-use crate::api::{
-    ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, parse_duration,
-};
+use crate::api::{ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason};
 use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
 
@@ -426,35 +424,8 @@ async fn gather_and_check(
             ));
     let status = conn.status.clone().unwrap_or_default();
     let known_expiry = expires_at.or(status.expires_at.as_ref().map(|t| t.0));
-    // Paced from the last refresh of the Secret's tokens, by this connection or another.
-    let last_refresh = status
-        .last_refresh_time
-        .as_ref()
-        .map(|t| t.0)
-        .max(refresh.issued_at);
-    let now = jiff::Timestamp::now();
-    let keep_alive = refresh::keep_alive_period(
-        conn.spec
-            .refresh
-            .keep_alive
-            .as_deref()
-            .and_then(|d| parse_duration(d).ok()),
-        app.settings.type_,
-    );
     let mut refresh_failure = None;
-    if refreshable
-        && (schedule::refresh_due(
-            known_expiry,
-            last_refresh,
-            parse_duration(&conn.spec.refresh.before).unwrap_or(Duration::from_secs(86_400)),
-            now,
-        ) || refresh::keep_alive_due(
-            keep_alive,
-            last_refresh,
-            conn.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            now,
-        ))
-    {
+    if refreshable && refresh.due(&status, known_expiry, jiff::Timestamp::now()) {
         match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
                 token = t;
@@ -499,34 +470,9 @@ async fn gather_and_check(
         };
     }
     if let Some(failed) = refresh_failure {
-        verdict = match (verdict, failed) {
-            // A token that works but could not be renewed: reported, retried with backoff.
-            (
-                Verdict::Valid(_),
-                Verdict::Transient {
-                    message,
-                    retry_after,
-                },
-            ) => Verdict::Transient {
-                message: refresh.failing_message(&message, expires_at),
-                retry_after,
-            },
-            // A dead token whose renewal failed: the renewal says why (a provider outage is
-            // no reason to wake anyone; a refused refresh token is the precise reason).
-            (
-                Verdict::Invalid {
-                    reason: Reason::Expired | Reason::Revoked,
-                    ..
-                },
-                failed,
-            ) => failed,
-            (checked, _) => checked,
-        };
+        verdict = refresh.settle(verdict, failed, expires_at);
     }
-    // Renewed here, or by another connection of the Secret since this one last looked.
-    let refreshed = refresh.refreshed.or(refresh
-        .issued_at
-        .filter(|t| status.last_refresh_time.as_ref().is_none_or(|l| l.0 < *t)));
+    let refreshed = refresh.renewed_since(&status);
     let observed = refresh.observed(observed);
     Ok(Gathered {
         outcome: Outcome::Checked {

@@ -25,7 +25,10 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::tokens::{WriteError, parse_expiry, read_key, tokens_issued_at, write_tokens};
-use crate::api::{ChannelConnection, ProviderType, Reason, TokenSecretRef};
+use crate::api::{
+    ChannelConnection, ChannelConnectionStatus, ProviderType, Reason, TokenSecretRef,
+    parse_duration,
+};
 use crate::providers::{App, NewTokens, Renewal, Token, Verdict, validator_for};
 use crate::telemetry::metrics::ResultLabels;
 
@@ -90,6 +93,37 @@ pub fn keep_alive_due(
         return false;
     };
     now.as_second().saturating_sub(since.as_second()) >= period.as_secs() as i64
+}
+
+/// The verdict of a check whose refresh failed before it: a token that works but could not be
+/// renewed is reported as transient (so it is retried with backoff and says why); for a dead
+/// token the renewal's failure is the reason (an outage wakes nobody, a refused refresh token is
+/// `RefreshFailed`). `describe` words a transient failure for a token that still works.
+pub fn after_failed_refresh(
+    checked: Verdict,
+    failed: Verdict,
+    describe: impl FnOnce(&str) -> String,
+) -> Verdict {
+    match (checked, failed) {
+        (
+            Verdict::Valid(_),
+            Verdict::Transient {
+                message,
+                retry_after,
+            },
+        ) => Verdict::Transient {
+            message: describe(&message),
+            retry_after,
+        },
+        (
+            Verdict::Invalid {
+                reason: Reason::Expired | Reason::Revoked,
+                ..
+            },
+            failed,
+        ) => failed,
+        (checked, _) => checked,
+    }
 }
 
 /// The token keys of a connection's Secret.
@@ -288,6 +322,55 @@ impl<'a> Refresher<'a> {
             refreshed: None,
             attempted: false,
         }
+    }
+
+    /// Whether to refresh before checking: within `spec.refresh.before` of expiry (paced at half
+    /// life), or to keep an idle refresh token alive. Paced from the later of this connection's
+    /// last refresh and when the Secret's tokens were issued (by another connection, say).
+    pub(super) fn due(
+        &self,
+        status: &ChannelConnectionStatus,
+        known_expiry: Option<jiff::Timestamp>,
+        now: jiff::Timestamp,
+    ) -> bool {
+        let policy = &self.conn.spec.refresh;
+        let last = status
+            .last_refresh_time
+            .as_ref()
+            .map(|t| t.0)
+            .max(self.issued_at);
+        let before = parse_duration(&policy.before).unwrap_or(Duration::from_secs(86_400));
+        let keep_alive = keep_alive_period(
+            policy
+                .keep_alive
+                .as_deref()
+                .and_then(|d| parse_duration(d).ok()),
+            self.app.settings.type_,
+        );
+        let created = self.conn.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        super::schedule::refresh_due(known_expiry, last, before, now)
+            || keep_alive_due(keep_alive, last, created, now)
+    }
+
+    /// See [`after_failed_refresh`].
+    pub(super) fn settle(
+        &self,
+        checked: Verdict,
+        failed: Verdict,
+        expires_at: Option<jiff::Timestamp>,
+    ) -> Verdict {
+        after_failed_refresh(checked, failed, |m| self.failing_message(m, expires_at))
+    }
+
+    /// When the tokens were renewed, if later than `status.lastRefreshTime`: here, or by
+    /// another connection of the Secret since this one last looked.
+    pub(super) fn renewed_since(
+        &self,
+        status: &ChannelConnectionStatus,
+    ) -> Option<jiff::Timestamp> {
+        self.refreshed.or(self
+            .issued_at
+            .filter(|t| status.last_refresh_time.as_ref().is_none_or(|l| l.0 < *t)))
     }
 
     pub(super) fn observed(&self, mut o: super::Observed) -> super::Observed {
@@ -851,6 +934,45 @@ mod tests {
         assert!(
             shared.flights.lock().unwrap().is_empty(),
             "no entry left behind"
+        );
+    }
+
+    #[test]
+    fn a_failed_refresh_decides_the_verdict_of_a_dead_token_only() {
+        let valid = Verdict::Valid(Default::default());
+        let outage = Verdict::Transient {
+            message: "503".into(),
+            retry_after: None,
+        };
+        let refused = Verdict::Invalid {
+            reason: Reason::RefreshFailed,
+            message: "invalid_grant".into(),
+        };
+        let expired = Verdict::Invalid {
+            reason: Reason::Expired,
+            message: "expired".into(),
+        };
+        let describe = |m: &str| format!("works, but {m}");
+        assert_eq!(
+            after_failed_refresh(valid.clone(), outage.clone(), describe),
+            Verdict::Transient {
+                message: "works, but 503".into(),
+                retry_after: None
+            }
+        );
+        assert_eq!(
+            after_failed_refresh(expired.clone(), outage.clone(), describe),
+            outage,
+            "an outage wakes nobody"
+        );
+        assert_eq!(
+            after_failed_refresh(expired, refused.clone(), describe),
+            refused
+        );
+        assert_eq!(
+            after_failed_refresh(valid.clone(), refused, describe),
+            valid,
+            "the access token still works"
         );
     }
 
