@@ -650,7 +650,12 @@ impl<'a> Refresher<'a> {
         self.count(result);
         match keys.access {
             Some(access) => {
-                self.refreshed = Some(issued_at.unwrap_or_else(jiff::Timestamp::now));
+                // The annotation dates the write only if relink made it (another program
+                // leaves it as it was).
+                let fresh = issued_at.filter(|t| self.issued_at.is_none_or(|s| *t > s));
+                self.refreshed = Some(fresh.unwrap_or_else(jiff::Timestamp::now));
+                self.issued_at = issued_at;
+                self.succeeded();
                 RefreshResult::Renewed(access, keys.expires_at)
             }
             None => RefreshResult::NotPossible,
