@@ -196,6 +196,9 @@ struct SandboxArgs {
         default_value = "sandbox-secret"
     )]
     client_secret: String,
+    /// Revoke a token family when one of its spent refresh tokens is presented again.
+    #[arg(long)]
+    reuse_detection: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -317,6 +320,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
             .unwrap_or((usize::from(args.concurrency) * 3 / 4).max(1)),
         check_request_min_gap: args.check_request_min_gap,
         app_probe_interval: args.app_probe_interval,
+        leading: None,
     };
     let key = StateKey::load_or_create(&client, &args.operator_namespace, &args.state_key_secret)
         .await
@@ -403,7 +407,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 async fn lead_then_run(
     client: Client,
     deps: Deps,
-    settings: Settings,
+    mut settings: Settings,
     args: &RunArgs,
     ready: Arc<AtomicBool>,
     stop: watch::Receiver<bool>,
@@ -451,6 +455,7 @@ async fn lead_then_run(
     let lost = Arc::new(AtomicBool::new(false));
     let lost_flag = lost.clone();
     let mut lease_rx = leading.clone();
+    settings.leading = Some(leading.clone());
     let until = async move {
         tokio::select! {
             _ = stopped(stop) => {},
@@ -522,6 +527,8 @@ async fn sandbox(args: SandboxArgs) -> ExitCode {
         latency: Duration::from_millis(args.latency_ms),
         client_id: args.client_id,
         client_secret: args.client_secret,
+        reuse_detection: args.reuse_detection,
+        ..SandboxConfig::default()
     };
     let sandbox = match Sandbox::start(args.listen, config).await {
         Ok(s) => s,

@@ -103,13 +103,16 @@ pub struct Timings {
     pub check_interval: std::time::Duration,
     pub refresh_before: std::time::Duration,
     pub max_age: Option<std::time::Duration>,
+    pub keep_alive: Option<std::time::Duration>,
 }
 
 impl ChannelConnectionSpec {
     /// The typed durations, or a message naming the field and its allowed range (shown with
     /// reason `InvalidSpec`).
     pub fn timings(&self) -> Result<Timings, String> {
-        use super::duration::{CHECK_INTERVAL_RANGE, MAX_AGE_RANGE, REFRESH_BEFORE_RANGE};
+        use super::duration::{
+            CHECK_INTERVAL_RANGE, KEEP_ALIVE_RANGE, MAX_AGE_RANGE, REFRESH_BEFORE_RANGE,
+        };
         Ok(Timings {
             check_interval: CHECK_INTERVAL_RANGE.parse(&self.check_interval)?,
             refresh_before: REFRESH_BEFORE_RANGE.parse(&self.refresh.before)?,
@@ -118,6 +121,12 @@ impl ChannelConnectionSpec {
                 .max_age
                 .as_deref()
                 .map(|m| MAX_AGE_RANGE.parse(m))
+                .transpose()?,
+            keep_alive: self
+                .refresh
+                .keep_alive
+                .as_deref()
+                .map(|k| KEEP_ALIVE_RANGE.parse(k))
                 .transpose()?,
         })
     }
@@ -212,6 +221,13 @@ pub struct RefreshPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 16))]
     pub max_age: Option<String>,
+    /// Refresh at least this often even when the access token does not need it, so a refresh
+    /// token the provider revokes after a period without use stays alive (`1h` to `2160h`;
+    /// default `720h` for `google` and `microsoft`, none for the others). A value out of range
+    /// gives reason `InvalidSpec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 16))]
+    pub keep_alive: Option<String>,
 }
 
 impl Default for RefreshPolicy {
@@ -220,6 +236,7 @@ impl Default for RefreshPolicy {
             enabled: true,
             before: default_refresh_before(),
             max_age: None,
+            keep_alive: None,
         }
     }
 }

@@ -15,8 +15,8 @@ mod provider;
 pub use conditions::{ConditionType, Reason, set_condition, set_condition_reason};
 pub use connection::*;
 pub use duration::{
-    CHECK_INTERVAL_RANGE, DurationError, DurationRange, MAX_AGE_RANGE, REFRESH_BEFORE_RANGE, human,
-    parse_duration,
+    CHECK_INTERVAL_RANGE, DurationError, DurationRange, KEEP_ALIVE_RANGE, MAX_AGE_RANGE,
+    REFRESH_BEFORE_RANGE, human, parse_duration,
 };
 pub use group::*;
 pub use provider::*;

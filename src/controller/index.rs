@@ -38,7 +38,11 @@ impl SecretIndex {
             return;
         }
         inner.forget(&r);
-        inner.by_secret.entry(key.clone()).or_default().insert(r.clone());
+        inner
+            .by_secret
+            .entry(key.clone())
+            .or_default()
+            .insert(r.clone());
         inner.by_connection.insert(r, key);
     }
 

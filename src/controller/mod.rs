@@ -8,6 +8,7 @@ mod group;
 mod index;
 mod provider;
 mod reconcile;
+mod refresh;
 mod schedule;
 mod secrets;
 pub mod status;
@@ -68,6 +69,9 @@ pub struct Settings {
     /// While an application is rejected (`invalid_client`), one connection asks the provider
     /// again this often; the others report `ProviderNotReady` without calling.
     pub app_probe_interval: Duration,
+    /// Whether this process still holds the leader Lease (`None`: no leader election). No
+    /// refresh starts without it: two processes must never use one refresh token.
+    pub leading: Option<watch::Receiver<bool>>,
 }
 
 /// What the controller uses besides the Kubernetes client, built once by `relink run`.
@@ -103,6 +107,8 @@ pub struct Context {
     namespace_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Failed reconciles in a row per connection uid, for the error backoff.
     error_streaks: Mutex<HashMap<String, u32>>,
+    /// Refresh single flights, unwritten answers and Event rate limits (see `refresh.rs`).
+    refresh: refresh::Shared,
     /// True once every cache has its first complete list; no check is decided before that.
     synced: watch::Sender<bool>,
     /// Application problems learned from checks, by provider label (see `provider.rs`).
@@ -240,6 +246,11 @@ impl Context {
     /// Whether the caches are complete (for readiness probes).
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()
+    }
+
+    /// Whether a token refresh may start: only while leading.
+    fn may_start_refresh(&self) -> bool {
+        self.settings.leading.as_ref().is_none_or(|l| *l.borrow())
     }
 
     /// Versions of the connection's Secret and provider, as the caches see them now.
@@ -392,6 +403,7 @@ pub async fn run(
         provider_slots: Mutex::default(),
         namespace_slots: Mutex::default(),
         error_streaks: Mutex::default(),
+        refresh: refresh::Shared::default(),
         synced: watch::channel(false).0,
     });
     {

@@ -15,14 +15,15 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
 use super::status::{CheckContext, Outcome, next_status};
 use super::status::{needs_login, track_reauthorization};
-use super::tokens::{ResolvedProvider, load_app, parse_expiry, read_key, write_tokens};
+use super::tokens::{ResolvedProvider, load_app, read_key};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, Timings,
 };
-use crate::providers::{App, RenewStyle, Renewal, Token, Verdict, validator_for};
+use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
 
 /// Failures of the operator itself (not of the provider): retried by [`error_policy`].
@@ -100,7 +101,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         observed: observed.clone(),
         app: None,
         provider: None,
-        refreshed: false,
+        refreshed: None,
     };
     let g = match &timings {
         _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
@@ -140,8 +141,8 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
             .unwrap_or_default(),
     };
     let (mut status, transition) = next_status(&old, &outcome, &cx);
-    if g.refreshed {
-        status.last_refresh_time = Some(Time(now));
+    if let Some(at) = g.refreshed {
+        status.last_refresh_time = Some(Time(at));
     }
     let requested = track_reauthorization(&mut status, schedule::reauthorize_request(&conn));
     let newly_requested =
@@ -440,7 +441,8 @@ struct Gathered {
     app: Option<App>,
     /// The provider object, when found (its status learns from this check).
     provider: Option<ResolvedProvider>,
-    refreshed: bool,
+    /// When the tokens in the Secret were last renewed, if newer than the status says.
+    refreshed: Option<jiff::Timestamp>,
 }
 
 /// Finds the provider, its client secret and the token; refreshes the token when it is about
@@ -462,7 +464,7 @@ async fn gather_and_check(
         observed,
         app,
         provider,
-        refreshed: false,
+        refreshed: None,
     };
     let Some(provider) = provider else {
         let r = &conn.spec.provider_ref;
@@ -512,28 +514,17 @@ async fn gather_and_check(
         };
         return Ok(done(outcome, observed, Some(app), Some(provider)));
     };
-    let refresh_token = read_key(&secret, &sref.refresh_token_key);
+    let validator = validator_for(app.settings.type_);
+    let mut refresh = Refresher::new(ctx, conn, ns, &app, &secret);
+    let mut expires_at = refresh.started.expires_at;
     // Every secret this check handles: provider text is scrubbed of all of them.
     let read_tokens = [
         Some(token.clone()),
-        refresh_token.clone(),
+        refresh.refresh_token.clone(),
         app.client_secret.clone(),
     ];
-    let mut expires_at =
-        read_key(&secret, &sref.expires_at_key).and_then(|v| parse_expiry(v.expose()));
 
-    let validator = validator_for(app.settings.type_);
-    let mut refresh = Refresher {
-        ctx,
-        conn,
-        ns,
-        app: &app,
-        refresh_token,
-        version: observed.secret_version.clone(),
-        refreshed: false,
-    };
-
-    // Ahead of expiry: renew first, then check the new token.
+    // Ahead of expiry (or to keep an idle refresh token alive): renew first, then check.
     let refreshable = conn.spec.refresh.enabled
         && (refresh.refresh_token.is_some()
             || matches!(
@@ -542,14 +533,8 @@ async fn gather_and_check(
             ));
     let status = conn.status.clone().unwrap_or_default();
     let known_expiry = expires_at.or(status.expires_at.as_ref().map(|t| t.0));
-    if refreshable
-        && schedule::refresh_due(
-            known_expiry,
-            status.last_refresh_time.as_ref().map(|t| t.0),
-            timings.refresh_before,
-            jiff::Timestamp::now(),
-        )
-    {
+    let mut refresh_failure = None;
+    if refreshable && refresh.due(&status, timings, known_expiry, jiff::Timestamp::now()) {
         match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
                 token = t;
@@ -568,7 +553,8 @@ async fn gather_and_check(
                     Some(provider),
                 ));
             }
-            _ => {}
+            RefreshResult::Failed(verdict) => refresh_failure = Some(verdict),
+            RefreshResult::NotPossible => {}
         }
     }
 
@@ -581,7 +567,7 @@ async fn gather_and_check(
     } = &verdict
         && conn.spec.refresh.enabled
         && refresh.refresh_token.is_some()
-        && !refresh.refreshed
+        && !refresh.attempted
     {
         verdict = match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
@@ -594,7 +580,10 @@ async fn gather_and_check(
         };
     }
     name_the_account(ctx, conn, validator, &app, &token, &mut verdict).await;
-    let refreshed = refresh.refreshed;
+    if let Some(failed) = refresh_failure {
+        verdict = refresh.settle(verdict, failed, expires_at);
+    }
+    let refreshed = refresh.renewed_since(&status);
     let observed = refresh.observed(observed);
     let verdict = scrubbed(
         verdict,
@@ -670,130 +659,6 @@ async fn timed_check(
         })
         .observe(started.elapsed().as_secs_f64());
     verdict
-}
-
-/// One connection's token renewal: calls the provider, writes the Secret with optimistic
-/// concurrency, and re-reads it before declaring a refresh token dead.
-struct Refresher<'a> {
-    ctx: &'a Context,
-    conn: &'a ChannelConnection,
-    ns: &'a str,
-    app: &'a App,
-    refresh_token: Option<Token>,
-    /// `resourceVersion` of the Secret as last read or written.
-    version: Option<String>,
-    refreshed: bool,
-}
-
-enum RefreshResult {
-    Renewed(Token, Option<jiff::Timestamp>),
-    /// A verdict to report instead of checking further.
-    Failed(Verdict),
-    NotPossible,
-}
-
-impl Refresher<'_> {
-    fn observed(&self, mut o: super::Observed) -> super::Observed {
-        o.secret_version = self.version.clone();
-        o
-    }
-
-    fn count(&self, result: &str) {
-        self.ctx
-            .metrics
-            .refreshes
-            .get_or_create(&ResultLabels {
-                provider: self.conn.spec.provider_ref.name.clone(),
-                result: result.into(),
-            })
-            .inc();
-    }
-
-    async fn run(&mut self, access: &Token) -> RefreshResult {
-        let validator = validator_for(self.app.settings.type_);
-        let answer = validator
-            .renew(
-                &self.ctx.http,
-                self.app,
-                access,
-                self.refresh_token.as_ref(),
-            )
-            .await;
-        let name = self.conn.name_any();
-        match answer {
-            Renewal::Renewed(tokens) => {
-                match write_tokens(
-                    &self.ctx.client,
-                    self.ns,
-                    &self.conn.spec.secret_ref,
-                    &tokens,
-                    self.version.as_deref(),
-                )
-                .await
-                {
-                    Ok(version) => {
-                        self.version = version;
-                        self.refreshed = true;
-                        if tokens.refresh_token.is_some() {
-                            self.refresh_token = tokens.refresh_token.clone();
-                        }
-                        self.count("renewed");
-                        info!(namespace = %self.ns, name = %name, "token refreshed");
-                        RefreshResult::Renewed(tokens.access_token, tokens.expires_at)
-                    }
-                    Err(e) => {
-                        self.count("write_failed");
-                        warn!(namespace = %self.ns, name = %name, error = %e, "refreshed token not written; checking again soon");
-                        RefreshResult::Failed(Verdict::Transient {
-                            message: format!("refreshed but {e}"),
-                            retry_after: None,
-                        })
-                    }
-                }
-            }
-            Renewal::Rejected { message } => {
-                // A refresh token rotated by someone else is not a dead one: re-read first.
-                let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.ns);
-                let current = secrets
-                    .get_opt(&self.conn.spec.secret_ref.name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|s| read_key(&s, &self.conn.spec.secret_ref.refresh_token_key));
-                if current.is_some() && current != self.refresh_token {
-                    self.count("rotated_elsewhere");
-                    return RefreshResult::Failed(Verdict::Transient {
-                        message:
-                            "the refresh token changed in the Secret meanwhile; checking again"
-                                .into(),
-                        retry_after: None,
-                    });
-                }
-                self.count("rejected");
-                RefreshResult::Failed(Verdict::Invalid {
-                    reason: Reason::RefreshFailed,
-                    message: format!(
-                        "refreshing the token failed: {message}; a person must log in again"
-                    ),
-                })
-            }
-            Renewal::Transient {
-                message,
-                retry_after,
-            } => {
-                self.count("unavailable");
-                RefreshResult::Failed(Verdict::Transient {
-                    message,
-                    retry_after,
-                })
-            }
-            Renewal::Misconfigured { message } => {
-                self.count("misconfigured");
-                RefreshResult::Failed(Verdict::Misconfigured { message })
-            }
-            Renewal::Unsupported { .. } => RefreshResult::NotPossible,
-        }
-    }
 }
 
 /// Sets `status.reauthUrl` while a person must log in (kept stable across checks so the link

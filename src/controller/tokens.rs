@@ -214,6 +214,23 @@ pub fn parse_expiry(v: &str) -> Option<jiff::Timestamp> {
     v.parse().ok()
 }
 
+/// Annotation relink sets on a token Secret whenever it writes new tokens (refresh or
+/// re-authorization): when they were issued. Every connection of the Secret, and every replica
+/// after a restart, paces its refreshes from it, so a token one connection just refreshed is not
+/// refreshed again by another.
+pub const TOKENS_ISSUED_ANNOTATION: &str = "relink.dev/tokens-issued-at";
+
+/// When the tokens in `secret` were issued, if relink wrote them.
+pub fn tokens_issued_at(secret: &Secret) -> Option<jiff::Timestamp> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TOKENS_ISSUED_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
 /// Why new tokens were not written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -255,9 +272,13 @@ pub async fn write_tokens(
             None => serde_json::Value::Null,
         },
     );
-    let mut patch = json!({ "data": data });
+    let issued = jiff::Timestamp::now().to_string();
+    let mut patch = json!({
+        "data": data,
+        "metadata": { "annotations": { TOKENS_ISSUED_ANNOTATION: &issued } },
+    });
     if let Some(rv) = expected_version {
-        patch["metadata"] = json!({ "resourceVersion": rv });
+        patch["metadata"]["resourceVersion"] = json!(rv);
     }
     match api
         .patch(
@@ -290,6 +311,10 @@ pub async fn write_tokens(
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(secret_ref.name.clone()),
+                    annotations: Some(BTreeMap::from([(
+                        TOKENS_ISSUED_ANNOTATION.to_owned(),
+                        issued,
+                    )])),
                     ..Default::default()
                 },
                 data: Some(values),

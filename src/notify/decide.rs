@@ -171,10 +171,7 @@ fn warned_for_this_expiry(
         // No expiry known: one warning until something else is told.
         return true;
     };
-    let before = spec
-        .timings()
-        .map(|t| t.refresh_before)
-        .unwrap_or_default();
+    let before = spec.timings().map(|t| t.refresh_before).unwrap_or_default();
     let lead = policy.expiry_warning.max(before).as_secs() as i64;
     last.time.0.as_second() >= at.as_second().saturating_sub(lead)
 }

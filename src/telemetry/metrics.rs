@@ -64,6 +64,9 @@ pub struct Metrics {
     pub checks: Family<ResultLabels, Counter>,
     pub provider_request_duration: HistogramFamily<EndpointLabels>,
     pub refreshes: Family<ResultLabels, Counter>,
+    /// Unix time since which refreshing the connection's token has been failing transiently
+    /// (absent while refreshes succeed).
+    pub refresh_failing_since: Family<ConnectionLabels, Gauge>,
     pub notifications: Family<ChannelLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -82,6 +85,7 @@ impl Default for Metrics {
             checks: Family::default(),
             provider_request_duration: Family::new_with_constructor(latency_histogram),
             refreshes: Family::default(),
+            refresh_failing_since: Family::default(),
             notifications: Family::default(),
             reconcile_duration: latency_histogram(),
             reconcile_errors: Family::default(),
@@ -114,6 +118,11 @@ impl Default for Metrics {
             "refresh",
             "Token refreshes by provider object and result",
             m.refreshes.clone(),
+        );
+        registry.register(
+            "refresh_failing_since_timestamp_seconds",
+            "Unix time since which refreshing the connection's token has been failing transiently",
+            m.refresh_failing_since.clone(),
         );
         registry.register(
             "notifications",
@@ -194,6 +203,7 @@ impl Metrics {
     pub fn forget_connection(&self, labels: &ConnectionLabels) {
         self.connection_ready.remove(labels);
         self.token_expiration.remove(labels);
+        self.refresh_failing_since.remove(labels);
     }
 }
 

@@ -18,4 +18,5 @@ mod presets;
 mod providers;
 mod rbac;
 mod reauth;
+mod refresh;
 mod support;
