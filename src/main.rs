@@ -22,6 +22,7 @@ use relink::sandbox::{Sandbox, SandboxConfig};
 use relink::telemetry::{self, Metrics};
 use tokio::sync::watch;
 
+mod dashboard;
 mod demo;
 mod status_cmd;
 
@@ -47,6 +48,9 @@ enum Command {
     Status(status_cmd::StatusArgs),
     /// Ask for a check of one connection now and wait for the result (also `kubectl relink check`).
     Check(status_cmd::CheckArgs),
+    /// Serve a live page of every channel connection and group on 127.0.0.1, with your own
+    /// kubeconfig and RBAC (also `kubectl relink dashboard`).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -226,6 +230,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::main(args),
         Command::Status(args) => status_cmd::main(args),
         Command::Check(args) => status_cmd::check(args),
+        Command::Dashboard(args) => dashboard::main(args),
     }
 }
 
