@@ -24,7 +24,7 @@ use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -40,6 +40,8 @@ use view::{ConnectionRow, Counts, GroupRow, Permission, ProviderTypes};
 const DEFAULT_PORT: u16 = 8097;
 /// How long a "may I patch?" answer is trusted before the API server is asked again.
 const PERMISSION_TTL: Duration = Duration::from_secs(60);
+/// How often a failing watch's API is asked whether it answers again.
+const RECOVERY_PROBE: Duration = Duration::from_secs(3);
 
 #[derive(Args)]
 pub struct DashboardArgs {
@@ -222,6 +224,16 @@ fn start_watches(client: Client, scope: Scope, selector: Option<String>) -> Dash
     let provider_api: Api<ChannelProvider> = scope.api(&client);
     let cluster_api: Api<ClusterChannelProvider> = Api::all(client);
     // The tasks end with the process.
+    tokio::spawn(recover(
+        conn_api.clone(),
+        dashboard.connections_health.clone(),
+        bump.clone(),
+    ));
+    tokio::spawn(recover(
+        group_api.clone(),
+        dashboard.groups_health.clone(),
+        bump.clone(),
+    ));
     tokio::spawn(follow(
         reflector::reflector(conn_writer, watcher(conn_api, config).default_backoff()),
         bump.clone(),
@@ -268,16 +280,52 @@ async fn follow<S, K>(
     while let Some(item) = stream.next().await {
         if let Some(health) = &health {
             let mut h = health.lock().unwrap_or_else(|p| p.into_inner());
+            let was = h.error.take();
             match &item {
-                Ok(watcher::Event::InitDone) => {
-                    h.synced = true;
-                    h.error = None;
-                }
-                Ok(_) => h.error = None,
+                Ok(watcher::Event::InitDone) => h.synced = true,
+                Ok(_) => {}
                 Err(e) => h.error = Some(watch_error(e)),
+            }
+            // Said once per change on the terminal too, for whoever looks there.
+            match (&was, &h.error) {
+                (None, Some(e)) => eprintln!("lost the API server: {e}"),
+                (Some(_), None) => eprintln!("the API server answers again"),
+                _ => {}
             }
         }
         version.send_modify(|v| *v += 1);
+    }
+}
+
+/// While `health` holds an error, asks the API server for one object of `api` every few
+/// seconds and clears the error once it answers: a watch that resumes from where it stopped
+/// says nothing until an object changes, so its silence cannot tell that it works again.
+async fn recover<K>(api: Api<K>, health: Arc<Mutex<WatchHealth>>, version: watch::Sender<u64>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let failing = || {
+        health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .error
+            .is_some()
+    };
+    loop {
+        tokio::time::sleep(RECOVERY_PROBE).await;
+        if !failing() || api.list(&ListParams::default().limit(1)).await.is_err() {
+            continue;
+        }
+        let cleared = health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .error
+            .take()
+            .is_some();
+        if cleared {
+            eprintln!("the API server answers again");
+            version.send_modify(|v| *v += 1);
+        }
     }
 }
 
@@ -370,12 +418,16 @@ impl Dashboard {
         {
             return p.clone();
         }
-        let p = self.ask_may_patch(ns).await;
-        cache.insert(ns.to_owned(), (Instant::now(), p.clone()));
+        let (p, definitive) = self.ask_may_patch(ns).await;
+        // A failed question is asked again next time (the API server may be back).
+        if definitive {
+            cache.insert(ns.to_owned(), (Instant::now(), p.clone()));
+        }
         p
     }
 
-    async fn ask_may_patch(&self, ns: &str) -> Permission {
+    /// The answer, and whether the API server gave it (rather than an error).
+    async fn ask_may_patch(&self, ns: &str) -> (Permission, bool) {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -393,7 +445,7 @@ impl Dashboard {
         match api.create(&PostParams::default(), &review).await {
             Ok(r) => {
                 let status = r.status.unwrap_or_default();
-                if status.allowed {
+                let p = if status.allowed {
                     Permission {
                         allowed: true,
                         why: None,
@@ -410,15 +462,19 @@ impl Dashboard {
                             "You may not patch channelconnections in namespace {ns}{detail}; ask for the relink editor role there."
                         )),
                     }
-                }
+                };
+                (p, true)
             }
-            Err(e) => Permission {
-                allowed: false,
-                why: Some(format!(
-                    "Cannot ask the API server whether you may patch channelconnections in namespace {ns}: {}",
-                    kube_error(&e)
-                )),
-            },
+            Err(e) => (
+                Permission {
+                    allowed: false,
+                    why: Some(format!(
+                        "Cannot ask the API server whether you may patch channelconnections in namespace {ns}: {}",
+                        kube_error(&e)
+                    )),
+                },
+                false,
+            ),
         }
     }
 }
