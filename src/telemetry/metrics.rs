@@ -135,6 +135,16 @@ impl Default for Metrics {
             "ChannelConnection status writes",
             m.status_writes.clone(),
         );
+        registry.register(
+            "group_members",
+            "Members of the ChannelGroup",
+            m.group_members.clone(),
+        );
+        registry.register(
+            "group_ready_members",
+            "Members of the ChannelGroup that are Ready",
+            m.group_ready_members.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -195,6 +205,22 @@ mod tests {
             text.contains("relink_checks_total{provider=\"app\",result=\"Valid\"} 1"),
             "{text}"
         );
+        let g = GroupLabels {
+            namespace: "ns".into(),
+            name: "g".into(),
+        };
+        m.group_members.get_or_create(&g).set(3);
+        m.group_ready_members.get_or_create(&g).set(2);
+        let text = m.encode();
+        assert!(
+            text.contains("relink_group_members{namespace=\"ns\",name=\"g\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("relink_group_ready_members{namespace=\"ns\",name=\"g\"} 2"),
+            "{text}"
+        );
+        m.forget_group(&g);
         m.forget_connection(&l);
         assert!(!m.encode().contains("name=\"c\""));
     }
