@@ -10,6 +10,8 @@
 //! No Secret is ever read, so no token can be shown; the re-authorization link appears only
 //! as the target of the Reconnect link.
 
+#[cfg(test)]
+mod metric_names;
 mod server;
 mod view;
 
