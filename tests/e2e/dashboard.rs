@@ -405,6 +405,21 @@ async fn a_person_watches_and_heals_channels_on_the_dashboard() {
             .is_empty(),
         "markup from the cluster is not rendered"
     );
+    // Details: the connection's recent Events, read with the user's credentials.
+    let more = browser
+        .find(&format!("{} button.more", row(&id("support"))))
+        .await;
+    browser.click(&more).await;
+    assert_eq!(browser.property(&more, "ariaExpanded").await, "true");
+    let events = browser
+        .wait_text(
+            &format!("{} + tr.details ul.events", row(&id("support"))),
+            "the Revoked Event in the details",
+            |t| t.contains("Revoked"),
+        )
+        .await;
+    assert!(events.contains("inactive"), "{events}");
+    browser.click(&more).await;
     let orange = browser.text(&browser.find(&row(&id("news"))).await).await;
     assert!(orange.contains("Expiring"), "{orange}");
     assert!(
