@@ -290,7 +290,7 @@ async fn follow<S, K>(
             }
             // Said once per change on the terminal too, for whoever looks there.
             match (&was, &h.error) {
-                (None, Some(e)) => eprintln!("lost the API server: {e}"),
+                (None, Some(e)) => eprintln!("{e}"),
                 (Some(_), None) => eprintln!("the API server answers again"),
                 _ => {}
             }
@@ -337,19 +337,21 @@ fn watch_error(e: &watcher::Error) -> String {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
         | watcher::Error::WatchFailed(e) => kube_error(e),
-        other => other.to_string(),
+        other => format!("The watch failed: {other}"),
     };
     crate::status_cmd::one_line(&text)
 }
 
+/// A sentence for the page's banner: what went wrong between the dashboard and the API server.
 fn kube_error(e: &kube::Error) -> String {
     match e {
-        kube::Error::Api(s) if s.code == 403 => format!("forbidden: {}", s.message),
+        kube::Error::Api(s) if s.code == 403 => format!("Forbidden: {}", s.message),
         kube::Error::Api(s) if s.code == 404 => {
-            "not found: are the relink CRDs installed? (`relink crd | kubectl apply --server-side -f -`)"
+            "Not found: are the relink CRDs installed? (`relink crd | kubectl apply --server-side -f -`)"
                 .to_owned()
         }
-        other => other.to_string(),
+        kube::Error::Api(s) => format!("The API server answered {}: {}", s.code, s.message),
+        other => format!("Lost the API server ({other})"),
     }
 }
 
@@ -471,7 +473,7 @@ impl Dashboard {
                 Permission {
                     allowed: false,
                     why: Some(format!(
-                        "Cannot ask the API server whether you may patch channelconnections in namespace {ns}: {}",
+                        "Cannot ask whether you may patch channelconnections in namespace {ns}: {}",
                         kube_error(&e)
                     )),
                 },

@@ -328,7 +328,7 @@ function render(s) {
   renderGroups(s);
   applyFilters();
   setLive(s.api.error ? "lost" : s.api.synced ? "ok" : "wait",
-    s.api.error ? "Lost the API server: " + s.api.error + " — showing what was last seen; retrying."
+    s.api.error ? s.api.error + " — showing what was last seen; retrying."
       : s.api.synced ? "Live" : "Loading…");
 }
 

@@ -181,22 +181,23 @@ struct Target {
 }
 
 /// The connection `t` names, when the dashboard shows it.
-fn shown(app: &App, t: &Target) -> Result<Arc<ChannelConnection>, Response> {
+fn shown(app: &App, t: &Target) -> Option<Arc<ChannelConnection>> {
     let d = &app.dashboard;
     d.connections
         .state()
         .into_iter()
         .find(|c| c.namespace().as_deref() == Some(t.namespace.as_str()) && c.name_any() == t.name)
         .filter(|_| d.scope.contains(&t.namespace))
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "channelconnection {}/{} is not shown here",
-                    t.namespace, t.name
-                ),
-            )
-        })
+}
+
+fn not_shown(t: &Target) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "channelconnection {}/{} is not shown here",
+            t.namespace, t.name
+        ),
+    )
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -216,9 +217,8 @@ struct EventLine {
 }
 
 async fn events(State(app): State<Arc<App>>, Query(t): Query<Target>) -> Response {
-    let conn = match shown(&app, &t) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some(conn) = shown(&app, &t) else {
+        return not_shown(&t);
     };
     match crate::status_cmd::events_about(&app.dashboard.client, &conn).await {
         Ok(list) => {
@@ -241,8 +241,8 @@ async fn events(State(app): State<Arc<App>>, Query(t): Query<Target>) -> Respons
 }
 
 async fn check(State(app): State<Arc<App>>, axum::Json(t): axum::Json<Target>) -> Response {
-    if let Err(r) = shown(&app, &t) {
-        return r;
+    if shown(&app, &t).is_none() {
+        return not_shown(&t);
     }
     let permission = app.dashboard.may_patch(&t.namespace).await;
     if !permission.allowed {
