@@ -50,7 +50,8 @@ pub struct DashboardArgs {
     /// Only connections and groups in this namespace (default: the kubeconfig's namespace).
     #[arg(long, short = 'n', conflicts_with = "all_namespaces")]
     namespace: Option<String>,
-    /// Connections and groups in every namespace you can read.
+    /// Connections and groups in every namespace (needs permission to list them cluster-wide,
+    /// like `kubectl get -A`).
     #[arg(long, short = 'A')]
     all_namespaces: bool,
     /// Only connections matching this label selector (e.g. `team=marketing`).

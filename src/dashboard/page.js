@@ -181,6 +181,16 @@ async function requestCheck(row) {
       try { msg = (await r.json()).error || msg; } catch (_) { /* not JSON */ }
       throw new Error(msg);
     }
+    // Not handled within a minute: say so instead of spinning forever.
+    const mine = row.requested;
+    setTimeout(() => {
+      if (row.requested !== mine) return;
+      row.requested = null;
+      e.check.textContent = "Check now";
+      e.check.disabled = !row.data.check.allowed;
+      e.note.className = "note error";
+      e.note.textContent = "relink has not checked it within a minute: is the operator running and watching this namespace?";
+    }, 60000);
   } catch (err) {
     row.requested = null;
     e.check.textContent = "Check now";

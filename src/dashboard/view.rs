@@ -306,6 +306,14 @@ pub fn connection_row(
     let check_pending =
         asked.is_some_and(|a| status.last_handled_check_request.as_ref() != Some(a));
     let provider = &c.spec.provider_ref;
+    let check = if c.spec.suspend {
+        Permission {
+            allowed: false,
+            why: Some("Checks are suspended (spec.suspend: true).".to_owned()),
+        }
+    } else {
+        check
+    };
     ConnectionRow {
         id: format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()),
         namespace: c.namespace().unwrap_or_default(),
@@ -535,10 +543,9 @@ mod tests {
         assert_eq!(newer.reason_text, "ProviderNotAllowed");
         let mut suspended = conn("c", vec![cond("Ready", "True", "Valid")], None);
         suspended.spec.suspend = true;
-        assert_eq!(
-            connection_row(&suspended, None, allowed()).state,
-            State::Suspended
-        );
+        let row = connection_row(&suspended, None, allowed());
+        assert_eq!(row.state, State::Suspended);
+        assert!(!row.check.allowed, "nothing would check it");
         let rows = [ready, expiring, trouble, revoked, unchecked, newer];
         assert_eq!(
             counts(&rows),

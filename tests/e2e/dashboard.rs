@@ -215,6 +215,25 @@ impl WebDriver {
         .await
     }
 
+    /// Types `text` into the element.
+    async fn type_into(&self, element: &str, text: &str) {
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn clear(&self, element: &str) {
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
     async fn enabled(&self, element: &str) -> bool {
         let v = self
             .cmd(
@@ -464,6 +483,42 @@ async fn a_person_watches_and_heals_channels_on_the_dashboard() {
         "{group_card}"
     );
     browser.screenshot(&artifacts.join("dashboard.png")).await;
+
+    // Search and the status filter narrow the rows.
+    let visible = || async { browser.find_all("tr.conn:not([hidden])").await.len() };
+    let search = browser.find("#f-search").await;
+    browser.type_into(&search, "page-3").await;
+    support::eventually("search finds one row", WAIT, || async {
+        (visible().await == 1).then_some(())
+    })
+    .await;
+    assert!(
+        browser
+            .text(&browser.find(&row(&id("news"))).await)
+            .await
+            .contains("news")
+    );
+    browser.clear(&search).await;
+    browser
+        .click(&browser.find(r#"#f-status option[value="red"]"#).await)
+        .await;
+    support::eventually("the status filter keeps the red row", WAIT, || async {
+        (visible().await == 1).then_some(())
+    })
+    .await;
+    assert!(
+        !browser
+            .text(&browser.find(&row(&id("support"))).await)
+            .await
+            .is_empty()
+    );
+    browser
+        .click(&browser.find(r#"#f-status option[value=""]"#).await)
+        .await;
+    support::eventually("every row is back", WAIT, || async {
+        (visible().await == 3).then_some(())
+    })
+    .await;
 
     // From here on the page must never reload: a mark set now must survive.
     browser.script("window.relinkNoReload = 42;").await;
