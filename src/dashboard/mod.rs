@@ -238,36 +238,50 @@ fn start_watches(client: Client, scope: Scope, selector: Option<String>) -> Dash
         bump.clone(),
     ));
     tokio::spawn(follow(
-        reflector::reflector(conn_writer, watcher(conn_api, config).default_backoff()),
+        reflect(conn_api, config, conn_writer),
         bump.clone(),
         Some(dashboard.connections_health.clone()),
     ));
     tokio::spawn(follow(
-        reflector::reflector(
-            group_writer,
-            watcher(group_api, watcher::Config::default()).default_backoff(),
-        ),
+        reflect(group_api, watcher::Config::default(), group_writer),
         bump.clone(),
         Some(dashboard.groups_health.clone()),
     ));
     // Provider objects only name the provider type; a user who cannot read them sees names.
     tokio::spawn(follow(
-        reflector::reflector(
-            provider_writer,
-            watcher(provider_api, watcher::Config::default()).default_backoff(),
-        ),
+        reflect(provider_api, watcher::Config::default(), provider_writer),
         bump.clone(),
         None,
     ));
     tokio::spawn(follow(
-        reflector::reflector(
-            cluster_writer,
-            watcher(cluster_api, watcher::Config::default()).default_backoff(),
-        ),
+        reflect(cluster_api, watcher::Config::default(), cluster_writer),
         bump,
         None,
     ));
     dashboard
+}
+
+/// A watch of `api` kept in `writer`'s store, retried with backoff, without `managedFields`
+/// (nothing here reads them; they are often the larger half of an object).
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear());
+    reflector::reflector(writer, stream)
 }
 
 /// Runs one reflector stream, recording its health in `health` (when given) and bumping the
