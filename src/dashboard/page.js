@@ -156,7 +156,7 @@ function updateRow(row, c) {
     e.check.disabled = !c.check.allowed;
     e.check.textContent = "Check now";
     e.note.className = "note";
-    e.note.textContent = "Checked " + relative(c.lastCheck) + ".";
+    e.note.textContent = "Checked: see LAST CHECK.";
   }
   if (row.open && (!prev || prev.lastCheck !== c.lastCheck || prev.reason !== c.reason)) renderDetails(row, true);
   else if (row.open) renderDetails(row, false);
@@ -255,6 +255,9 @@ function matches(c) {
 }
 
 function applyFilters() {
+  for (const b of document.querySelectorAll("button.count")) {
+    b.setAttribute("aria-pressed", String(b.dataset.filter === $("f-status").value));
+  }
   if (!last) return;
   let shown = 0;
   for (const c of last.connections) {
@@ -318,6 +321,7 @@ function render(s) {
   $("count-expiring").textContent = s.counts.expiring;
   $("count-broken").textContent = s.counts.broken;
   $("count-other").textContent = s.counts.other;
+  document.title = (s.counts.broken ? "(" + s.counts.broken + " broken) " : "") + "relink dashboard";
   const tbody = $("rows");
   const seen = new Set();
   let at = 0;
@@ -372,6 +376,13 @@ document.addEventListener("DOMContentLoaded", () => {
   $("filters").addEventListener("submit", (ev) => ev.preventDefault());
   for (const id of ["f-status", "f-provider"]) $(id).addEventListener("change", applyFilters);
   $("f-search").addEventListener("input", applyFilters);
+  for (const b of document.querySelectorAll("button.count")) {
+    b.addEventListener("click", () => {
+      const f = $("f-status");
+      f.value = f.value === b.dataset.filter ? "" : b.dataset.filter;
+      applyFilters();
+    });
+  }
   setInterval(tick, 5000);
   poll();
 });
