@@ -22,6 +22,7 @@ use relink::sandbox::{Sandbox, SandboxConfig};
 use relink::telemetry::{self, Metrics};
 use tokio::sync::watch;
 
+mod dashboard;
 mod demo;
 mod reference;
 mod status_cmd;
@@ -53,6 +54,9 @@ enum Command {
     Check(status_cmd::CheckArgs),
     /// Ask for a re-authorization link for one connection, even a healthy one, and print it (also `kubectl relink reauth`).
     Reauth(status_cmd::ReauthArgs),
+    /// Serve a live page of every channel connection and group on 127.0.0.1, with your own
+    /// kubeconfig and RBAC (also `kubectl relink dashboard`).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -240,6 +244,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status_cmd::main(args),
         Command::Check(args) => status_cmd::check(args),
         Command::Reauth(args) => status_cmd::reauth(args),
+        Command::Dashboard(args) => dashboard::main(args),
     }
 }
 

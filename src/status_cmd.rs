@@ -333,13 +333,7 @@ async fn run_check(args: &CheckArgs) -> Result<bool, String> {
     let name = args.name.as_str();
     let before = get_connection(&api, name, &ns).await?;
     let requested = jiff::Timestamp::now();
-    let value = requested.as_nanosecond().to_string();
-    let patch = serde_json::json!({
-        "metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: value}}
-    });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| format!("cannot annotate channelconnection {ns}/{name}: {e}"))?;
+    let value = request_check(&api, &ns, name, requested).await?;
     println!("Check requested: {ns}/{name} {CHECK_REQUESTED_ANNOTATION}={value}");
     if !args.wait || args.no_wait {
         println!(
@@ -399,6 +393,25 @@ async fn run_check(args: &CheckArgs) -> Result<bool, String> {
     Ok(summarize(&after, now).ready)
 }
 
+/// Sets the check-request annotation of `ns/name` to `requested` (in nanoseconds) with the
+/// caller's credentials; returns the value the operator will echo in
+/// `status.lastHandledCheckRequest`. Used by `relink check` and the dashboard's Check now.
+pub(crate) async fn request_check(
+    api: &Api<ChannelConnection>,
+    ns: &str,
+    name: &str,
+    requested: jiff::Timestamp,
+) -> Result<String, String> {
+    let value = requested.as_nanosecond().to_string();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: value}}
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("cannot annotate channelconnection {ns}/{name}: {e}"))?;
+    Ok(value)
+}
+
 /// Whether the operator has acted on the check request `value`.
 fn handled(conn: &ChannelConnection, value: &str) -> bool {
     conn.status
@@ -414,7 +427,10 @@ fn publishes_event(old: &ChannelConnectionStatus, new: &ChannelConnectionStatus)
 }
 
 /// The last Events about `conn` (oldest first), or why they could not be listed.
-async fn events_about(client: &Client, conn: &ChannelConnection) -> Result<Vec<Event>, String> {
+pub(crate) async fn events_about(
+    client: &Client,
+    conn: &ChannelConnection,
+) -> Result<Vec<Event>, String> {
     let ns = conn.namespace().unwrap_or_default();
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     let name = conn.name_any();
@@ -456,7 +472,7 @@ fn select_events(items: Vec<Event>, conn: &ChannelConnection, last: usize) -> Ve
 }
 
 /// When an Event last happened: its series' last time, else its own time.
-fn event_time(e: &Event) -> Option<jiff::Timestamp> {
+pub(crate) fn event_time(e: &Event) -> Option<jiff::Timestamp> {
     e.series
         .as_ref()
         .map(|s| s.last_observed_time.0)
@@ -582,7 +598,7 @@ pub(crate) fn summarize(c: &ChannelConnection, now: jiff::Timestamp) -> Summary 
 
 /// One hint per reason that has no re-authorization link (see docs/troubleshooting.md): what
 /// `Reason::advice` says; the CLI's own "not checked yet" reads like `Checking`.
-fn what_to_do(reason: &str) -> &'static str {
+pub(crate) fn what_to_do(reason: &str) -> &'static str {
     Reason::parse(reason).unwrap_or(Reason::Checking).advice()
 }
 
@@ -918,7 +934,7 @@ fn ago(t: jiff::Timestamp, now: jiff::Timestamp) -> String {
 }
 
 /// Provider text on one line.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

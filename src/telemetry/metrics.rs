@@ -144,6 +144,16 @@ impl Default for Metrics {
             "ChannelConnection status writes",
             m.status_writes.clone(),
         );
+        registry.register(
+            "group_members",
+            "Members of the ChannelGroup",
+            m.group_members.clone(),
+        );
+        registry.register(
+            "group_ready_members",
+            "Members of the ChannelGroup that are Ready",
+            m.group_ready_members.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -157,10 +167,27 @@ impl Metrics {
         out
     }
 
-    /// The exposition with one (empty-labelled) series in every family, so each registered
-    /// metric shows its name, type, help and label names (for the API reference).
+    /// The exposition with one series in every family, so each registered metric shows its
+    /// name, type, help and label names (an empty family is not encoded at all). Read by the
+    /// API reference and by the test that dashboards and alerts query only exported names.
     pub fn describe() -> String {
         let m = Metrics::default();
+        // No `..`: a new metric does not compile here until it gets a series too.
+        let Metrics {
+            registry: _,
+            connection_ready,
+            token_expiration,
+            checks,
+            provider_request_duration,
+            refreshes,
+            refresh_failing_since,
+            notifications,
+            reconcile_duration,
+            reconcile_errors,
+            status_writes,
+            group_members,
+            group_ready_members,
+        } = &m;
         let c = ConnectionLabels {
             namespace: String::new(),
             name: String::new(),
@@ -174,23 +201,32 @@ impl Metrics {
             namespace: String::new(),
             name: String::new(),
         };
-        let _ = m.connection_ready.get_or_create(&c);
-        let _ = m.token_expiration.get_or_create(&c);
-        let _ = m.checks.get_or_create(&r);
-        let _ = m.refreshes.get_or_create(&r);
-        let _ = m.provider_request_duration.get_or_create(&EndpointLabels {
-            provider: String::new(),
-            endpoint: String::new(),
-        });
-        let _ = m.notifications.get_or_create(&ChannelLabels {
-            channel: String::new(),
-            result: String::new(),
-        });
-        let _ = m.reconcile_errors.get_or_create(&ErrorLabels {
-            error: String::new(),
-        });
-        let _ = m.group_members.get_or_create(&g);
-        let _ = m.group_ready_members.get_or_create(&g);
+        connection_ready.get_or_create(&c).set(0);
+        token_expiration.get_or_create(&c).set(0.0);
+        refresh_failing_since.get_or_create(&c).set(0);
+        checks.get_or_create(&r).inc();
+        refreshes.get_or_create(&r).inc();
+        provider_request_duration
+            .get_or_create(&EndpointLabels {
+                provider: String::new(),
+                endpoint: String::new(),
+            })
+            .observe(0.0);
+        notifications
+            .get_or_create(&ChannelLabels {
+                channel: String::new(),
+                result: String::new(),
+            })
+            .inc();
+        reconcile_duration.observe(0.0);
+        reconcile_errors
+            .get_or_create(&ErrorLabels {
+                error: String::new(),
+            })
+            .inc();
+        status_writes.inc();
+        group_members.get_or_create(&g).set(0);
+        group_ready_members.get_or_create(&g).set(0);
         m.encode()
     }
 
@@ -242,6 +278,22 @@ mod tests {
             text.contains("relink_checks_total{provider=\"app\",result=\"Valid\"} 1"),
             "{text}"
         );
+        let g = GroupLabels {
+            namespace: "ns".into(),
+            name: "g".into(),
+        };
+        m.group_members.get_or_create(&g).set(3);
+        m.group_ready_members.get_or_create(&g).set(2);
+        let text = m.encode();
+        assert!(
+            text.contains("relink_group_members{namespace=\"ns\",name=\"g\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("relink_group_ready_members{namespace=\"ns\",name=\"g\"} 2"),
+            "{text}"
+        );
+        m.forget_group(&g);
         m.forget_connection(&l);
         assert!(!m.encode().contains("name=\"c\""));
     }

@@ -5,6 +5,7 @@ mod browser;
 mod chart;
 mod cli;
 mod crds;
+mod dashboard;
 mod demo;
 mod examples;
 mod fixtures;
