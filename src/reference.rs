@@ -183,11 +183,12 @@ fn metrics(out: &mut String) {
                 .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned()))
                 .filter(|k| k != "le")
                 .collect();
-            let family = types
-                .keys()
-                .find(|f| series.starts_with(f.as_str()))
-                .cloned()
-                .unwrap_or_else(|| series.to_owned());
+            let family = ["_total", "_bucket", "_sum", "_count", "_created"]
+                .iter()
+                .filter_map(|suffix| series.strip_suffix(suffix))
+                .find(|f| types.contains_key(*f))
+                .unwrap_or(series)
+                .to_owned();
             labels.entry(family).or_insert(names);
         }
     }
