@@ -973,10 +973,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-    use relink::api::{
-        AccountRef, ChannelConnectionSpec, ChannelConnectionStatus, ProviderKind, ProviderRef,
-        TokenSecretRef,
-    };
+    use relink::api::{AccountRef, ChannelConnectionSpec, ChannelConnectionStatus};
 
     #[test]
     fn ages_read_like_kubectl() {
@@ -995,26 +992,11 @@ mod tests {
         let mut c = ChannelConnection::new(
             "chan",
             ChannelConnectionSpec {
-                provider_ref: ProviderRef {
-                    kind: ProviderKind::ChannelProvider,
-                    name: "app".into(),
-                },
                 account: Some(AccountRef {
                     id: "page-1".into(),
                     display_name: Some("Page One".into()),
                 }),
-                secret_ref: TokenSecretRef {
-                    name: "tok".into(),
-                    access_token_key: "access_token".into(),
-                    refresh_token_key: "refresh_token".into(),
-                    expires_at_key: "expires_at".into(),
-                },
-                required_scopes: vec![],
-                check_interval: "15m".into(),
-                refresh: Default::default(),
-                owners: vec![],
-                notify: Default::default(),
-                suspend: false,
+                ..ChannelConnectionSpec::new("app", "tok")
             },
         );
         c.metadata.namespace = Some("ns".into());

@@ -107,6 +107,30 @@ pub struct Timings {
 }
 
 impl ChannelConnectionSpec {
+    /// A spec with every default, for the channel whose token is in Secret `secret` and was
+    /// issued by the ChannelProvider `provider` (the CLI, the demo and tests start from it).
+    pub fn new(provider: &str, secret: &str) -> Self {
+        ChannelConnectionSpec {
+            provider_ref: ProviderRef {
+                kind: ProviderKind::ChannelProvider,
+                name: provider.to_owned(),
+            },
+            account: None,
+            secret_ref: TokenSecretRef {
+                name: secret.to_owned(),
+                access_token_key: default_access_token_key(),
+                refresh_token_key: default_refresh_token_key(),
+                expires_at_key: default_expires_at_key(),
+            },
+            required_scopes: Vec::new(),
+            check_interval: default_check_interval(),
+            refresh: RefreshPolicy::default(),
+            owners: Vec::new(),
+            notify: NotifySpec::default(),
+            suspend: false,
+        }
+    }
+
     /// The typed durations, or a message naming the field and its allowed range (shown with
     /// reason `InvalidSpec`).
     pub fn timings(&self) -> Result<Timings, String> {

@@ -448,7 +448,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use relink::api::{
         AccountRef, ChannelConnectionSpec, ChannelConnectionStatus, ChannelGroupSpec,
-        ChannelGroupStatus, GroupMember, ProviderRef, TokenSecretRef,
+        ChannelGroupStatus, GroupMember,
     };
 
     fn cond(type_: &str, status: &str, reason: &str) -> Condition {
@@ -466,26 +466,11 @@ mod tests {
         let mut c = ChannelConnection::new(
             name,
             ChannelConnectionSpec {
-                provider_ref: ProviderRef {
-                    kind: ProviderKind::ChannelProvider,
-                    name: "app".into(),
-                },
                 account: Some(AccountRef {
                     id: "page-1".into(),
                     display_name: Some("Page One".into()),
                 }),
-                secret_ref: TokenSecretRef {
-                    name: "tok".into(),
-                    access_token_key: "access_token".into(),
-                    refresh_token_key: "refresh_token".into(),
-                    expires_at_key: "expires_at".into(),
-                },
-                required_scopes: vec![],
-                check_interval: "15m".into(),
-                refresh: Default::default(),
-                owners: vec![],
-                notify: Default::default(),
-                suspend: false,
+                ..ChannelConnectionSpec::new("app", "tok")
             },
         );
         c.metadata.namespace = Some("ns".into());

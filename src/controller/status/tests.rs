@@ -1,29 +1,15 @@
 use super::*;
-use crate::api::{AccountRef, ProviderKind, ProviderRef, RefreshPolicy, TokenSecretRef};
+use crate::api::AccountRef;
 use crate::providers::Grant;
 
 fn spec() -> ChannelConnectionSpec {
     ChannelConnectionSpec {
-        provider_ref: ProviderRef {
-            kind: ProviderKind::ChannelProvider,
-            name: "app".into(),
-        },
         account: Some(AccountRef {
             id: "page-1".into(),
             display_name: None,
         }),
-        secret_ref: TokenSecretRef {
-            name: "tok".into(),
-            access_token_key: "access_token".into(),
-            refresh_token_key: "refresh_token".into(),
-            expires_at_key: "expires_at".into(),
-        },
         required_scopes: vec!["read".into(), "write".into()],
-        check_interval: "15m".into(),
-        refresh: RefreshPolicy::default(),
-        owners: vec![],
-        notify: Default::default(),
-        suspend: false,
+        ..ChannelConnectionSpec::new("app", "tok")
     }
 }
 
