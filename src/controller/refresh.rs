@@ -494,6 +494,13 @@ impl<'a> Refresher<'a> {
         match answer {
             Renewal::Renewed(tokens) => self.store(tokens, current, version).await,
             Renewal::Rejected { message } => self.after_rejection(message, used).await,
+            Renewal::NeedsPerson { reason, message } => {
+                self.count("needs_person");
+                RefreshResult::Failed(Verdict::Invalid {
+                    reason,
+                    message: format!("refreshing the token failed: {message}"),
+                })
+            }
             Renewal::Transient {
                 message,
                 retry_after,

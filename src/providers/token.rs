@@ -26,6 +26,13 @@ pub enum Renewal {
     Rejected {
         message: String,
     },
+    /// The grant is alive but the provider wants the person first (`reason` is
+    /// `AccountActionRequired`: accept terms, enrol MFA, change an expired password; or
+    /// `ReauthorizationRequired`: consent again).
+    NeedsPerson {
+        reason: crate::api::Reason,
+        message: String,
+    },
     /// Try again later.
     Transient {
         message: String,
@@ -162,6 +169,29 @@ pub(super) async fn token_request(
 /// RFC 6749 §5.2 errors: a dead grant, a refused application, or something to retry.
 pub(super) fn classify_error(e: &ErrorBody) -> Renewal {
     let message = format!("the token endpoint refused: {}", e.describe());
+    // Microsoft's suberror says why a grant needs the person; the AADSTS code stays in the
+    // message as a hint only.
+    match e.suberror.as_deref() {
+        Some(
+            "basic_action"
+            | "additional_action"
+            | "user_password_expired"
+            | "protection_policy_required"
+            | "device_authentication_failed",
+        ) => {
+            return Renewal::NeedsPerson {
+                reason: crate::api::Reason::AccountActionRequired,
+                message,
+            };
+        }
+        Some("consent_required") => {
+            return Renewal::NeedsPerson {
+                reason: crate::api::Reason::ReauthorizationRequired,
+                message,
+            };
+        }
+        _ => {}
+    }
     match e.error.as_str() {
         // OpenID Connect (and Microsoft's token endpoint): the grant needs a person again.
         "invalid_grant" | "interaction_required" | "login_required" | "consent_required" => {

@@ -133,6 +133,7 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
     {
         Renewal::Renewed(t) => t,
         Renewal::Rejected { message }
+        | Renewal::NeedsPerson { message, .. }
         | Renewal::Misconfigured { message }
         | Renewal::Unsupported { message } => {
             warn!(connection = %who, %message, "code exchange refused");
