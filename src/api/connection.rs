@@ -330,6 +330,11 @@ pub struct ChannelConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
 
+    /// When the refresh token itself stops working, where the provider says so (a refresh does
+    /// not extend it; a person must log in before then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_at: Option<Time>,
+
     /// When the provider's data-access grant ends (Meta's 90-day clock), if it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_access_expires_at: Option<Time>,

@@ -102,6 +102,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         app: None,
         provider: None,
         refreshed: None,
+        refresh_expires_at: None,
     };
     let g = match &timings {
         _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
@@ -139,6 +140,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
             .as_ref()
             .map(|t| t.refresh_before)
             .unwrap_or_default(),
+        refresh_expires_at: g.refresh_expires_at,
     };
     let (mut status, transition) = next_status(&old, &outcome, &cx);
     if let Some(at) = g.refreshed {
@@ -443,6 +445,8 @@ struct Gathered {
     provider: Option<ResolvedProvider>,
     /// When the tokens in the Secret were last renewed, if newer than the status says.
     refreshed: Option<jiff::Timestamp>,
+    /// When the Secret's refresh token stops working, if the provider said so.
+    refresh_expires_at: Option<jiff::Timestamp>,
 }
 
 /// Finds the provider, its client secret and the token; refreshes the token when it is about
@@ -465,6 +469,7 @@ async fn gather_and_check(
         app,
         provider,
         refreshed: None,
+        refresh_expires_at: None,
     };
     let Some(provider) = provider else {
         let r = &conn.spec.provider_ref;
@@ -516,6 +521,7 @@ async fn gather_and_check(
     };
     let validator = validator_for(app.settings.type_);
     let mut refresh = Refresher::new(ctx, conn, ns, &app, &secret);
+    let refresh_expires_at = super::tokens::refresh_expires_at(&secret);
     let mut expires_at = refresh.started.expires_at;
     // Every secret this check handles: provider text is scrubbed of all of them.
     let read_tokens = [
@@ -600,6 +606,7 @@ async fn gather_and_check(
         app: Some(app),
         provider: Some(provider),
         refreshed,
+        refresh_expires_at,
     })
 }
 

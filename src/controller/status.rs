@@ -54,6 +54,8 @@ pub struct CheckContext<'a> {
     pub observed_provider_generation: Option<i64>,
     /// `spec.refresh.before`, typed (`Expiring` is reported inside it).
     pub refresh_before: Duration,
+    /// When the stored refresh token stops working, if the provider said so.
+    pub refresh_expires_at: Option<jiff::Timestamp>,
 }
 
 /// A change worth an Event: one per transition of `Ready` (or into provider trouble).
@@ -255,6 +257,7 @@ fn apply_valid(
     s.account = grant.account.clone().or_else(|| s.account.take());
     s.expires_at = grant.expires_at.or(secret_expires_at).map(Time);
     s.data_access_expires_at = grant.data_access_expires_at.map(Time);
+    s.refresh_token_expires_at = cx.refresh_expires_at.map(Time);
 
     // The check's own answer, else what the last token response (login or refresh) granted,
     // kept in status; providers that report neither leave the scopes unverified.
@@ -331,12 +334,19 @@ fn apply_valid(
             t.as_ref()
                 .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64())
         };
-        // Meta's data-access clock is not moved by a refresh: only a login renews it.
+        // Meta's data-access clock and a refresh token's own lifetime are not moved by a
+        // refresh: only a login renews them.
         let data_access_ending = soon(&s.data_access_expires_at);
+        let refresh_ending = refreshable && soon(&s.refresh_token_expires_at);
         let token_expiring = !refreshable && soon(&s.expires_at);
-        let (reason, msg) = if data_access_ending || token_expiring {
+        let (reason, msg) = if data_access_ending || refresh_ending || token_expiring {
             let (what, at) = if data_access_ending {
                 ("its data access ends", &s.data_access_expires_at)
+            } else if refresh_ending {
+                (
+                    "its refresh token stops working (refreshing does not extend it)",
+                    &s.refresh_token_expires_at,
+                )
             } else {
                 ("it expires", &s.expires_at)
             };

@@ -220,6 +220,22 @@ pub fn parse_expiry(v: &str) -> Option<jiff::Timestamp> {
 /// refreshed again by another.
 pub const TOKENS_ISSUED_ANNOTATION: &str = "relink.dev/tokens-issued-at";
 
+/// Annotation relink sets on a token Secret when the provider said when the refresh token
+/// itself expires (LinkedIn's 365 days, TikTok, Google's time-limited access): a refresh does
+/// not extend it, so the connection turns `Expiring` ahead of it.
+pub const REFRESH_EXPIRES_ANNOTATION: &str = "relink.dev/refresh-token-expires-at";
+
+/// When the refresh token in `secret` stops working, if the provider said so.
+pub fn refresh_expires_at(secret: &Secret) -> Option<jiff::Timestamp> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(REFRESH_EXPIRES_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
 /// When the tokens in `secret` were issued, if relink wrote them.
 pub fn tokens_issued_at(secret: &Secret) -> Option<jiff::Timestamp> {
     secret
@@ -273,9 +289,13 @@ pub async fn write_tokens(
         },
     );
     let issued = jiff::Timestamp::now().to_string();
+    let mut annotations = BTreeMap::from([(TOKENS_ISSUED_ANNOTATION.to_owned(), issued)]);
+    if let Some(at) = tokens.refresh_expires_at {
+        annotations.insert(REFRESH_EXPIRES_ANNOTATION.to_owned(), at.to_string());
+    }
     let mut patch = json!({
         "data": data,
-        "metadata": { "annotations": { TOKENS_ISSUED_ANNOTATION: &issued } },
+        "metadata": { "annotations": &annotations },
     });
     if let Some(rv) = expected_version {
         patch["metadata"]["resourceVersion"] = json!(rv);
@@ -311,10 +331,7 @@ pub async fn write_tokens(
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(secret_ref.name.clone()),
-                    annotations: Some(BTreeMap::from([(
-                        TOKENS_ISSUED_ANNOTATION.to_owned(),
-                        issued,
-                    )])),
+                    annotations: Some(annotations),
                     ..Default::default()
                 },
                 data: Some(values),

@@ -16,6 +16,9 @@ pub struct NewTokens {
     pub refresh_token: Option<Token>,
     pub expires_at: Option<jiff::Timestamp>,
     pub scopes: Option<Vec<String>>,
+    /// When the refresh token itself stops working, where the provider says so
+    /// (`refresh_token_expires_in`, `refresh_expires_in`): a hard limit no refresh extends.
+    pub refresh_expires_at: Option<jiff::Timestamp>,
 }
 
 /// The answer to a refresh or a code exchange.
@@ -106,6 +109,10 @@ struct TokenAnswer {
     refresh_token: Option<String>,
     expires_in: Option<i64>,
     scope: Option<String>,
+    /// LinkedIn, Google (time-limited access), Microsoft's SPA tokens.
+    refresh_token_expires_in: Option<i64>,
+    /// TikTok.
+    refresh_expires_in: Option<i64>,
 }
 
 /// POSTs `form` to the token endpoint with the preset's client authentication.
@@ -152,6 +159,10 @@ pub(super) async fn token_request(
                 .filter(|s| *s > 0)
                 .and_then(|s| now.checked_add(jiff::SignedDuration::from_secs(s)).ok()),
             scopes: t.scope.as_deref().map(split_scopes),
+            refresh_expires_at: t
+                .refresh_token_expires_in
+                .or(t.refresh_expires_in)
+                .and_then(super::answer::in_secs),
         });
     }
     match resp.json::<ErrorBody>() {

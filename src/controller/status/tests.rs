@@ -26,6 +26,7 @@ fn cx(spec: &ChannelConnectionSpec) -> CheckContext<'_> {
         observed_secret_version: Some("10".into()),
         observed_provider_generation: Some(1),
         refresh_before: spec.timings().expect("test specs are valid").refresh_before,
+        refresh_expires_at: None,
     }
 }
 
@@ -349,4 +350,38 @@ fn a_requested_reauthorization_stays_until_the_token_changes() {
     assert!(track_reauthorization(&mut s, Some("2")));
     assert!(!track_reauthorization(&mut s, None));
     assert_eq!(s.pending_reauthorization, None);
+}
+
+#[test]
+fn a_refresh_token_that_dies_soon_is_expiring_even_though_refreshable() {
+    let spec = spec();
+    let mut c = cx(&spec);
+    let soon = now() + jiff::SignedDuration::from_hours(3);
+    c.refresh_expires_at = Some(soon);
+    let refreshable = Outcome::Checked {
+        verdict: Verdict::Valid(Grant {
+            account: Some(ReportedAccount {
+                id: Some("page-1".into()),
+                name: None,
+            }),
+            scopes: Some(vec!["read".into(), "write".into()]),
+            ..Grant::default()
+        }),
+        secret_expires_at: None,
+        refreshable: true,
+    };
+    let (s, _) = next_status(&Default::default(), &refreshable, &c);
+    let ready = s.condition(ConditionType::Ready).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Expiring")
+    );
+    assert!(ready.message.contains("refresh token"), "{}", ready.message);
+    assert_eq!(s.refresh_token_expires_at.as_ref().map(|t| t.0), Some(soon));
+    assert!(needs_login(&s), "the link is published before the deadline");
+
+    // Far away: nothing to say.
+    c.refresh_expires_at = Some(now() + jiff::SignedDuration::from_hours(24 * 300));
+    let (s, _) = next_status(&Default::default(), &refreshable, &c);
+    assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Valid"));
 }
