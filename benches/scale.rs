@@ -19,6 +19,8 @@ mod fixtures;
 mod measure;
 #[path = "scale/procs.rs"]
 mod procs;
+#[path = "scale/refresh.rs"]
+mod refresh;
 #[path = "scale/report.rs"]
 mod report;
 
@@ -63,6 +65,10 @@ pub struct Args {
     /// Revocations timed (median reported).
     #[arg(long, default_value_t = 10)]
     pub revocations: usize,
+    /// Secrets in the refresh scenario (two connections each, all due for refresh at once,
+    /// rotating refresh tokens with reuse detection); 0 skips it.
+    #[arg(long, default_value_t = 100)]
+    pub refresh_secrets: usize,
     /// Seconds to watch provider calls after the restarted operator has reconciled everything.
     #[arg(long, default_value_t = 15)]
     pub restart_window_secs: u64,
@@ -135,6 +141,7 @@ pub struct Run {
     pub restart: Restart,
     pub revocation_ms: Vec<f64>,
     pub next_round: NextRound,
+    pub refresh: Option<refresh::RefreshRun>,
     pub failures: Vec<String>,
     /// 1-minute load average of the machine when the size started (other work on the box).
     pub load_before: f64,
@@ -271,6 +278,7 @@ async fn measure_size(
             format!("127.0.0.1:{port}"),
             "--latency-ms".into(),
             args.latency_ms.to_string(),
+            "--reuse-detection".into(),
         ],
         &[],
         &cp.dir.join("sandbox.log"),
@@ -468,6 +476,23 @@ async fn measure_size(
     }
 
     run.next_round.later_calls_per_interval = later_gaps(&client, n).await?;
+    if args.refresh_secrets > 0 {
+        let f = refresh::run(
+            &client,
+            &http,
+            &sandbox,
+            args.refresh_secrets,
+            args.create_concurrency,
+        )
+        .await?;
+        if f.calls != f.secrets || f.refused != 0 || f.refreshed_ready != f.connections {
+            run.failures.push(format!(
+                "{n}: refresh scenario: {} refresh calls for {} Secrets, {} refused, {}/{} refreshed and Ready",
+                f.calls, f.secrets, f.refused, f.refreshed_ready, f.connections
+            ));
+        }
+        run.refresh = Some(f);
+    }
     let (times, failed) = revocations(args, &client, &http, &sandbox, &conns).await?;
     run.revocation_ms = times;
     run.failures

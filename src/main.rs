@@ -23,7 +23,9 @@ use relink::sandbox::{Sandbox, SandboxConfig};
 use relink::telemetry::{self, Metrics};
 use tokio::sync::watch;
 
+mod dashboard;
 mod demo;
+mod reference;
 mod status_cmd;
 
 /// relink keeps the OAuth token connections of social-media and email channels healthy.
@@ -40,6 +42,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
+    /// Print the API reference as Markdown (what `docs/api.md` holds).
+    #[command(hide = true)]
+    ApiReference,
     /// Serve the sandbox OAuth provider used by tests and the demo.
     Sandbox(SandboxArgs),
     /// A local tour: sandbox provider, operator and four channel connections in namespace relink-demo.
@@ -48,6 +53,11 @@ enum Command {
     Status(status_cmd::StatusArgs),
     /// Ask for a check of one connection now and wait for the result (also `kubectl relink check`).
     Check(status_cmd::CheckArgs),
+    /// Ask for a re-authorization link for one connection, even a healthy one, and print it (also `kubectl relink reauth`).
+    Reauth(status_cmd::ReauthArgs),
+    /// Serve a live page of every channel connection and group on 127.0.0.1, with your own
+    /// kubeconfig and RBAC (also `kubectl relink dashboard`).
+    Dashboard(dashboard::DashboardArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -202,6 +212,9 @@ struct SandboxArgs {
         default_value = "sandbox-secret"
     )]
     client_secret: String,
+    /// Revoke a token family when one of its spent refresh tokens is presented again.
+    #[arg(long)]
+    reuse_detection: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -233,11 +246,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::ApiReference => {
+            print!("{}", reference::markdown());
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => runtime().block_on(run(*args)),
         Command::Sandbox(args) => runtime().block_on(sandbox(args)),
         Command::Demo(args) => demo::main(args),
         Command::Status(args) => status_cmd::main(args),
         Command::Check(args) => status_cmd::check(args),
+        Command::Reauth(args) => status_cmd::reauth(args),
+        Command::Dashboard(args) => dashboard::main(args),
     }
 }
 
@@ -319,6 +338,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
             .unwrap_or((usize::from(args.concurrency) * 3 / 4).max(1)),
         check_request_min_gap: args.check_request_min_gap,
         app_probe_interval: args.app_probe_interval,
+        leading: None,
         secret_label: args.secret_label.clone(),
     };
     let key = StateKey::load_or_create(&client, &args.operator_namespace, &args.state_key_secret)
@@ -442,7 +462,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 async fn lead_then_run(
     client: Client,
     deps: Deps,
-    settings: Settings,
+    mut settings: Settings,
     args: &RunArgs,
     ready: Arc<AtomicBool>,
     stop: watch::Receiver<bool>,
@@ -490,6 +510,7 @@ async fn lead_then_run(
     let lost = Arc::new(AtomicBool::new(false));
     let lost_flag = lost.clone();
     let mut lease_rx = leading.clone();
+    settings.leading = Some(leading.clone());
     let until = async move {
         tokio::select! {
             _ = stopped(stop) => {},
@@ -561,6 +582,7 @@ async fn sandbox(args: SandboxArgs) -> ExitCode {
         latency: Duration::from_millis(args.latency_ms),
         client_id: args.client_id,
         client_secret: args.client_secret,
+        reuse_detection: args.reuse_detection,
         ..SandboxConfig::default()
     };
     let sandbox = match Sandbox::start(args.listen, config).await {

@@ -26,7 +26,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use relink::api::{
     CHECK_REQUESTED_ANNOTATION, ChannelConnection, ChannelConnectionStatus, ConditionType,
-    parse_duration,
+    REAUTHORIZE_REQUESTED_ANNOTATION, Reason, parse_duration,
 };
 
 /// Shown under `relink status --help` and `relink check --help`.
@@ -103,6 +103,65 @@ pub struct CheckArgs {
     /// How long to wait for the operator (e.g. `30s`, `2m`).
     #[arg(long, default_value = "60s", value_parser = timeout)]
     timeout: Duration,
+}
+
+#[derive(Args)]
+#[command(after_help = PLUGIN_HELP)]
+pub struct ReauthArgs {
+    /// The connection to re-authorize (renewal before a deadline, or handing the channel to
+    /// another admin); it may be healthy.
+    name: String,
+    /// Its namespace (default: the kubeconfig's namespace).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Kubeconfig file to use (default: $KUBECONFIG or ~/.kube/config, current context).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// How long to wait for the operator to publish the link (e.g. `30s`, `2m`).
+    #[arg(long, default_value = "60s", value_parser = timeout)]
+    timeout: Duration,
+}
+
+/// `relink reauth NAME`: asks for a re-authorization link and prints it once published.
+pub fn reauth(args: ReauthArgs) -> ExitCode {
+    block_on(run_reauth(&args))
+}
+
+async fn run_reauth(args: &ReauthArgs) -> Result<bool, String> {
+    let client = client_for(args.kubeconfig.as_deref()).await?;
+    let (api, ns) = connections_in(&client, args.namespace.as_deref());
+    let name = args.name.as_str();
+    get_connection(&api, name, &ns).await?;
+    let value = jiff::Timestamp::now().as_nanosecond().to_string();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {REAUTHORIZE_REQUESTED_ANNOTATION: value}}
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("cannot annotate channelconnection {ns}/{name}: {e}"))?;
+    println!("Re-authorization requested: {ns}/{name} {REAUTHORIZE_REQUESTED_ANNOTATION}={value}");
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    loop {
+        let conn = get_connection(&api, name, &ns).await?;
+        let status = conn.status.clone().unwrap_or_default();
+        let ours = status
+            .pending_reauthorization
+            .as_ref()
+            .is_some_and(|p| p.value == value);
+        if let (true, Some(link)) = (ours, &status.reauth_url) {
+            println!(
+                "Open this link in a browser and log in as the channel's account; the link works once:\n  {link}"
+            );
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the operator did not publish a link within {}s: is relink running and watching namespace {ns}, and does the provider have an authorization URL? See `relink status {name} -n {ns}`",
+                args.timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn timeout(s: &str) -> Result<Duration, String> {
@@ -274,13 +333,7 @@ async fn run_check(args: &CheckArgs) -> Result<bool, String> {
     let name = args.name.as_str();
     let before = get_connection(&api, name, &ns).await?;
     let requested = jiff::Timestamp::now();
-    let value = requested.as_nanosecond().to_string();
-    let patch = serde_json::json!({
-        "metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: value}}
-    });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| format!("cannot annotate channelconnection {ns}/{name}: {e}"))?;
+    let value = request_check(&api, &ns, name, requested).await?;
     println!("Check requested: {ns}/{name} {CHECK_REQUESTED_ANNOTATION}={value}");
     if !args.wait || args.no_wait {
         println!(
@@ -340,6 +393,25 @@ async fn run_check(args: &CheckArgs) -> Result<bool, String> {
     Ok(summarize(&after, now).ready)
 }
 
+/// Sets the check-request annotation of `ns/name` to `requested` (in nanoseconds) with the
+/// caller's credentials; returns the value the operator will echo in
+/// `status.lastHandledCheckRequest`. Used by `relink check` and the dashboard's Check now.
+pub(crate) async fn request_check(
+    api: &Api<ChannelConnection>,
+    ns: &str,
+    name: &str,
+    requested: jiff::Timestamp,
+) -> Result<String, String> {
+    let value = requested.as_nanosecond().to_string();
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {CHECK_REQUESTED_ANNOTATION: value}}
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("cannot annotate channelconnection {ns}/{name}: {e}"))?;
+    Ok(value)
+}
+
 /// Whether the operator has acted on the check request `value`.
 fn handled(conn: &ChannelConnection, value: &str) -> bool {
     conn.status
@@ -351,24 +423,14 @@ fn handled(conn: &ChannelConnection, value: &str) -> bool {
 /// Whether going from `old` to `new` makes the operator publish an Event (as it does: one per
 /// change of `Ready`, and one when provider trouble starts).
 fn publishes_event(old: &ChannelConnectionStatus, new: &ChannelConnectionStatus) -> bool {
-    let key = |s: &ChannelConnectionStatus, t| {
-        s.condition(t).map(|c| (c.status.clone(), c.reason.clone()))
-    };
-    let ready_changed = key(old, ConditionType::Ready) != key(new, ConditionType::Ready)
-        && new
-            .condition(ConditionType::Ready)
-            .is_some_and(|c| c.reason != "ProviderUnavailable");
-    let trouble_started = new
-        .condition(ConditionType::Reconciling)
-        .is_some_and(|c| c.status == "True")
-        && old
-            .condition(ConditionType::Reconciling)
-            .is_none_or(|c| c.status != "True");
-    ready_changed || trouble_started
+    relink::controller::status::transition(old, new).is_some()
 }
 
 /// The last Events about `conn` (oldest first), or why they could not be listed.
-async fn events_about(client: &Client, conn: &ChannelConnection) -> Result<Vec<Event>, String> {
+pub(crate) async fn events_about(
+    client: &Client,
+    conn: &ChannelConnection,
+) -> Result<Vec<Event>, String> {
     let ns = conn.namespace().unwrap_or_default();
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     let name = conn.name_any();
@@ -410,7 +472,7 @@ fn select_events(items: Vec<Event>, conn: &ChannelConnection, last: usize) -> Ve
 }
 
 /// When an Event last happened: its series' last time, else its own time.
-fn event_time(e: &Event) -> Option<jiff::Timestamp> {
+pub(crate) fn event_time(e: &Event) -> Option<jiff::Timestamp> {
     e.series
         .as_ref()
         .map(|s| s.last_observed_time.0)
@@ -534,31 +596,10 @@ pub(crate) fn summarize(c: &ChannelConnection, now: jiff::Timestamp) -> Summary 
     }
 }
 
-/// One hint per reason that has no re-authorization link (see docs/troubleshooting.md).
-fn what_to_do(reason: &str) -> &'static str {
-    match reason {
-        "SecretNotFound" => {
-            "what to do: create the Secret named in spec.secretRef (same namespace)"
-        }
-        "SecretKeyMissing" => {
-            "what to do: put the access token under the key named in spec.secretRef.accessTokenKey"
-        }
-        "ProviderNotFound" => {
-            "what to do: create the provider named in spec.providerRef, or fix the name"
-        }
-        "ProviderNotReady" => {
-            "what to do: fix the provider object (client ID/secret); see `kubectl describe` on it"
-        }
-        "ProviderUnavailable" => "nothing to do: the provider is unreachable; relink retries",
-        "AccountActionRequired" => {
-            "what to do: log in to the provider's website with the account; it asks for an action"
-        }
-        "Suspended" => "checks are suspended (spec.suspend: true)",
-        "Checking" | "NotCheckedYet" => {
-            "nothing to do yet: the first check has not happened; if this lasts, check that the operator runs and watches this namespace"
-        }
-        _ => "what to do: see docs/troubleshooting.md for this reason",
-    }
+/// One hint per reason that has no re-authorization link (see docs/troubleshooting.md): what
+/// `Reason::advice` says; the CLI's own "not checked yet" reads like `Checking`.
+pub(crate) fn what_to_do(reason: &str) -> &'static str {
+    Reason::parse(reason).unwrap_or(Reason::Checking).advice()
 }
 
 /// The whole summary as text: a header, one aligned line per connection, notes, a total.
@@ -893,7 +934,7 @@ fn ago(t: jiff::Timestamp, now: jiff::Timestamp) -> String {
 }
 
 /// Provider text on one line.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -932,10 +973,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-    use relink::api::{
-        AccountRef, ChannelConnectionSpec, ChannelConnectionStatus, ProviderKind, ProviderRef,
-        TokenSecretRef,
-    };
+    use relink::api::{AccountRef, ChannelConnectionSpec, ChannelConnectionStatus};
 
     #[test]
     fn ages_read_like_kubectl() {
@@ -954,26 +992,11 @@ mod tests {
         let mut c = ChannelConnection::new(
             "chan",
             ChannelConnectionSpec {
-                provider_ref: ProviderRef {
-                    kind: ProviderKind::ChannelProvider,
-                    name: "app".into(),
-                },
                 account: Some(AccountRef {
                     id: "page-1".into(),
                     display_name: Some("Page One".into()),
                 }),
-                secret_ref: TokenSecretRef {
-                    name: "tok".into(),
-                    access_token_key: "access_token".into(),
-                    refresh_token_key: "refresh_token".into(),
-                    expires_at_key: "expires_at".into(),
-                },
-                required_scopes: vec![],
-                check_interval: "15m".into(),
-                refresh: Default::default(),
-                owners: vec![],
-                notify: Default::default(),
-                suspend: false,
+                ..ChannelConnectionSpec::new("app", "tok")
             },
         );
         c.metadata.namespace = Some("ns".into());

@@ -187,6 +187,21 @@ pub fn details(args: &Args, r: &Run) -> String {
             .collect::<Vec<_>>(),
         args.latency_ms
     );
+    if let Some(f) = &r.refresh {
+        let _ = writeln!(
+            out,
+            "  refresh scenario: {} Secrets x {} connections: {} refresh calls ({:.2} per connection, at most {} per Secret), {} refused, {}/{} refreshed and Ready in {:.1} s",
+            f.secrets,
+            crate::refresh::PER_SECRET,
+            f.calls,
+            f.per_connection(),
+            f.max_per_secret,
+            f.refused,
+            f.refreshed_ready,
+            f.connections,
+            f.secs
+        );
+    }
     out
 }
 
@@ -466,6 +481,25 @@ pub fn markdown(args: &Args, machine: &str, revision: &str, runs: &[Run]) -> Str
     row("Next round spread over (s)", "≈ 900", &|_, r| {
         format!("{:.0}", r.next_round.spread_secs)
     });
+    row(
+        "Refresh scenario: refresh calls per connection (2 connections per Secret)",
+        "0.5",
+        &|_, r| match &r.refresh {
+            Some(f) => mark(
+                format!("{:.2} ({} Secrets)", f.per_connection(), f.secrets),
+                f.calls == f.secrets,
+            ),
+            None => "–".into(),
+        },
+    );
+    row(
+        "Refresh scenario: refused refreshes / families revoked",
+        "0",
+        &|_, r| match &r.refresh {
+            Some(f) => mark(f.refused.to_string(), f.refused == 0),
+            None => "–".into(),
+        },
+    );
     out
 }
 

@@ -103,13 +103,40 @@ pub struct Timings {
     pub check_interval: std::time::Duration,
     pub refresh_before: std::time::Duration,
     pub max_age: Option<std::time::Duration>,
+    pub keep_alive: Option<std::time::Duration>,
 }
 
 impl ChannelConnectionSpec {
+    /// A spec with every default, for the channel whose token is in Secret `secret` and was
+    /// issued by the ChannelProvider `provider` (the CLI, the demo and tests start from it).
+    pub fn new(provider: &str, secret: &str) -> Self {
+        ChannelConnectionSpec {
+            provider_ref: ProviderRef {
+                kind: ProviderKind::ChannelProvider,
+                name: provider.to_owned(),
+            },
+            account: None,
+            secret_ref: TokenSecretRef {
+                name: secret.to_owned(),
+                access_token_key: default_access_token_key(),
+                refresh_token_key: default_refresh_token_key(),
+                expires_at_key: default_expires_at_key(),
+            },
+            required_scopes: Vec::new(),
+            check_interval: default_check_interval(),
+            refresh: RefreshPolicy::default(),
+            owners: Vec::new(),
+            notify: NotifySpec::default(),
+            suspend: false,
+        }
+    }
+
     /// The typed durations, or a message naming the field and its allowed range (shown with
     /// reason `InvalidSpec`).
     pub fn timings(&self) -> Result<Timings, String> {
-        use super::duration::{CHECK_INTERVAL_RANGE, MAX_AGE_RANGE, REFRESH_BEFORE_RANGE};
+        use super::duration::{
+            CHECK_INTERVAL_RANGE, KEEP_ALIVE_RANGE, MAX_AGE_RANGE, REFRESH_BEFORE_RANGE,
+        };
         Ok(Timings {
             check_interval: CHECK_INTERVAL_RANGE.parse(&self.check_interval)?,
             refresh_before: REFRESH_BEFORE_RANGE.parse(&self.refresh.before)?,
@@ -118,6 +145,12 @@ impl ChannelConnectionSpec {
                 .max_age
                 .as_deref()
                 .map(|m| MAX_AGE_RANGE.parse(m))
+                .transpose()?,
+            keep_alive: self
+                .refresh
+                .keep_alive
+                .as_deref()
+                .map(|k| KEEP_ALIVE_RANGE.parse(k))
                 .transpose()?,
         })
     }
@@ -254,6 +287,13 @@ pub struct RefreshPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 16))]
     pub max_age: Option<String>,
+    /// Refresh at least this often even when the access token does not need it, so a refresh
+    /// token the provider revokes after a period without use stays alive (`1h` to `2160h`;
+    /// default `720h` for `google` and `microsoft`, none for the others). A value out of range
+    /// gives reason `InvalidSpec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 16))]
+    pub keep_alive: Option<String>,
 }
 
 impl Default for RefreshPolicy {
@@ -262,6 +302,7 @@ impl Default for RefreshPolicy {
             enabled: true,
             before: default_refresh_before(),
             max_age: None,
+            keep_alive: None,
         }
     }
 }
@@ -331,6 +372,11 @@ pub struct ChannelConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
 
+    /// When the refresh token itself stops working, where the provider says so (a refresh does
+    /// not extend it; a person must log in before then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_at: Option<Time>,
+
     /// When the provider's data-access grant ends (Meta's 90-day clock), if it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_access_expires_at: Option<Time>,
@@ -379,6 +425,26 @@ pub struct ChannelConnectionStatus {
     /// The last value of the `relink.dev/check-requested-at` annotation that was acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_check_request: Option<String>,
+
+    /// A re-authorization asked for with the `relink.dev/reauthorize-requested-at` annotation
+    /// and not completed yet: `reauthUrl` is published until a login changes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reauthorization: Option<PendingReauthorization>,
+
+    /// The last `relink.dev/reauthorize-requested-at` value completed by a login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reauthorize_request: Option<String>,
+}
+
+/// A re-authorization someone asked for.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingReauthorization {
+    /// The annotation's value.
+    pub value: String,
+    /// `resourceVersion` of the token Secret when it was asked for: a login changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {

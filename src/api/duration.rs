@@ -28,6 +28,12 @@ pub const REFRESH_BEFORE_RANGE: DurationRange = DurationRange {
     min: Duration::ZERO,
     max: Duration::from_secs(2160 * 3600),
 };
+/// `spec.refresh.keepAlive`: 1 hour to 90 days.
+pub const KEEP_ALIVE_RANGE: DurationRange = DurationRange {
+    field: "refresh.keepAlive",
+    min: Duration::from_secs(3600),
+    max: Duration::from_secs(2160 * 3600),
+};
 /// `spec.refresh.maxAge`: 1 hour to 366 days.
 pub const MAX_AGE_RANGE: DurationRange = DurationRange {
     field: "refresh.maxAge",

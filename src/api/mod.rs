@@ -15,8 +15,8 @@ mod provider;
 pub use conditions::{ConditionType, Reason, set_condition, set_condition_reason};
 pub use connection::*;
 pub use duration::{
-    CHECK_INTERVAL_RANGE, DurationError, DurationRange, MAX_AGE_RANGE, REFRESH_BEFORE_RANGE, human,
-    parse_duration,
+    CHECK_INTERVAL_RANGE, DurationError, DurationRange, KEEP_ALIVE_RANGE, MAX_AGE_RANGE,
+    REFRESH_BEFORE_RANGE, human, parse_duration,
 };
 pub use group::*;
 pub use provider::*;
@@ -28,10 +28,29 @@ use kube::CustomResourceExt;
 pub const GROUP: &str = "relink.dev";
 /// Annotation whose new value asks for a check now (`kubectl annotate chc x relink.dev/check-requested-at=$(date +%s) --overwrite`).
 pub const CHECK_REQUESTED_ANNOTATION: &str = "relink.dev/check-requested-at";
+/// Annotation whose new value asks for a re-authorization link for a healthy connection
+/// (renewal before a deadline, handing the channel to another admin); `relink reauth NAME`.
+pub const REAUTHORIZE_REQUESTED_ANNOTATION: &str = "relink.dev/reauthorize-requested-at";
 /// Annotation (`"true"`) that lets the next completed re-authorization change the account a
 /// connection without `spec.account` is pinned to; removed once used. Without it the OAuth
 /// callback accepts only the account the connection last worked with.
 pub const ALLOW_ACCOUNT_CHANGE_ANNOTATION: &str = "relink.dev/allow-account-change";
+/// Every annotation relink reads, with what it does (for the API reference).
+pub const ANNOTATIONS: &[(&str, &str)] = &[
+    (
+        CHECK_REQUESTED_ANNOTATION,
+        "a new value asks for a check now; echoed to `status.lastHandledCheckRequest` (`relink check NAME`)",
+    ),
+    (
+        REAUTHORIZE_REQUESTED_ANNOTATION,
+        "a new value asks for a re-authorization link for a healthy connection, published until a login changes the token (`relink reauth NAME`)",
+    ),
+    (
+        ALLOW_ACCOUNT_CHANGE_ANNOTATION,
+        "`\"true\"` lets the next completed re-authorization change the account of a connection without `spec.account` (otherwise only the account it last worked with is accepted); removed once used, and the `Reauthorized` Event names both accounts",
+    ),
+];
+
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "relink";
 

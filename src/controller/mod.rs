@@ -6,8 +6,10 @@
 
 pub mod access;
 mod group;
+mod index;
 mod provider;
 mod reconcile;
+mod refresh;
 mod schedule;
 mod secrets;
 pub mod status;
@@ -70,6 +72,9 @@ pub struct Settings {
     pub app_probe_interval: Duration,
     /// The label a token Secret must carry before it is read or written (`--secret-label`).
     pub secret_label: Option<access::SecretLabel>,
+    /// Whether this process still holds the leader Lease (`None`: no leader election). No
+    /// refresh starts without it: two processes must never use one refresh token.
+    pub leading: Option<watch::Receiver<bool>>,
 }
 
 /// What the controller uses besides the Kubernetes client, built once by `relink run`.
@@ -106,6 +111,8 @@ pub struct Context {
     namespace_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Failed reconciles in a row per connection uid, for the error backoff.
     error_streaks: Mutex<HashMap<String, u32>>,
+    /// Refresh single flights, unwritten answers and Event rate limits (see `refresh.rs`).
+    refresh: refresh::Shared,
     /// True once every cache has its first complete list; no check is decided before that.
     synced: watch::Sender<bool>,
     /// Application problems learned from checks, by provider label (see `provider.rs`).
@@ -245,6 +252,11 @@ impl Context {
         *self.synced.borrow()
     }
 
+    /// Whether a token refresh may start: only while leading.
+    fn may_start_refresh(&self) -> bool {
+        self.settings.leading.as_ref().is_none_or(|l| *l.borrow())
+    }
+
     /// Versions of the connection's Secret and provider, as the caches see them now.
     fn observed(&self, conn: &ChannelConnection) -> Observed {
         let ns = conn.namespace().unwrap_or_default();
@@ -306,6 +318,8 @@ pub async fn run(
     let group_controller = Controller::new(api_for::<ChannelGroup>(&client, &ns), wc.clone());
     let group_store = group_controller.store();
     let (group_tx, group_rx) = futures::channel::mpsc::unbounded::<ObjectRef<ChannelGroup>>();
+    let secret_index = Arc::new(index::SecretIndex::default());
+    let index_writer = secret_index.clone();
     let conn_wc = match &settings.selector {
         Some(sel) => wc.clone().labels(sel),
         None => wc.clone(),
@@ -318,9 +332,18 @@ pub async fn run(
             let changed = match event {
                 watcher::Event::Delete(c) => {
                     metrics.forget_connection(&connection_labels(c));
+                    index_writer.delete(c);
                     c
                 }
-                watcher::Event::Apply(c) => c,
+                watcher::Event::Apply(c) => {
+                    index_writer.apply(c);
+                    c
+                }
+                // The first list: index it; groups are counted once their own list is in.
+                watcher::Event::InitApply(c) => {
+                    index_writer.apply(c);
+                    return;
+                }
                 _ => return,
             };
             let ns = changed.namespace();
@@ -328,7 +351,9 @@ pub async fn run(
                 let _ = group_tx.unbounded_send(ObjectRef::from_obj(g.as_ref()));
             }
         })
-        .applied_objects();
+        .applied_objects()
+        // The operator's own status writes come back through the watch; they are not news.
+        .predicate_filter(trigger_fields, Default::default());
 
     let (providers, provider_writer) = reflector::store::<ChannelProvider>();
     let provider_events = watcher(api_for::<ChannelProvider>(&client, &ns), wc.clone())
@@ -382,6 +407,7 @@ pub async fn run(
         provider_slots: Mutex::default(),
         namespace_slots: Mutex::default(),
         error_streaks: Mutex::default(),
+        refresh: refresh::Shared::default(),
         synced: watch::channel(false).0,
     });
     {
@@ -405,7 +431,6 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone())
         .run(group::reconcile, group::error_policy, ctx.clone())
         .for_each(log_errors("ChannelGroup"));
-    let by_secret = conn_store.clone();
     let by_provider = conn_store.clone();
     let by_cluster_provider = conn_store.clone();
     info!(
@@ -415,10 +440,7 @@ pub async fn run(
     let connections = Controller::for_stream(connections, conn_store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .watches_stream(secret_events, move |s| {
-            let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
-            referencing(&by_secret, |c| {
-                c.namespace().as_deref() == Some(&ns) && c.spec.secret_ref.name == name
-            })
+            secret_index.connections(&s.namespace().unwrap_or_default(), &s.name_any())
         })
         .watches_stream(provider_events, move |p: ChannelProvider| {
             let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
@@ -482,6 +504,23 @@ fn log_errors<T, E: std::fmt::Display>(
         }
         std::future::ready(())
     }
+}
+
+/// What can make a connection due when its object changes: the spec (generation), deletion,
+/// and the request annotations. A status-only change (the operator's own write) hashes the
+/// same and wakes nothing.
+fn trigger_fields(c: &ChannelConnection) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.metadata.generation.hash(&mut h);
+    c.metadata.deletion_timestamp.is_some().hash(&mut h);
+    for key in [
+        crate::api::CHECK_REQUESTED_ANNOTATION,
+        crate::api::REAUTHORIZE_REQUESTED_ANNOTATION,
+    ] {
+        c.annotations().get(key).hash(&mut h);
+    }
+    Some(h.finish())
 }
 
 /// Labels of a connection's own metric series.

@@ -15,14 +15,15 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
-use super::status::needs_login;
 use super::status::{CheckContext, Outcome, next_status};
-use super::tokens::{ResolvedProvider, load_app, parse_expiry, read_key, write_tokens};
+use super::status::{needs_login, track_reauthorization};
+use super::tokens::{ResolvedProvider, load_app, read_key};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, Timings,
 };
-use crate::providers::{App, RenewStyle, Renewal, Token, Verdict, validator_for};
+use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
 
 /// Failures of the operator itself (not of the provider): retried by [`error_policy`].
@@ -101,7 +102,8 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         observed: observed.clone(),
         app: None,
         provider: None,
-        refreshed: false,
+        refreshed: None,
+        refresh_expires_at: None,
     };
     let g = match &timings {
         _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
@@ -142,13 +144,17 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
             .as_ref()
             .map(|t| t.refresh_before)
             .unwrap_or_default(),
+        refresh_expires_at: g.refresh_expires_at,
     };
     let (mut status, transition) = next_status(&old, &outcome, &cx);
-    if g.refreshed {
-        status.last_refresh_time = Some(Time(now));
+    if let Some(at) = g.refreshed {
+        status.last_refresh_time = Some(Time(at));
     }
+    let requested = track_reauthorization(&mut status, schedule::reauthorize_request(&conn));
+    let newly_requested =
+        requested && old.pending_reauthorization != status.pending_reauthorization;
     let setup = g.app.as_ref().zip(g.provider.as_ref());
-    set_reauth_url(ctx, &conn, &outcome, setup, &mut status, now);
+    set_reauth_url(ctx, &conn, &outcome, setup, requested, &mut status, now);
 
     let first_check = old.last_check_time.is_none();
     let wait = {
@@ -198,25 +204,48 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         "checked"
     );
     if let Some(t) = transition {
-        let event = Event {
-            type_: if t.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: t.reason.as_str().to_owned(),
-            note: Some(crate::text::truncate(&t.note, crate::text::MAX_MESSAGE)),
-            action: "Check".into(),
-            secondary: None,
+        let type_ = if t.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        if let Err(e) = ctx.recorder.publish(&event, &conn.object_ref(&())).await {
-            warn!(namespace = %ns, name = %name, error = %e, "cannot publish event");
-        }
+        publish(ctx, &conn, type_, t.reason.as_str(), &t.note).await;
+    }
+    if newly_requested && status.reauth_url.is_some() {
+        let note = "A re-authorization was asked for (relink.dev/reauthorize-requested-at): the link is in status.reauthUrl until someone logs in";
+        publish(
+            ctx,
+            &conn,
+            EventType::Normal,
+            "ReauthorizationRequested",
+            note,
+        )
+        .await;
     }
     Ok(match wait {
         Some(w) => Action::requeue(w),
         None => Action::await_change(),
     })
+}
+
+/// Publishes one Event about the connection; a failure is logged, never the check's failure.
+async fn publish(
+    ctx: &Context,
+    conn: &ChannelConnection,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(crate::text::truncate(note, crate::text::MAX_MESSAGE)),
+        action: "Check".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &conn.object_ref(&())).await {
+        warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %e, "cannot publish event");
+    }
 }
 
 /// Retries a failed reconcile (an API error, a rejected status write, a panic) with
@@ -428,7 +457,10 @@ struct Gathered {
     app: Option<App>,
     /// The provider object, when found (its status learns from this check).
     provider: Option<ResolvedProvider>,
-    refreshed: bool,
+    /// When the tokens in the Secret were last renewed, if newer than the status says.
+    refreshed: Option<jiff::Timestamp>,
+    /// When the Secret's refresh token stops working, if the provider said so.
+    refresh_expires_at: Option<jiff::Timestamp>,
 }
 
 /// Finds the provider, its client secret and the token; refreshes the token when it is about
@@ -450,7 +482,8 @@ async fn gather_and_check(
         observed,
         app,
         provider,
-        refreshed: false,
+        refreshed: None,
+        refresh_expires_at: None,
     };
     let Some(provider) = provider else {
         let r = &conn.spec.provider_ref;
@@ -519,28 +552,18 @@ async fn gather_and_check(
         };
         return Ok(done(outcome, observed, Some(app), Some(provider)));
     };
-    let refresh_token = read_key(&secret, &sref.refresh_token_key);
+    let validator = validator_for(app.settings.type_);
+    let mut refresh = Refresher::new(ctx, conn, ns, &app, &secret);
+    let refresh_expires_at = super::tokens::refresh_expires_at(&secret);
+    let mut expires_at = refresh.started.expires_at;
     // Every secret this check handles: provider text is scrubbed of all of them.
     let read_tokens = [
         Some(token.clone()),
-        refresh_token.clone(),
+        refresh.refresh_token.clone(),
         app.client_secret.clone(),
     ];
-    let mut expires_at =
-        read_key(&secret, &sref.expires_at_key).and_then(|v| parse_expiry(v.expose()));
 
-    let validator = validator_for(app.settings.type_);
-    let mut refresh = Refresher {
-        ctx,
-        conn,
-        ns,
-        app: &app,
-        refresh_token,
-        version: observed.secret_version.clone(),
-        refreshed: false,
-    };
-
-    // Ahead of expiry: renew first, then check the new token.
+    // Ahead of expiry (or to keep an idle refresh token alive): renew first, then check.
     let refreshable = conn.spec.refresh.enabled
         && (refresh.refresh_token.is_some()
             || matches!(
@@ -549,14 +572,8 @@ async fn gather_and_check(
             ));
     let status = conn.status.clone().unwrap_or_default();
     let known_expiry = expires_at.or(status.expires_at.as_ref().map(|t| t.0));
-    if refreshable
-        && schedule::refresh_due(
-            known_expiry,
-            status.last_refresh_time.as_ref().map(|t| t.0),
-            timings.refresh_before,
-            jiff::Timestamp::now(),
-        )
-    {
+    let mut refresh_failure = None;
+    if refreshable && refresh.due(&status, timings, known_expiry, jiff::Timestamp::now()) {
         match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
                 token = t;
@@ -575,7 +592,8 @@ async fn gather_and_check(
                     Some(provider),
                 ));
             }
-            _ => {}
+            RefreshResult::Failed(verdict) => refresh_failure = Some(verdict),
+            RefreshResult::NotPossible => {}
         }
     }
 
@@ -588,7 +606,7 @@ async fn gather_and_check(
     } = &verdict
         && conn.spec.refresh.enabled
         && refresh.refresh_token.is_some()
-        && !refresh.refreshed
+        && !refresh.attempted
     {
         verdict = match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
@@ -601,7 +619,10 @@ async fn gather_and_check(
         };
     }
     name_the_account(ctx, conn, validator, &app, &token, &mut verdict).await;
-    let refreshed = refresh.refreshed;
+    if let Some(failed) = refresh_failure {
+        verdict = refresh.settle(verdict, failed, expires_at);
+    }
+    let refreshed = refresh.renewed_since(&status);
     let observed = refresh.observed(observed);
     let verdict = scrubbed(
         verdict,
@@ -618,6 +639,7 @@ async fn gather_and_check(
         app: Some(app),
         provider: Some(provider),
         refreshed,
+        refresh_expires_at,
     })
 }
 
@@ -679,130 +701,6 @@ async fn timed_check(
     verdict
 }
 
-/// One connection's token renewal: calls the provider, writes the Secret with optimistic
-/// concurrency, and re-reads it before declaring a refresh token dead.
-struct Refresher<'a> {
-    ctx: &'a Context,
-    conn: &'a ChannelConnection,
-    ns: &'a str,
-    app: &'a App,
-    refresh_token: Option<Token>,
-    /// `resourceVersion` of the Secret as last read or written.
-    version: Option<String>,
-    refreshed: bool,
-}
-
-enum RefreshResult {
-    Renewed(Token, Option<jiff::Timestamp>),
-    /// A verdict to report instead of checking further.
-    Failed(Verdict),
-    NotPossible,
-}
-
-impl Refresher<'_> {
-    fn observed(&self, mut o: super::Observed) -> super::Observed {
-        o.secret_version = self.version.clone();
-        o
-    }
-
-    fn count(&self, result: &str) {
-        self.ctx
-            .metrics
-            .refreshes
-            .get_or_create(&ResultLabels {
-                provider: self.conn.spec.provider_ref.name.clone(),
-                result: result.into(),
-            })
-            .inc();
-    }
-
-    async fn run(&mut self, access: &Token) -> RefreshResult {
-        let validator = validator_for(self.app.settings.type_);
-        let answer = validator
-            .renew(
-                &self.ctx.http,
-                self.app,
-                access,
-                self.refresh_token.as_ref(),
-            )
-            .await;
-        let name = self.conn.name_any();
-        match answer {
-            Renewal::Renewed(tokens) => {
-                match write_tokens(
-                    &self.ctx.client,
-                    self.ns,
-                    &self.conn.spec.secret_ref,
-                    &tokens,
-                    self.version.as_deref(),
-                )
-                .await
-                {
-                    Ok(version) => {
-                        self.version = version;
-                        self.refreshed = true;
-                        if tokens.refresh_token.is_some() {
-                            self.refresh_token = tokens.refresh_token.clone();
-                        }
-                        self.count("renewed");
-                        info!(namespace = %self.ns, name = %name, "token refreshed");
-                        RefreshResult::Renewed(tokens.access_token, tokens.expires_at)
-                    }
-                    Err(e) => {
-                        self.count("write_failed");
-                        warn!(namespace = %self.ns, name = %name, error = %e, "refreshed token not written; checking again soon");
-                        RefreshResult::Failed(Verdict::Transient {
-                            message: format!("refreshed but {e}"),
-                            retry_after: None,
-                        })
-                    }
-                }
-            }
-            Renewal::Rejected { message } => {
-                // A refresh token rotated by someone else is not a dead one: re-read first.
-                let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.ns);
-                let current = secrets
-                    .get_opt(&self.conn.spec.secret_ref.name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|s| read_key(&s, &self.conn.spec.secret_ref.refresh_token_key));
-                if current.is_some() && current != self.refresh_token {
-                    self.count("rotated_elsewhere");
-                    return RefreshResult::Failed(Verdict::Transient {
-                        message:
-                            "the refresh token changed in the Secret meanwhile; checking again"
-                                .into(),
-                        retry_after: None,
-                    });
-                }
-                self.count("rejected");
-                RefreshResult::Failed(Verdict::Invalid {
-                    reason: Reason::RefreshFailed,
-                    message: format!(
-                        "refreshing the token failed: {message}; a person must log in again"
-                    ),
-                })
-            }
-            Renewal::Transient {
-                message,
-                retry_after,
-            } => {
-                self.count("unavailable");
-                RefreshResult::Failed(Verdict::Transient {
-                    message,
-                    retry_after,
-                })
-            }
-            Renewal::Misconfigured { message } => {
-                self.count("misconfigured");
-                RefreshResult::Failed(Verdict::Misconfigured { message })
-            }
-            Renewal::Unsupported { .. } => RefreshResult::NotPossible,
-        }
-    }
-}
-
 /// Sets `status.reauthUrl` while a person must log in (kept stable across checks so the link
 /// in an email keeps working), clears it once healthy, keeps it through provider outages.
 fn set_reauth_url(
@@ -810,6 +708,7 @@ fn set_reauth_url(
     conn: &ChannelConnection,
     outcome: &Outcome,
     setup: Option<(&App, &ResolvedProvider)>,
+    requested: bool,
     status: &mut ChannelConnectionStatus,
     now: jiff::Timestamp,
 ) {
@@ -823,7 +722,7 @@ fn set_reauth_url(
         return;
     }
     let old = status.reauth_url.take();
-    if !needs_login(status) {
+    if !needs_login(status) && !requested {
         return;
     }
     let Some((app, provider)) = setup else { return };

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::api::{CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType, Reason};
+use crate::api::{
+    CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType, REAUTHORIZE_REQUESTED_ANNOTATION,
+    Reason,
+};
 use crate::providers::MAX_PROVIDER_WAIT;
 
 /// Versions of a connection's inputs as the watch caches see them now.
@@ -62,6 +65,15 @@ pub fn due(
         .is_some_and(|asked| status.last_handled_check_request.as_deref() != Some(asked))
     {
         Some("check requested")
+    } else if reauthorize_request(conn).is_some_and(|asked| {
+        status.last_handled_reauthorize_request.as_deref() != Some(asked)
+            && status
+                .pending_reauthorization
+                .as_ref()
+                .map(|p| p.value.as_str())
+                != Some(asked)
+    }) {
+        Some("re-authorization requested")
     } else if status.observed_secret_version != observed.secret_version {
         Some("secret changed")
     } else if status.observed_provider_generation != observed.provider_generation {
@@ -86,6 +98,15 @@ pub fn due(
     }
 }
 
+/// The annotation value asking for a re-authorization link, if any.
+pub fn reauthorize_request(conn: &ChannelConnection) -> Option<&str> {
+    conn.metadata
+        .annotations
+        .as_ref()?
+        .get(REAUTHORIZE_REQUESTED_ANNOTATION)
+        .map(String::as_str)
+}
+
 /// `now + wait`, saturating at the largest timestamp instead of overflowing: a wait is bounded
 /// everywhere it is made, and this keeps one that is not from ever panicking.
 pub fn after(now: jiff::Timestamp, wait: Duration) -> jiff::Timestamp {
@@ -107,12 +128,13 @@ pub fn check_request(conn: &ChannelConnection) -> Option<&str> {
 /// Next regular check: exactly one interval later, so each connection is checked exactly once
 /// per interval.
 ///
-/// After a connection's first check the next one lands anywhere in the interval instead: a
-/// fleet created (or installed) at once is checked in one burst the first time, and evenly
-/// from the second round on, each connection keeping its own phase.
+/// After a connection's first check the next one comes one full interval plus a random phase
+/// later: a fleet created (or installed) at once is checked in one burst the first time, and
+/// evenly from the second round on, each connection keeping its own phase, and no connection
+/// is ever checked twice in one interval.
 pub fn next_regular(interval: Duration, first_check: bool, rng: &mut impl Rng) -> Duration {
     if first_check {
-        return interval.mul_f64(rng.random_range(0.05..1.0));
+        return interval.mul_f64(rng.random_range(1.0..2.0));
     }
     interval
 }
@@ -289,14 +311,15 @@ mod tests {
         let mut buckets = [0u32; 10];
         for _ in 0..10_000 {
             let d = next_regular(Duration::from_secs(1000), true, &mut rng);
-            buckets[(d.as_secs() / 100).min(9) as usize] += 1;
+            // Never a second check inside the first interval.
+            assert!(
+                d >= Duration::from_secs(1000) && d < Duration::from_secs(2000),
+                "{d:?}"
+            );
+            buckets[((d.as_secs() - 1000) / 100).min(9) as usize] += 1;
         }
-        // Roughly flat: every tenth of the interval gets a share (the first a little less).
-        assert!(buckets[0] > 300, "{buckets:?}");
-        assert!(
-            buckets[1..].iter().all(|&b| b > 800 && b < 1300),
-            "{buckets:?}"
-        );
+        // Roughly flat: every tenth of the next interval gets a share.
+        assert!(buckets.iter().all(|&b| b > 800 && b < 1300), "{buckets:?}");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, Reason, ReportedAccount,
-    set_condition,
+    ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, PendingReauthorization, Reason,
+    ReportedAccount, set_condition,
 };
 use crate::providers::{Grant, Verdict};
 
@@ -58,6 +58,8 @@ pub struct CheckContext<'a> {
     pub observed_provider_generation: Option<i64>,
     /// `spec.refresh.before`, typed (`Expiring` is reported inside it).
     pub refresh_before: Duration,
+    /// When the stored refresh token stops working, if the provider said so.
+    pub refresh_expires_at: Option<jiff::Timestamp>,
 }
 
 /// A change worth an Event: one per transition of `Ready` (or into provider trouble).
@@ -262,6 +264,7 @@ fn apply_valid(
     s.account = grant.account.clone().or_else(|| s.account.take());
     s.expires_at = grant.expires_at.or(secret_expires_at).map(Time);
     s.data_access_expires_at = grant.data_access_expires_at.map(Time);
+    s.refresh_token_expires_at = cx.refresh_expires_at.map(Time);
 
     // The check's own answer, else what the last token response (login or refresh) granted,
     // kept in status; providers that report neither leave the scopes unverified.
@@ -340,12 +343,19 @@ fn apply_valid(
             t.as_ref()
                 .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64())
         };
-        // Meta's data-access clock is not moved by a refresh: only a login renews it.
+        // Meta's data-access clock and a refresh token's own lifetime are not moved by a
+        // refresh: only a login renews them.
         let data_access_ending = soon(&s.data_access_expires_at);
+        let refresh_ending = refreshable && soon(&s.refresh_token_expires_at);
         let token_expiring = !refreshable && soon(&s.expires_at);
-        let (reason, msg) = if data_access_ending || token_expiring {
+        let (reason, msg) = if data_access_ending || refresh_ending || token_expiring {
             let (what, at) = if data_access_ending {
                 ("its data access ends", &s.data_access_expires_at)
+            } else if refresh_ending {
+                (
+                    "its refresh token stops working (refreshing does not extend it)",
+                    &s.refresh_token_expires_at,
+                )
             } else {
                 ("it expires", &s.expires_at)
             };
@@ -371,26 +381,45 @@ fn apply_valid(
     set(s, Reconciling, Some(false), Reason::Valid, "check finished");
 }
 
-/// Whether the Ready verdict asks a person to log in again (then `reauthUrl` is offered).
-pub fn needs_login(status: &ChannelConnectionStatus) -> bool {
-    use Reason::*;
-    let Some(ready) = status.condition(ConditionType::Ready) else {
+/// Follows a re-authorization asked for with the annotation (value `asked`) and says whether a
+/// link is to be published for it. It is pending until a check finds the token working after
+/// the Secret changed (a login wrote it); removing the annotation withdraws it.
+pub fn track_reauthorization(status: &mut ChannelConnectionStatus, asked: Option<&str>) -> bool {
+    let Some(asked) = asked else {
+        status.pending_reauthorization = None;
         return false;
     };
-    matches!(
-        Reason::parse(&ready.reason),
-        Some(
-            Revoked
-                | Expired
-                | Expiring
-                | ScopesMissing
-                | AccountMismatch
-                | ReauthorizationRequired
-                | RefreshFailed
-                | SecretNotFound
-                | SecretKeyMissing
-        )
-    )
+    if status.last_handled_reauthorize_request.as_deref() == Some(asked) {
+        status.pending_reauthorization = None;
+        return false;
+    }
+    let ready = status
+        .condition(ConditionType::Ready)
+        .is_some_and(|c| c.status == "True");
+    match &status.pending_reauthorization {
+        Some(p) if p.value == asked => {
+            if ready && status.observed_secret_version != p.secret_version {
+                status.last_handled_reauthorize_request = Some(asked.to_owned());
+                status.pending_reauthorization = None;
+                return false;
+            }
+        }
+        _ => {
+            status.pending_reauthorization = Some(PendingReauthorization {
+                value: asked.to_owned(),
+                secret_version: status.observed_secret_version.clone(),
+            });
+        }
+    }
+    true
+}
+
+/// Whether the Ready verdict asks a person to log in again (then `reauthUrl` is offered).
+pub fn needs_login(status: &ChannelConnectionStatus) -> bool {
+    status
+        .condition(ConditionType::Ready)
+        .and_then(|ready| Reason::parse(&ready.reason))
+        .is_some_and(Reason::needs_login)
 }
 
 /// Whether a login completed through the OAuth callback may be written (see [`login_fit`]).
@@ -561,7 +590,12 @@ fn account_mismatch(spec: &ChannelConnectionSpec, grant: &Grant) -> Option<Strin
     })
 }
 
-fn transition(old: &ChannelConnectionStatus, new: &ChannelConnectionStatus) -> Option<Transition> {
+/// The Event a status change publishes, if any (the operator publishes it; `relink check`
+/// waits for it).
+pub fn transition(
+    old: &ChannelConnectionStatus,
+    new: &ChannelConnectionStatus,
+) -> Option<Transition> {
     let key = |s: &ChannelConnectionStatus, t| {
         s.condition(t).map(|c| (c.status.clone(), c.reason.clone()))
     };

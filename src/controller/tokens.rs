@@ -218,6 +218,39 @@ pub fn parse_expiry(v: &str) -> Option<jiff::Timestamp> {
     v.parse().ok()
 }
 
+/// Annotation relink sets on a token Secret whenever it writes new tokens (refresh or
+/// re-authorization): when they were issued. Every connection of the Secret, and every replica
+/// after a restart, paces its refreshes from it, so a token one connection just refreshed is not
+/// refreshed again by another.
+pub const TOKENS_ISSUED_ANNOTATION: &str = "relink.dev/tokens-issued-at";
+
+/// Annotation relink sets on a token Secret when the provider said when the refresh token
+/// itself expires (LinkedIn's 365 days, TikTok, Google's time-limited access): a refresh does
+/// not extend it, so the connection turns `Expiring` ahead of it.
+pub const REFRESH_EXPIRES_ANNOTATION: &str = "relink.dev/refresh-token-expires-at";
+
+/// When the refresh token in `secret` stops working, if the provider said so.
+pub fn refresh_expires_at(secret: &Secret) -> Option<jiff::Timestamp> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(REFRESH_EXPIRES_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
+/// When the tokens in `secret` were issued, if relink wrote them.
+pub fn tokens_issued_at(secret: &Secret) -> Option<jiff::Timestamp> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TOKENS_ISSUED_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
 /// Why new tokens were not written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -280,7 +313,15 @@ pub async fn write_tokens_labelled(
             None => serde_json::Value::Null,
         },
     );
-    let mut patch = json!({ "data": data, "metadata": {} });
+    let issued = jiff::Timestamp::now().to_string();
+    let mut annotations = BTreeMap::from([(TOKENS_ISSUED_ANNOTATION.to_owned(), issued)]);
+    if let Some(at) = tokens.refresh_expires_at {
+        annotations.insert(REFRESH_EXPIRES_ANNOTATION.to_owned(), at.to_string());
+    }
+    let mut patch = json!({
+        "data": data,
+        "metadata": { "annotations": &annotations },
+    });
     if let Some(rv) = expected_version {
         patch["metadata"]["resourceVersion"] = json!(rv);
     }
@@ -319,6 +360,7 @@ pub async fn write_tokens_labelled(
                 metadata: ObjectMeta {
                     name: Some(secret_ref.name.clone()),
                     labels: (!labels.is_empty()).then(|| labels.clone()),
+                    annotations: Some(annotations),
                     ..Default::default()
                 },
                 data: Some(values),

@@ -5,23 +5,7 @@ use std::time::Duration;
 
 use crate::api::{
     ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, NotificationRecord, Reason,
-    parse_duration,
 };
-
-/// Ready reasons that mean a person must act, and that the channel's owners can act on.
-/// `ProviderNotReady` / `ProviderNotFound` (the app's configuration, the operator's
-/// administrators' job), `SecretKeyMissing` (a wrongly written Secret), `ProviderUnavailable`
-/// (transient) and `Suspended` are deliberately absent.
-pub const ACTIONABLE: [Reason; 8] = [
-    Reason::Revoked,
-    Reason::Expired,
-    Reason::ScopesMissing,
-    Reason::AccountMismatch,
-    Reason::AccountActionRequired,
-    Reason::SecretNotFound,
-    Reason::ReauthorizationRequired,
-    Reason::RefreshFailed,
-];
 
 /// Reason recorded for a recovery notice.
 pub const RECOVERED: Reason = Reason::Valid;
@@ -100,7 +84,7 @@ pub fn state(
             let stalled = new
                 .condition(ConditionType::Stalled)
                 .is_some_and(|c| c.status == "True");
-            if stalled && ACTIONABLE.contains(&reason) {
+            if stalled && reason.tells_owners() {
                 State::Broken(reason)
             } else {
                 State::Quiet
@@ -162,7 +146,7 @@ pub fn decide(
                 .then_some(News::Reminder(reason))
         }
         State::Healthy { expiring } => {
-            if told.is_some_and(|r| ACTIONABLE.contains(&r)) {
+            if told.is_some_and(Reason::tells_owners) {
                 return Some(News::Recovery);
             }
             (expiring && !warned_for_this_expiry(new, spec, last, policy))
@@ -187,7 +171,7 @@ fn warned_for_this_expiry(
         // No expiry known: one warning until something else is told.
         return true;
     };
-    let before = parse_duration(&spec.refresh.before).unwrap_or(Duration::ZERO);
+    let before = spec.timings().map(|t| t.refresh_before).unwrap_or_default();
     let lead = policy.expiry_warning.max(before).as_secs() as i64;
     last.time.0.as_second() >= at.as_second().saturating_sub(lead)
 }
@@ -338,7 +322,7 @@ mod tests {
 
     #[test]
     fn every_actionable_reason_is_told() {
-        for r in ACTIONABLE {
+        for r in Reason::ALL.into_iter().filter(|r| r.tells_owners()) {
             assert_eq!(
                 news(&broken(r), &spec(), None, "2026-01-01T00:00:00Z"),
                 Some(News::Problem(r)),

@@ -614,3 +614,39 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod readme_sample {
+    use super::*;
+
+    /// The sample email in the README is what relink renders for that connection.
+    #[test]
+    fn the_readme_shows_the_email_relink_sends() {
+        let notice = Notice {
+            news: News::Problem(Reason::Revoked),
+            namespace: "marketing".into(),
+            name: "acme-support-fb".into(),
+            provider_name: "facebook".into(),
+            provider_type: Some(ProviderType::Facebook),
+            display_name: "Acme Support".into(),
+            account_id: Some("104839201928374".into()),
+            reauth_url: Some("https://www.facebook.com/v25.0/dialog/oauth?client_id=1234567890&redirect_uri=https%3A%2F%2Frelink.example.com%2Foauth%2Fcallback&scope=pages_manage_posts%2Cpages_read_engagement&state=eyJucyI6...".into()),
+            detail: Some("Meta reports the token as invalid: Error validating access token: The session has been invalidated because the user changed their password (code 190, subcode 460); re-authorize the channel".into()),
+            missing_scopes: vec![],
+            expires_at: None,
+            since: Some("2026-03-02T09:14:05Z".parse().unwrap()),
+            now: "2026-03-02T09:14:06Z".parse().unwrap(),
+        };
+        let sample = format!(
+            "```text\nSubject: {}\n\n{}```\n",
+            notice.subject(),
+            notice.text()
+        );
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        assert!(
+            readme.contains(&sample),
+            "README.md's sample email is stale; it should read:\n{sample}"
+        );
+    }
+}

@@ -213,6 +213,7 @@ async fn short_lived(
                 .and_then(Value::as_i64)
                 .and_then(in_secs),
             scopes,
+            refresh_expires_at: None,
         });
     }
     let message = body

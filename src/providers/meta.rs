@@ -305,6 +305,7 @@ pub(super) async fn token_get(
                 refresh_token: None,
                 expires_at: t.expires_in.and_then(in_secs),
                 scopes: None,
+                refresh_expires_at: None,
             }),
             _ => Renewal::Transient {
                 message: format!(

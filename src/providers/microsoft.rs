@@ -332,4 +332,46 @@ mod tests {
             Renewal::Transient { .. }
         ));
     }
+
+    #[tokio::test]
+    async fn suberrors_decide_not_the_aadsts_codes() {
+        let sub = |error: &str, suberror: &str| {
+            Canned::json(
+                400,
+                json!({"error": error, "suberror": suberror,
+                "error_description": "AADSTS50079: something. Trace ID: t",
+                "error_codes": [50_079]}),
+            )
+        };
+        let path = "/common/oauth2/v2.0/token";
+        let server = TestServer::start(vec![
+            (path, sub("interaction_required", "basic_action")),
+            (path, sub("invalid_grant", "additional_action")),
+            (path, sub("interaction_required", "consent_required")),
+            (path, sub("invalid_grant", "bad_token")),
+        ])
+        .await;
+        let a = ms(&server);
+        let (at, rt) = (Token::new(TOKEN), Token::new("old-rt"));
+        for want in [
+            Some(Reason::AccountActionRequired),
+            Some(Reason::AccountActionRequired),
+            Some(Reason::ReauthorizationRequired),
+            None,
+        ] {
+            match (Microsoft.renew(&http(), &a, &at, Some(&rt)).await, want) {
+                (Renewal::NeedsPerson { reason, message }, Some(w)) => {
+                    assert_eq!(reason, w);
+                    assert!(
+                        message.contains("AADSTS50079"),
+                        "the code stays a hint: {message}"
+                    );
+                }
+                (Renewal::Rejected { message }, None) => {
+                    assert!(message.contains("bad_token"), "{message}")
+                }
+                (other, w) => panic!("{other:?} for {w:?}"),
+            }
+        }
+    }
 }

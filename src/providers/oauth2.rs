@@ -49,13 +49,22 @@ struct Introspection {
 pub(super) struct ErrorBody {
     pub error: String,
     pub error_description: Option<String>,
+    /// Microsoft's finer classification of `invalid_grant` / `interaction_required`
+    /// (`basic_action`, `additional_action`, `consent_required`, `bad_token`, ...): documented
+    /// as stable, unlike the `AADSTS` codes in the description.
+    #[serde(default)]
+    pub suberror: Option<String>,
 }
 
 impl ErrorBody {
     pub fn describe(&self) -> String {
-        match &self.error_description {
-            Some(d) => format!("{}: {}", self.error, d),
+        let error = match &self.suberror {
+            Some(sub) => format!("{} ({sub})", self.error),
             None => self.error.clone(),
+        };
+        match &self.error_description {
+            Some(d) => format!("{error}: {d}"),
+            None => error,
         }
     }
 }

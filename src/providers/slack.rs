@@ -227,6 +227,7 @@ async fn token_call(http: &Http, app: &App, form: &[(&str, &str)], secrets: &[&T
                 refresh_token: t.refresh_token.map(Token::new),
                 expires_at: t.expires_in.and_then(in_secs),
                 scopes: t.scope.as_deref().map(split_scopes),
+                refresh_expires_at: None,
             });
         }
     }

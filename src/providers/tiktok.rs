@@ -221,6 +221,11 @@ mod tests {
             Renewal::Renewed(n) => {
                 assert_eq!(n.refresh_token.unwrap().expose(), "rft.new");
                 assert_eq!(n.scopes.unwrap(), ["user.info.basic", "video.list"]);
+                // `refresh_expires_in` (a year): the refresh token's own deadline.
+                let days = n
+                    .refresh_expires_at
+                    .map(|t| (t.as_second() - jiff::Timestamp::now().as_second()) / 86_400);
+                assert_eq!(days, Some(365));
             }
             other => panic!("{other:?}"),
         }

@@ -16,6 +16,9 @@ pub struct NewTokens {
     pub refresh_token: Option<Token>,
     pub expires_at: Option<jiff::Timestamp>,
     pub scopes: Option<Vec<String>>,
+    /// When the refresh token itself stops working, where the provider says so
+    /// (`refresh_token_expires_in`, `refresh_expires_in`): a hard limit no refresh extends.
+    pub refresh_expires_at: Option<jiff::Timestamp>,
 }
 
 /// The answer to a refresh or a code exchange.
@@ -24,6 +27,13 @@ pub enum Renewal {
     Renewed(NewTokens),
     /// The grant is dead (`invalid_grant`): a person must log in again.
     Rejected {
+        message: String,
+    },
+    /// The grant is alive but the provider wants the person first (`reason` is
+    /// `AccountActionRequired`: accept terms, enrol MFA, change an expired password; or
+    /// `ReauthorizationRequired`: consent again).
+    NeedsPerson {
+        reason: crate::api::Reason,
         message: String,
     },
     /// Try again later.
@@ -99,6 +109,10 @@ struct TokenAnswer {
     refresh_token: Option<String>,
     expires_in: Option<i64>,
     scope: Option<String>,
+    /// LinkedIn, Google (time-limited access), Microsoft's SPA tokens.
+    refresh_token_expires_in: Option<i64>,
+    /// TikTok.
+    refresh_expires_in: Option<i64>,
 }
 
 /// POSTs `form` to the token endpoint with the preset's client authentication.
@@ -145,6 +159,10 @@ pub(super) async fn token_request(
                 .filter(|s| *s > 0)
                 .and_then(|s| now.checked_add(jiff::SignedDuration::from_secs(s)).ok()),
             scopes: t.scope.as_deref().map(split_scopes),
+            refresh_expires_at: t
+                .refresh_token_expires_in
+                .or(t.refresh_expires_in)
+                .and_then(super::answer::in_secs),
         });
     }
     match resp.json::<ErrorBody>() {
@@ -162,6 +180,29 @@ pub(super) async fn token_request(
 /// RFC 6749 §5.2 errors: a dead grant, a refused application, or something to retry.
 pub(super) fn classify_error(e: &ErrorBody) -> Renewal {
     let message = format!("the token endpoint refused: {}", e.describe());
+    // Microsoft's suberror says why a grant needs the person; the AADSTS code stays in the
+    // message as a hint only.
+    match e.suberror.as_deref() {
+        Some(
+            "basic_action"
+            | "additional_action"
+            | "user_password_expired"
+            | "protection_policy_required"
+            | "device_authentication_failed",
+        ) => {
+            return Renewal::NeedsPerson {
+                reason: crate::api::Reason::AccountActionRequired,
+                message,
+            };
+        }
+        Some("consent_required") => {
+            return Renewal::NeedsPerson {
+                reason: crate::api::Reason::ReauthorizationRequired,
+                message,
+            };
+        }
+        _ => {}
+    }
     match e.error.as_str() {
         // OpenID Connect (and Microsoft's token endpoint): the grant needs a person again.
         "invalid_grant" | "interaction_required" | "login_required" | "consent_required" => {

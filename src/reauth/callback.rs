@@ -202,6 +202,7 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
     {
         Renewal::Renewed(t) => t,
         Renewal::Rejected { message }
+        | Renewal::NeedsPerson { message, .. }
         | Renewal::Misconfigured { message }
         | Renewal::Unsupported { message } => {
             return Err(refuse(

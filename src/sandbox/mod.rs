@@ -34,6 +34,13 @@ pub struct SandboxConfig {
     /// Whether introspection names the account (`sub`, `username`). RFC 7662 makes both
     /// optional; false answers like servers that do not say whose token it is.
     pub introspection_names_account: bool,
+    /// Refresh-token reuse detection (OAuth 2.1, the security BCP): a rotated refresh token
+    /// presented again revokes its whole token family (the grant), as X, TikTok, Microsoft
+    /// and many identity providers do.
+    pub reuse_detection: bool,
+    /// How long a rotated refresh token still works after its rotation (Okta's "grace period
+    /// for token rotation", Auth0's "reuse interval"); zero: never.
+    pub reuse_grace: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -43,6 +50,8 @@ impl Default for SandboxConfig {
             client_id: "relink-sandbox".to_owned(),
             client_secret: "sandbox-secret".to_owned(),
             introspection_names_account: true,
+            reuse_detection: false,
+            reuse_grace: Duration::ZERO,
         }
     }
 }
@@ -103,6 +112,9 @@ pub struct Call {
     pub account_id: Option<String>,
     /// Status answered; 0 for a request left hanging.
     pub status: u16,
+    /// `grant_type` of a `/oauth/token` request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_type: Option<String>,
 }
 
 /// Stops the server when the last `Sandbox` clone goes away.
@@ -133,6 +145,7 @@ impl Sandbox {
             config,
             store: Mutex::new(Store::default()),
             stop,
+            hold: watch::channel(false).0,
         });
         let app = router(inner.clone());
         tokio::spawn(async move {
@@ -189,6 +202,12 @@ impl Sandbox {
         self.inner.store().mode = mode;
     }
 
+    /// A failure mode for refresh-token grants only (`None`: as [`Sandbox::set_mode`] says),
+    /// so checks keep working while refreshes fail.
+    pub fn set_refresh_mode(&self, mode: Option<Mode>) {
+        self.inner.store().refresh_mode = mode;
+    }
+
     pub fn mode(&self) -> Mode {
         self.inner.store().mode.clone()
     }
@@ -202,6 +221,42 @@ impl Sandbox {
         let store = self.inner.store();
         let mine = |c: &&Call| c.account_id.as_deref() == Some(account_id);
         store.calls.iter().filter(mine).cloned().collect()
+    }
+
+    /// Refresh-token grants presented for `account_id` (answered or not).
+    pub fn refresh_calls_for(&self, account_id: &str) -> usize {
+        self.calls_for(account_id)
+            .iter()
+            .filter(|c| {
+                c.path == "/oauth/token" && c.grant_type.as_deref() == Some("refresh_token")
+            })
+            .count()
+    }
+
+    /// Token families (grants) revoked because a rotated refresh token was presented again.
+    pub fn families_revoked_for_reuse(&self) -> usize {
+        self.inner
+            .store()
+            .grants
+            .iter()
+            .filter(|g| g.revoked_for_reuse)
+            .count()
+    }
+
+    /// Holds the answers to refresh-token grants until [`Sandbox::release_refreshes`]: the
+    /// rotation happens (the old refresh token is spent) and the new tokens wait to be sent,
+    /// as with a provider that answered but whose answer has not arrived yet.
+    pub fn hold_refreshes(&self) {
+        self.inner.hold.send_replace(true);
+    }
+
+    pub fn release_refreshes(&self) {
+        self.inner.hold.send_replace(false);
+    }
+
+    /// Refresh answers being held now.
+    pub fn held_refreshes(&self) -> usize {
+        self.inner.store().held
     }
 
     pub fn clear_calls(&self) {

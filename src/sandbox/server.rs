@@ -63,6 +63,8 @@ pub(super) struct Inner {
     pub(super) config: SandboxConfig,
     pub(super) store: Mutex<Store>,
     pub(super) stop: watch::Sender<bool>,
+    /// True while refresh answers are held back.
+    pub(super) hold: watch::Sender<bool>,
 }
 
 impl Inner {
@@ -71,6 +73,16 @@ impl Inner {
     }
 
     pub(super) fn record(&self, path: &str, account_id: Option<String>, status: u16) {
+        self.record_grant(path, account_id, status, None);
+    }
+
+    pub(super) fn record_grant(
+        &self,
+        path: &str,
+        account_id: Option<String>,
+        status: u16,
+        grant_type: Option<String>,
+    ) {
         tracing::debug!(
             path,
             account_id = account_id.as_deref(),
@@ -83,7 +95,23 @@ impl Inner {
             at_unix_ms,
             account_id,
             status,
+            grant_type,
         });
+    }
+
+    /// Waits while refresh answers are held (or until shutdown).
+    async fn wait_released(&self) {
+        let mut hold = self.hold.subscribe();
+        if !*hold.borrow_and_update() {
+            return;
+        }
+        self.store().held += 1;
+        let mut stop = self.stop.subscribe();
+        tokio::select! {
+            _ = hold.wait_for(|h| !*h) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        self.store().held -= 1;
     }
 
     /// Sleeps, but wakes early on shutdown so hanging requests release their connection.
@@ -116,7 +144,23 @@ impl Inner {
         account: Option<String>,
         handler: impl FnOnce() -> Response,
     ) -> Response {
-        let mode = self.store().mode.clone();
+        self.respond_grant(path, account, None, handler).await
+    }
+
+    pub(super) async fn respond_grant(
+        &self,
+        path: &str,
+        account: Option<String>,
+        grant_type: Option<String>,
+        handler: impl FnOnce() -> Response,
+    ) -> Response {
+        let mode = {
+            let store = self.store();
+            match (&store.refresh_mode, grant_type.as_deref()) {
+                (Some(m), Some("refresh_token")) => m.clone(),
+                _ => store.mode.clone(),
+            }
+        };
         let resp = match mode {
             Mode::Normal => handler(),
             Mode::Status { code } => json_response(
@@ -137,7 +181,7 @@ impl Inner {
                 json!({ "error": "server_error", "error_description": "sandbox injected failure" }),
             ),
             Mode::Hang => {
-                self.record(path, account, 0);
+                self.record_grant(path, account, 0, grant_type);
                 self.sleep(Duration::from_secs(3600)).await;
                 return StatusCode::SERVICE_UNAVAILABLE.into_response();
             }
@@ -149,7 +193,7 @@ impl Inner {
                 ([(header::CONTENT_TYPE, "application/json")], body).into_response()
             }
         };
-        self.record(path, account, resp.status().as_u16());
+        self.record_grant(path, account, resp.status().as_u16(), grant_type);
         resp
     }
 
@@ -287,8 +331,10 @@ pub(super) async fn token(
         .iter()
         .find_map(|k| form.get(*k))
         .and_then(|t| s.store().account_of(t));
+    let grant_type = form.get("grant_type").cloned();
+    let refreshing = grant_type.as_deref() == Some("refresh_token");
     let mut resp = s
-        .respond("/oauth/token", account, || {
+        .respond_grant("/oauth/token", account, grant_type, || {
             if !s.client_ok(&headers, &form) {
                 return oauth_error(
                     StatusCode::UNAUTHORIZED,
@@ -299,7 +345,9 @@ pub(super) async fn token(
             let mut store = s.store();
             let result = match field(&form, "grant_type") {
                 "authorization_code" => store.exchange_code(&form),
-                "refresh_token" => store.refresh_grant(&form),
+                "refresh_token" => {
+                    store.refresh_grant(&form, s.config.reuse_detection, s.config.reuse_grace)
+                }
                 _ => {
                     return oauth_error(
                         StatusCode::BAD_REQUEST,
@@ -327,6 +375,9 @@ pub(super) async fn token(
             }
         })
         .await;
+    if refreshing && resp.status().is_success() {
+        s.wait_released().await;
+    }
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),

@@ -15,6 +15,8 @@ pub(super) struct GrantRec {
     pub(super) account_name: String,
     pub(super) scopes: Vec<String>,
     pub(super) revoked: bool,
+    /// Revoked because a rotated refresh token of this family was presented again.
+    pub(super) revoked_for_reuse: bool,
 }
 
 pub(super) struct AccessRec {
@@ -26,6 +28,8 @@ pub(super) struct RefreshRec {
     pub(super) grant: usize,
     pub(super) access_token: String,
     pub(super) active: bool,
+    /// Unix milliseconds of the rotation that spent this refresh token.
+    pub(super) rotated_at_ms: Option<i64>,
 }
 
 pub(super) struct CodeRec {
@@ -48,7 +52,11 @@ pub(super) struct Store {
     pub(super) refresh: HashMap<String, RefreshRec>,
     pub(super) codes: HashMap<String, CodeRec>,
     pub(super) mode: Mode,
+    /// Failure mode of refresh-token grants only, overriding `mode` for them.
+    pub(super) refresh_mode: Option<Mode>,
     pub(super) calls: Vec<Call>,
+    /// Refresh answers held back now (see `Sandbox::hold_refreshes`).
+    pub(super) held: usize,
 }
 
 pub(super) fn random_token(prefix: &str) -> String {
@@ -76,6 +84,7 @@ impl Store {
             account_name,
             scopes,
             revoked: false,
+            revoked_for_reuse: false,
         });
         self.grants.len() - 1
     }
@@ -96,6 +105,7 @@ impl Store {
                 grant,
                 access_token: access_token.clone(),
                 active: true,
+                rotated_at_ms: None,
             };
             self.refresh.insert(rt.clone(), rec);
             rt
@@ -164,20 +174,41 @@ impl Store {
         Ok((self.mint(grant, Some(DEFAULT_TTL_SECS), true), grant))
     }
 
+    /// Rotates a refresh token. A spent one presented again is refused, and with
+    /// `reuse_detection` its whole family is revoked, unless it was spent less than
+    /// `grace` ago.
     pub(super) fn refresh_grant(
         &mut self,
         form: &Form,
+        reuse_detection: bool,
+        grace: std::time::Duration,
     ) -> Result<(IssuedTokens, usize), &'static str> {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
         let rec = self
             .refresh
             .get_mut(field(form, "refresh_token"))
-            .filter(|r| r.active)
-            .ok_or("unknown, rotated or revoked refresh token")?;
-        if self.grants[rec.grant].revoked {
+            .ok_or("unknown refresh token")?;
+        let grant = rec.grant;
+        if self.grants[grant].revoked {
             return Err("grant revoked");
         }
+        if !rec.active {
+            let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+            let in_grace = rec
+                .rotated_at_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) < grace_ms);
+            if !in_grace {
+                if reuse_detection {
+                    let g = &mut self.grants[grant];
+                    g.revoked = true;
+                    g.revoked_for_reuse = true;
+                    return Err("refresh token reuse detected: the token family is revoked");
+                }
+                return Err("rotated refresh token");
+            }
+        }
         rec.active = false;
-        let grant = rec.grant;
+        rec.rotated_at_ms.get_or_insert(now_ms);
         let ttl = match self.access.get(&rec.access_token) {
             Some(AccessRec {
                 expires_at: None, ..

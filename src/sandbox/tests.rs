@@ -6,13 +6,15 @@ use super::*;
 use serde_json::{Value, json};
 
 async fn sandbox() -> (Sandbox, reqwest::Client) {
+    sandbox_with(SandboxConfig::default()).await
+}
+
+async fn sandbox_with(config: SandboxConfig) -> (Sandbox, reqwest::Client) {
     // reqwest is built without a TLS provider and refuses to build a client
     // until one is installed, even for plain http.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let addr = "127.0.0.1:0".parse().expect("addr");
-    let sb = Sandbox::start(addr, SandboxConfig::default())
-        .await
-        .expect("start");
+    let sb = Sandbox::start(addr, config).await.expect("start");
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -383,4 +385,98 @@ async fn introspect_raw_owned(sb: Sandbox, c: reqwest::Client, token: String) {
         .form(&[("token", token.as_str())])
         .send()
         .await;
+}
+
+async fn refresh_status(sb: &Sandbox, c: &reqwest::Client, rt: &str) -> (u16, Value) {
+    let r = token(
+        sb,
+        c,
+        &[("grant_type", "refresh_token"), ("refresh_token", rt)],
+    )
+    .await;
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_revokes_its_family() {
+    let (sb, c) = sandbox_with(SandboxConfig {
+        reuse_detection: true,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let t = sb.issue(grant("page-1", &["a"]));
+    let rt1 = t.refresh_token.unwrap();
+    let (status, v) = refresh_status(&sb, &c, &rt1).await;
+    assert_eq!(status, 200);
+    let rt2 = v["refresh_token"].as_str().unwrap().to_owned();
+    let at2 = v["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(sb.families_revoked_for_reuse(), 0);
+
+    // The spent token again: refused, and the whole family with it.
+    let (status, v) = refresh_status(&sb, &c, &rt1).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(sb.families_revoked_for_reuse(), 1);
+    assert_eq!(refresh_status(&sb, &c, &rt2).await.0, 400);
+    assert_eq!(introspect(&sb, &c, &at2).await["active"], false);
+    assert_eq!(sb.refresh_calls_for("page-1"), 3);
+}
+
+#[tokio::test]
+async fn a_spent_refresh_token_works_within_the_grace_period() {
+    let (sb, c) = sandbox_with(SandboxConfig {
+        reuse_detection: true,
+        reuse_grace: Duration::from_secs(60),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let rt1 = sb.issue(grant("page-1", &["a"])).refresh_token.unwrap();
+    assert_eq!(refresh_status(&sb, &c, &rt1).await.0, 200);
+    let (status, v) = refresh_status(&sb, &c, &rt1).await;
+    assert_eq!(status, 200, "{v}");
+    let rt3 = v["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(refresh_status(&sb, &c, &rt3).await.0, 200);
+    assert_eq!(sb.families_revoked_for_reuse(), 0);
+}
+
+#[tokio::test]
+async fn held_refresh_answers_wait_for_release_after_rotating() {
+    let (sb, c) = sandbox().await;
+    let rt1 = sb.issue(grant("page-1", &["a"])).refresh_token.unwrap();
+    sb.hold_refreshes();
+    let pending = tokio::spawn({
+        let (sb, c, rt1) = (sb.clone(), c.clone(), rt1.clone());
+        async move { refresh_status(&sb, &c, &rt1).await }
+    });
+    for _ in 0..100 {
+        if sb.held_refreshes() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sb.held_refreshes(), 1);
+    // Already rotated while the answer waits.
+    assert_eq!(refresh_status(&sb, &c, &rt1).await.0, 400);
+    sb.release_refreshes();
+    let (status, _) = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("released")
+        .expect("join");
+    assert_eq!(status, 200);
+    assert_eq!(sb.held_refreshes(), 0);
+}
+
+#[tokio::test]
+async fn a_refresh_mode_fails_only_refreshes() {
+    let (sb, c) = sandbox().await;
+    let t = sb.issue(grant("page-1", &["a"]));
+    sb.set_refresh_mode(Some(Mode::Status { code: 503 }));
+    let rt = t.refresh_token.unwrap();
+    assert_eq!(refresh_status(&sb, &c, &rt).await.0, 503);
+    assert_eq!(introspect(&sb, &c, &t.access_token).await["active"], true);
+    sb.set_refresh_mode(None);
+    assert_eq!(
+        refresh_status(&sb, &c, &rt).await.0,
+        200,
+        "nothing was spent"
+    );
 }

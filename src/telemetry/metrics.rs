@@ -70,6 +70,9 @@ pub struct Metrics {
     pub checks: Family<ResultLabels, Counter>,
     pub provider_request_duration: HistogramFamily<EndpointLabels>,
     pub refreshes: Family<ResultLabels, Counter>,
+    /// Unix time since which refreshing the connection's token has been failing transiently
+    /// (absent while refreshes succeed).
+    pub refresh_failing_since: Family<ConnectionLabels, Gauge>,
     pub notifications: Family<ChannelLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -90,6 +93,7 @@ impl Default for Metrics {
             checks: Family::default(),
             provider_request_duration: Family::new_with_constructor(latency_histogram),
             refreshes: Family::default(),
+            refresh_failing_since: Family::default(),
             notifications: Family::default(),
             reconcile_duration: latency_histogram(),
             reconcile_errors: Family::default(),
@@ -125,6 +129,11 @@ impl Default for Metrics {
             m.refreshes.clone(),
         );
         registry.register(
+            "refresh_failing_since_timestamp_seconds",
+            "Unix time since which refreshing the connection's token has been failing transiently",
+            m.refresh_failing_since.clone(),
+        );
+        registry.register(
             "notifications",
             "Notifications by channel (email, webhook) and result",
             m.notifications.clone(),
@@ -149,6 +158,16 @@ impl Default for Metrics {
             "OAuth callbacks by result (reauthorized, or why one was refused)",
             m.callbacks.clone(),
         );
+        registry.register(
+            "group_members",
+            "Members of the ChannelGroup",
+            m.group_members.clone(),
+        );
+        registry.register(
+            "group_ready_members",
+            "Members of the ChannelGroup that are Ready",
+            m.group_ready_members.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -162,6 +181,75 @@ impl Metrics {
         out
     }
 
+    /// The exposition with one series in every family, so each registered metric shows its
+    /// name, type, help and label names (an empty family is not encoded at all). Read by the
+    /// API reference and by the test that dashboards and alerts query only exported names.
+    pub fn describe() -> String {
+        let m = Metrics::default();
+        // No `..`: a new metric does not compile here until it gets a series too.
+        let Metrics {
+            registry: _,
+            connection_ready,
+            token_expiration,
+            checks,
+            provider_request_duration,
+            refreshes,
+            refresh_failing_since,
+            notifications,
+            reconcile_duration,
+            reconcile_errors,
+            status_writes,
+            group_members,
+            group_ready_members,
+            callbacks,
+        } = &m;
+        let c = ConnectionLabels {
+            namespace: String::new(),
+            name: String::new(),
+            provider: String::new(),
+        };
+        let r = ResultLabels {
+            provider: String::new(),
+            result: String::new(),
+        };
+        let g = GroupLabels {
+            namespace: String::new(),
+            name: String::new(),
+        };
+        connection_ready.get_or_create(&c).set(0);
+        token_expiration.get_or_create(&c).set(0.0);
+        refresh_failing_since.get_or_create(&c).set(0);
+        checks.get_or_create(&r).inc();
+        refreshes.get_or_create(&r).inc();
+        provider_request_duration
+            .get_or_create(&EndpointLabels {
+                provider: String::new(),
+                endpoint: String::new(),
+            })
+            .observe(0.0);
+        notifications
+            .get_or_create(&ChannelLabels {
+                channel: String::new(),
+                result: String::new(),
+            })
+            .inc();
+        reconcile_duration.observe(0.0);
+        reconcile_errors
+            .get_or_create(&ErrorLabels {
+                error: String::new(),
+            })
+            .inc();
+        status_writes.inc();
+        group_members.get_or_create(&g).set(0);
+        group_ready_members.get_or_create(&g).set(0);
+        callbacks
+            .get_or_create(&CallbackLabels {
+                result: String::new(),
+            })
+            .inc();
+        m.encode()
+    }
+
     /// Drops the series of a deleted connection.
     pub fn forget_group(&self, labels: &GroupLabels) {
         self.group_members.remove(labels);
@@ -171,6 +259,7 @@ impl Metrics {
     pub fn forget_connection(&self, labels: &ConnectionLabels) {
         self.connection_ready.remove(labels);
         self.token_expiration.remove(labels);
+        self.refresh_failing_since.remove(labels);
     }
 }
 
@@ -209,6 +298,22 @@ mod tests {
             text.contains("relink_checks_total{provider=\"app\",result=\"Valid\"} 1"),
             "{text}"
         );
+        let g = GroupLabels {
+            namespace: "ns".into(),
+            name: "g".into(),
+        };
+        m.group_members.get_or_create(&g).set(3);
+        m.group_ready_members.get_or_create(&g).set(2);
+        let text = m.encode();
+        assert!(
+            text.contains("relink_group_members{namespace=\"ns\",name=\"g\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("relink_group_ready_members{namespace=\"ns\",name=\"g\"} 2"),
+            "{text}"
+        );
+        m.forget_group(&g);
         m.forget_connection(&l);
         assert!(!m.encode().contains("name=\"c\""));
     }

@@ -19,14 +19,14 @@ use serde_json::{Value, json};
 use crate::fixtures::{Scenario, Validation};
 use crate::support;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const MISSING_BROWSER: &str = "the browser test needs Chromium and chromedriver: run \
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const MISSING_BROWSER: &str = "the browser test needs Chromium and chromedriver: run \
      `apt-get install chromium chromium-driver` (Debian packages), or set RELINK_SKIP_E2E=1 to skip e2e tests";
 /// W3C key of an element reference in WebDriver answers.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// `chromedriver` on `PATH`, when it and [`CHROMIUM`] are both installed.
-fn find_chromedriver() -> Option<PathBuf> {
+pub(crate) fn find_chromedriver() -> Option<PathBuf> {
     if !Path::new(CHROMIUM).is_file() {
         return None;
     }
@@ -38,7 +38,7 @@ fn find_chromedriver() -> Option<PathBuf> {
 
 /// A `chromedriver --port=N` child in its own process group, so the browsers it starts die with
 /// it: killed on drop, and by a `sh` watchdog if the test binary dies first.
-struct Chromedriver {
+pub(crate) struct Chromedriver {
     child: tokio::process::Child,
     pgid: u32,
     watchdog: Option<std::process::Child>,
@@ -47,7 +47,7 @@ struct Chromedriver {
 }
 
 impl Chromedriver {
-    async fn start(bin: &Path, dir: &Path) -> Chromedriver {
+    pub(crate) async fn start(bin: &Path, dir: &Path) -> Chromedriver {
         let port = crate::support::free_port();
         let log = dir.join("chromedriver.log");
         let file = std::fs::File::create(&log).expect("create chromedriver log");
@@ -136,14 +136,14 @@ fn http_client() -> reqwest::Client {
 }
 
 /// One WebDriver session: just the commands this test needs.
-struct WebDriver {
+pub(crate) struct WebDriver {
     http: reqwest::Client,
     session: String,
 }
 
 impl WebDriver {
     /// A headless Chromium session with a fresh profile in `profile`.
-    async fn new(driver: &Chromedriver, profile: &Path) -> WebDriver {
+    pub(crate) async fn new(driver: &Chromedriver, profile: &Path) -> WebDriver {
         let http = http_client();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -187,35 +187,40 @@ impl WebDriver {
     }
 
     /// Runs one command; returns its `value` or panics with WebDriver's error.
-    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let url = format!("{}{path}", self.session);
         send(&self.http, method.clone(), &url, body)
             .await
             .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
             .await;
     }
 
-    async fn current_url(&self) -> String {
+    pub(crate) async fn current_url(&self) -> String {
         let v = self.cmd(reqwest::Method::GET, "/url", None).await;
         v.as_str().expect("url is a string").to_owned()
     }
 
-    async fn title(&self) -> String {
+    pub(crate) async fn title(&self) -> String {
         let v = self.cmd(reqwest::Method::GET, "/title", None).await;
         v.as_str().expect("title is a string").to_owned()
     }
 
-    async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         let v = self.cmd(reqwest::Method::GET, "/source", None).await;
         v.as_str().expect("source is a string").to_owned()
     }
 
     /// Element ids of everything matching the CSS selector `css`.
-    async fn find_all(&self, css: &str) -> Vec<String> {
+    pub(crate) async fn find_all(&self, css: &str) -> Vec<String> {
         let body = json!({"using": "css selector", "value": css});
         let v = self
             .cmd(reqwest::Method::POST, "/elements", Some(body))
@@ -228,7 +233,7 @@ impl WebDriver {
     }
 
     /// The element matching `css` (WebDriver fails with "no such element" otherwise).
-    async fn find(&self, css: &str) -> String {
+    pub(crate) async fn find(&self, css: &str) -> String {
         let body = json!({"using": "css selector", "value": css});
         let v = self
             .cmd(reqwest::Method::POST, "/element", Some(body))
@@ -236,7 +241,7 @@ impl WebDriver {
         v[ELEMENT_KEY].as_str().expect("element id").to_owned()
     }
 
-    async fn text(&self, element: &str) -> String {
+    pub(crate) async fn text(&self, element: &str) -> String {
         let v = self
             .cmd(
                 reqwest::Method::GET,
@@ -247,13 +252,13 @@ impl WebDriver {
         v.as_str().unwrap_or_default().to_owned()
     }
 
-    async fn property(&self, element: &str, name: &str) -> String {
+    pub(crate) async fn property(&self, element: &str, name: &str) -> String {
         let path = format!("/element/{element}/property/{name}");
         let v = self.cmd(reqwest::Method::GET, &path, None).await;
         v.as_str().unwrap_or_default().to_owned()
     }
 
-    async fn click(&self, element: &str) {
+    pub(crate) async fn click(&self, element: &str) {
         self.cmd(
             reqwest::Method::POST,
             &format!("/element/{element}/click"),
@@ -263,7 +268,7 @@ impl WebDriver {
     }
 
     /// Saves a PNG of the viewport to `path`.
-    async fn screenshot(&self, path: &Path) {
+    pub(crate) async fn screenshot(&self, path: &Path) {
         let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(v.as_str().expect("base64 screenshot"))
@@ -274,7 +279,7 @@ impl WebDriver {
     }
 
     /// Ends the session, which closes Chromium.
-    async fn quit(self) {
+    pub(crate) async fn quit(self) {
         let _ = send(&self.http, reqwest::Method::DELETE, &self.session, None).await;
     }
 }

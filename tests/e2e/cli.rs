@@ -273,3 +273,70 @@ async fn status_and_check_explain_one_connection() {
     );
     eprintln!("[e2e] kubectl plugin works with {}", kubectl.display());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauth_publishes_a_link_for_a_healthy_connection_until_someone_logs_in() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _public) = Scenario::start_with_callback("cli-reauth").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    assert_eq!(s.reauth_url, None, "a healthy connection has no link");
+    let ns = sc.ns.clone();
+
+    let out = relink(&["reauth", "chan", "-n", &ns, "--timeout", "30s"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let s = sc.status("chan").await;
+    let link = s
+        .reauth_url
+        .clone()
+        .expect("a link while the request is pending");
+    assert!(out.stdout.contains(&link), "the link is printed: {out}");
+    let ready = s.condition(relink::api::ConditionType::Ready).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Valid")
+    );
+    sc.wait_event("chan", "Normal", "ReauthorizationRequested")
+        .await;
+
+    // The link stays across checks until someone logs in.
+    sc.request_check("chan").await;
+    let asked = s.pending_reauthorization.clone().expect("pending").value;
+    support::eventually(
+        "a later check keeps the link",
+        Duration::from_secs(20),
+        || async {
+            let s = sc.status("chan").await;
+            (s.last_handled_check_request.is_some()
+                && s.reauth_url.as_deref() == Some(link.as_str()))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // The admin logs in: the token changes, the request is done and the link withdrawn.
+    let callback = sc.consent(&link, "page-1", true).await;
+    let (status, page) = crate::fixtures::open(&callback).await;
+    assert_eq!(status, 200, "{page}");
+    let s = support::eventually("the request completed", Duration::from_secs(30), || async {
+        let s = sc.status("chan").await;
+        (s.last_handled_reauthorize_request.as_deref() == Some(asked.as_str())).then_some(s)
+    })
+    .await;
+    assert_eq!(s.reauth_url, None, "the link is withdrawn after the login");
+    assert_eq!(s.pending_reauthorization, None);
+    let secret: k8s_openapi::api::core::v1::Secret = kube::Api::namespaced(sc.client.clone(), &ns)
+        .get("tok")
+        .await
+        .unwrap();
+    let now_token = String::from_utf8_lossy(&secret.data.unwrap()["access_token"].0).into_owned();
+    assert_ne!(now_token, t.access_token, "the login wrote a new token");
+    sc.tokens.push(now_token);
+    sc.assert_no_token_leaked().await;
+}

@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use relink::api::{
     AccountRef, CHECK_REQUESTED_ANNOTATION, ChannelConnection, ChannelConnectionSpec,
     ChannelConnectionStatus, ChannelProvider, ChannelProviderSpec, ClientSecretRef, ConditionType,
-    ProviderEndpoints, ProviderKind, ProviderRef, ProviderType, RefreshPolicy, TokenSecretRef,
+    ProviderEndpoints, ProviderType,
 };
 use relink::sandbox::{Grant, IssuedTokens, Sandbox, SandboxConfig};
 
@@ -414,25 +414,12 @@ pub fn connection_spec(
     required: &[&str],
 ) -> ChannelConnectionSpec {
     ChannelConnectionSpec {
-        provider_ref: ProviderRef {
-            kind: ProviderKind::ChannelProvider,
-            name: provider.into(),
-        },
         account: Some(AccountRef {
             id: account.into(),
             display_name: Some(format!("{account} display")),
         }),
-        secret_ref: TokenSecretRef {
-            name: secret.into(),
-            access_token_key: "access_token".into(),
-            refresh_token_key: "refresh_token".into(),
-            expires_at_key: "expires_at".into(),
-        },
         required_scopes: required.iter().map(|s| s.to_string()).collect(),
-        check_interval: "15m".into(),
-        refresh: RefreshPolicy::default(),
         owners: vec!["owner@example.com".into()],
-        notify: Default::default(),
-        suspend: false,
+        ..ChannelConnectionSpec::new(provider, secret)
     }
 }

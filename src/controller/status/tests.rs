@@ -1,29 +1,15 @@
 use super::*;
-use crate::api::{AccountRef, ProviderKind, ProviderRef, RefreshPolicy, TokenSecretRef};
+use crate::api::AccountRef;
 use crate::providers::Grant;
 
 fn spec() -> ChannelConnectionSpec {
     ChannelConnectionSpec {
-        provider_ref: ProviderRef {
-            kind: ProviderKind::ChannelProvider,
-            name: "app".into(),
-        },
         account: Some(AccountRef {
             id: "page-1".into(),
             display_name: None,
         }),
-        secret_ref: TokenSecretRef {
-            name: "tok".into(),
-            access_token_key: "access_token".into(),
-            refresh_token_key: "refresh_token".into(),
-            expires_at_key: "expires_at".into(),
-        },
         required_scopes: vec!["read".into(), "write".into()],
-        check_interval: "15m".into(),
-        refresh: RefreshPolicy::default(),
-        owners: vec![],
-        notify: Default::default(),
-        suspend: false,
+        ..ChannelConnectionSpec::new("app", "tok")
     }
 }
 
@@ -40,6 +26,7 @@ fn cx(spec: &ChannelConnectionSpec) -> CheckContext<'_> {
         observed_secret_version: Some("10".into()),
         observed_provider_generation: Some(1),
         refresh_before: spec.timings().expect("test specs are valid").refresh_before,
+        refresh_expires_at: None,
     }
 }
 
@@ -491,4 +478,65 @@ fn scopes_nobody_reports_are_unknown_not_granted() {
         cond(&s, ConditionType::ScopesGranted),
         pair("True", "Valid")
     );
+}
+
+#[test]
+fn a_requested_reauthorization_stays_until_the_token_changes() {
+    use super::track_reauthorization;
+    let spec = spec();
+    let (mut s, _) = next_status(
+        &Default::default(),
+        &valid(&["read", "write"], "page-1"),
+        &cx(&spec),
+    );
+    assert!(!track_reauthorization(&mut s, None));
+    assert!(track_reauthorization(&mut s, Some("1")), "asked: publish");
+    let pending = s.pending_reauthorization.clone().expect("pending");
+    assert_eq!(pending.secret_version.as_deref(), Some("10"));
+    // Later checks with the same Secret keep it.
+    assert!(track_reauthorization(&mut s, Some("1")));
+    // A login wrote the Secret and the token works: done.
+    s.observed_secret_version = Some("11".into());
+    assert!(!track_reauthorization(&mut s, Some("1")));
+    assert_eq!(s.last_handled_reauthorize_request.as_deref(), Some("1"));
+    assert_eq!(s.pending_reauthorization, None);
+    assert!(!track_reauthorization(&mut s, Some("1")), "done stays done");
+    // A new value asks again; removing the annotation withdraws it.
+    assert!(track_reauthorization(&mut s, Some("2")));
+    assert!(!track_reauthorization(&mut s, None));
+    assert_eq!(s.pending_reauthorization, None);
+}
+
+#[test]
+fn a_refresh_token_that_dies_soon_is_expiring_even_though_refreshable() {
+    let spec = spec();
+    let mut c = cx(&spec);
+    let soon = now() + jiff::SignedDuration::from_hours(3);
+    c.refresh_expires_at = Some(soon);
+    let refreshable = Outcome::Checked {
+        verdict: Verdict::Valid(Grant {
+            account: Some(ReportedAccount {
+                id: Some("page-1".into()),
+                name: None,
+            }),
+            scopes: Some(vec!["read".into(), "write".into()]),
+            ..Grant::default()
+        }),
+        secret_expires_at: None,
+        refreshable: true,
+    };
+    let (s, _) = next_status(&Default::default(), &refreshable, &c);
+    let ready = s.condition(ConditionType::Ready).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Expiring")
+    );
+    assert!(ready.message.contains("refresh token"), "{}", ready.message);
+    assert_eq!(s.refresh_token_expires_at.as_ref().map(|t| t.0), Some(soon));
+    assert!(needs_login(&s), "the link is published before the deadline");
+
+    // Far away: nothing to say.
+    c.refresh_expires_at = Some(now() + jiff::SignedDuration::from_hours(24 * 300));
+    let (s, _) = next_status(&Default::default(), &refreshable, &c);
+    assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Valid"));
 }

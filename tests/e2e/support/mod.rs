@@ -152,7 +152,7 @@ fn random_string(len: usize) -> String {
 /// `cleanup`. Ignores INT/TERM/HUP so a Ctrl-C to the process group can't kill it first.
 /// Kill (and reap) the returned child once `pid` has been stopped normally, so a recycled pid
 /// is never hit.
-fn watchdog(pid: u32, cleanup: Option<&Path>) -> std::process::Child {
+pub fn watchdog(pid: u32, cleanup: Option<&Path>) -> std::process::Child {
     let rm = cleanup
         .map(|d| format!("; rm -rf '{}'", d.display()))
         .unwrap_or_default();
