@@ -206,17 +206,18 @@ async fn the_account_change_annotation_lets_the_next_login_change_the_account() 
         .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert_eq!(s.account.and_then(|a| a.id).as_deref(), Some("acct-a"));
+    assert_eq!(s.reauth_url, None);
 
-    // The channel is handed to another account on purpose.
-    let patch =
-        serde_json::json!({"metadata": {"annotations": {ALLOW_ACCOUNT_CHANGE_ANNOTATION: "true"}}});
+    // The working channel is handed to another account on purpose: the change is allowed and
+    // a link asked for (what `relink reauth NAME` does).
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        ALLOW_ACCOUNT_CHANGE_ANNOTATION: "true",
+        relink::api::REAUTHORIZE_REQUESTED_ANNOTATION: "handover",
+    }}});
     sc.connections()
         .patch("chan", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    sc.sandbox.revoke(&t.access_token);
-    sc.request_check("chan").await;
-    sc.wait_ready_reason("chan", "Revoked").await;
     let url = link(&sc, "chan").await;
     let ok = sc.consent(&url, "acct-b", true).await;
     let (status, page) = open(&ok).await;
