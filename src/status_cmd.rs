@@ -1317,7 +1317,10 @@ mod tests {
         let first_trouble = status(vec![cond("Ready", "Unknown", "ProviderUnavailable", now)]);
         assert!(!publishes_event(&valid, &valid));
         assert!(publishes_event(&valid, &revoked));
-        assert!(publishes_event(&ChannelConnectionStatus::default(), &valid));
+        assert!(!publishes_event(
+            &ChannelConnectionStatus::default(),
+            &valid
+        ));
         assert!(publishes_event(&valid, &trouble));
         assert!(!publishes_event(&trouble, &trouble));
         assert!(!publishes_event(

@@ -602,7 +602,13 @@ pub fn transition(
     let ready_old = key(old, ConditionType::Ready);
     let ready_new = key(new, ConditionType::Ready);
     let ready = new.condition(ConditionType::Ready)?;
-    if ready_old != ready_new && ready.reason != Reason::ProviderUnavailable.as_str() {
+    // A new connection found working is not news: no Event for every first `Valid` (a fleet of
+    // 10,000 would write 10,000 Events); every other first verdict is one.
+    let first_valid = ready_old.is_none() && ready.reason == Reason::Valid.as_str();
+    if ready_old != ready_new
+        && ready.reason != Reason::ProviderUnavailable.as_str()
+        && !first_valid
+    {
         let reason = Reason::parse(&ready.reason).unwrap_or(Reason::Checking);
         return Some(Transition {
             warning: ready.status != "True",

@@ -992,7 +992,6 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
     assert_eq!(s.reauth_url, None);
     let conn = sc.connections().get("chan").await.expect("connection");
     assert_eq!(s.observed_generation, conn.meta().generation);
-    sc.wait_event("chan", "Normal", "Valid").await;
     let health = argo_health("channelconnection", &serde_json::to_value(&conn).unwrap());
     assert_eq!(health.0, "Healthy", "{health:?}");
 

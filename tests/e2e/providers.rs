@@ -1042,7 +1042,6 @@ async fn facebook_page_token_is_valid_then_password_change_turns_it_stalled() {
         Some(facts.expires_at)
     );
     assert_eq!(s.reauth_url, None);
-    sc.wait_event("chan", "Normal", "Valid").await;
     // debug_token is asked with the app access token, the user token only as input_token.
     let app_token = format!("{FB_APP}|{}", fake.app_secret());
     let calls = fake.calls("/debug_token");
@@ -1266,7 +1265,10 @@ async fn facebook_rate_limit_keeps_the_verdict() {
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("Valid"))
         .count();
-    assert_eq!(valid_events, 1, "Ready never changed, so no second Valid");
+    assert_eq!(
+        valid_events, 0,
+        "Ready never changed (and a first Valid is no news), so no Valid Event"
+    );
     assert_nothing_leaked(&mut sc, &fake).await;
 }
 
@@ -1746,7 +1748,6 @@ async fn google_expired_access_token_is_refreshed() {
         "the known-expired token is not even checked"
     );
     assert!(fake.sent("/tokeninfo", "access_token", &new));
-    sc.wait_event("mail", "Normal", "Valid").await;
 
     // No recorded expiry: tokeninfo rejects the token, one refresh before telling anyone.
     let (old2, refresh2) = fake.google_tokens(&GMAIL_SCOPES);

@@ -103,7 +103,11 @@ fn valid_token_is_ready() {
             .iter()
             .all(|c| c.observed_generation == Some(3))
     );
-    let t = t.expect("first verdict is a transition");
+    assert_eq!(t, None, "a new connection found working publishes no Event");
+    // Working again after a problem is news.
+    let (broken, _) = next_status(&s, &revoked(), &cx(&spec));
+    let (_, t) = next_status(&broken, &valid(&["read", "write"], "page-1"), &cx(&spec));
+    let t = t.expect("a recovery is a transition");
     assert!(!t.warning);
     assert_eq!(t.reason, Reason::Valid);
 }
