@@ -282,8 +282,11 @@ pub struct RefreshPolicy {
     #[serde(default = "default_refresh_before")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 16))]
     pub before: String,
-    /// After this long since the last consent, recommend re-authorization even if the token
-    /// still works (e.g. `2160h` for the 90 days many networks use), from 1h to 8784h.
+    /// Ask for a new login this long after the last consent (the last re-authorization through
+    /// relink, else the connection's creation) even if the token still works, e.g. `2160h` for
+    /// the 90 days many networks use; from 1h to 8784h. Within `before` of that date the
+    /// connection is `Expiring` with a re-authorization link; after it,
+    /// `ReauthorizationRequired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(max = 16))]
     pub max_age: Option<String>,

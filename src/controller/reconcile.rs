@@ -145,6 +145,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
             .map(|t| t.refresh_before)
             .unwrap_or_default(),
         refresh_expires_at: g.refresh_expires_at,
+        consent_deadline: consent_deadline(&conn, timings.as_ref().ok()),
     };
     let (mut status, transition) = next_status(&old, &outcome, &cx);
     if let Some(at) = g.refreshed {
@@ -226,6 +227,22 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         Some(w) => Action::requeue(w),
         None => Action::await_change(),
     })
+}
+
+/// `spec.refresh.maxAge` after the last consent: the last re-authorization through relink, else
+/// the connection's creation (when its token was set up).
+fn consent_deadline(
+    conn: &ChannelConnection,
+    timings: Option<&Timings>,
+) -> Option<jiff::Timestamp> {
+    let max_age = timings?.max_age?;
+    let consent = conn
+        .status
+        .as_ref()
+        .and_then(|s| s.last_reauthorization.as_ref())
+        .map(|r| r.time.0)
+        .or_else(|| conn.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    Some(schedule::after(consent, max_age))
 }
 
 /// Publishes one Event about the connection; a failure is logged, never the check's failure.

@@ -60,6 +60,9 @@ pub struct CheckContext<'a> {
     pub refresh_before: Duration,
     /// When the stored refresh token stops working, if the provider said so.
     pub refresh_expires_at: Option<jiff::Timestamp>,
+    /// `spec.refresh.maxAge` after the last consent (the last re-authorization, else the
+    /// connection's creation): a person should log in again by then.
+    pub consent_deadline: Option<jiff::Timestamp>,
 }
 
 /// A change worth an Event: one per transition of `Ready` (or into provider trouble).
@@ -329,11 +332,20 @@ fn apply_valid(
     set(s, TokenValid, Some(token_ok), token_reason, &token_msg);
     set(s, ScopesGranted, scopes_ok, scopes_reason, &scopes_msg);
 
-    if !token_ok || scopes_ok == Some(false) {
+    let consent_lapsed = cx.consent_deadline.filter(|d| *d <= now);
+    if !token_ok || scopes_ok == Some(false) || consent_lapsed.is_some() {
         let (reason, msg) = if !token_ok {
             (token_reason, token_msg)
-        } else {
+        } else if scopes_ok == Some(false) {
             (scopes_reason, scopes_msg)
+        } else {
+            (
+                Reason::ReauthorizationRequired,
+                format!(
+                    "the token works, but the last consent is older than spec.refresh.maxAge (due {}); log in again through the re-authorization link",
+                    consent_lapsed.map(|d| d.to_string()).unwrap_or_default()
+                ),
+            )
         };
         set(s, Ready, Some(false), reason, &msg);
         set(s, Stalled, Some(true), reason, &msg);
@@ -348,33 +360,41 @@ fn apply_valid(
         let data_access_ending = soon(&s.data_access_expires_at);
         let refresh_ending = refreshable && soon(&s.refresh_token_expires_at);
         let token_expiring = !refreshable && soon(&s.expires_at);
-        let (reason, msg) = if data_access_ending || refresh_ending || token_expiring {
-            let (what, at) = if data_access_ending {
-                ("its data access ends", &s.data_access_expires_at)
-            } else if refresh_ending {
+        let consent_deadline = cx.consent_deadline.map(Time);
+        let consent_ending = soon(&consent_deadline);
+        let (reason, msg) =
+            if data_access_ending || refresh_ending || token_expiring || consent_ending {
+                let (what, at) = if data_access_ending {
+                    ("its data access ends", &s.data_access_expires_at)
+                } else if consent_ending {
+                    (
+                        "its last consent reaches spec.refresh.maxAge",
+                        &consent_deadline,
+                    )
+                } else if refresh_ending {
+                    (
+                        "its refresh token stops working (refreshing does not extend it)",
+                        &s.refresh_token_expires_at,
+                    )
+                } else {
+                    ("it expires", &s.expires_at)
+                };
+                let at = at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
                 (
-                    "its refresh token stops working (refreshing does not extend it)",
-                    &s.refresh_token_expires_at,
+                    Reason::Expiring,
+                    format!("the token works but {what} at {at}; re-authorize before then"),
+                )
+            } else if scopes_ok.is_none() {
+                (
+                    Reason::Valid,
+                    format!("the token works and reaches the account; {scopes_msg}"),
                 )
             } else {
-                ("it expires", &s.expires_at)
+                (
+                    Reason::Valid,
+                    "the token works, reaches the account and has every required scope".to_owned(),
+                )
             };
-            let at = at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
-            (
-                Reason::Expiring,
-                format!("the token works but {what} at {at}; re-authorize before then"),
-            )
-        } else if scopes_ok.is_none() {
-            (
-                Reason::Valid,
-                format!("the token works and reaches the account; {scopes_msg}"),
-            )
-        } else {
-            (
-                Reason::Valid,
-                "the token works, reaches the account and has every required scope".to_owned(),
-            )
-        };
         set(s, Ready, Some(true), reason, &msg);
         set(s, Stalled, Some(false), Reason::Valid, "nothing to do");
     }

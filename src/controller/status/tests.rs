@@ -27,6 +27,7 @@ fn cx(spec: &ChannelConnectionSpec) -> CheckContext<'_> {
         observed_provider_generation: Some(1),
         refresh_before: spec.timings().expect("test specs are valid").refresh_before,
         refresh_expires_at: None,
+        consent_deadline: None,
     }
 }
 
@@ -543,4 +544,30 @@ fn a_refresh_token_that_dies_soon_is_expiring_even_though_refreshable() {
     c.refresh_expires_at = Some(now() + jiff::SignedDuration::from_hours(24 * 300));
     let (s, _) = next_status(&Default::default(), &refreshable, &c);
     assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Valid"));
+}
+
+#[test]
+fn max_age_since_the_last_consent_warns_then_asks_for_a_login() {
+    let spec = spec();
+    let mut c = cx(&spec);
+    let works = valid(&["read", "write"], "page-1");
+    c.consent_deadline = Some(now() + jiff::SignedDuration::from_hours(24 * 30));
+    let (s, _) = next_status(&Default::default(), &works, &c);
+    assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Valid"));
+
+    c.consent_deadline = Some(now() + jiff::SignedDuration::from_hours(5));
+    let (s, _) = next_status(&Default::default(), &works, &c);
+    assert_eq!(cond(&s, ConditionType::Ready), pair("True", "Expiring"));
+    assert!(needs_login(&s), "the link is published before the deadline");
+
+    c.consent_deadline = Some(now() - jiff::SignedDuration::from_hours(1));
+    let (s, t) = next_status(&Default::default(), &works, &c);
+    assert_eq!(
+        cond(&s, ConditionType::Ready),
+        pair("False", "ReauthorizationRequired")
+    );
+    assert_eq!(cond(&s, ConditionType::Stalled).0, "True");
+    assert_eq!(cond(&s, ConditionType::TokenValid), pair("True", "Valid"));
+    assert!(needs_login(&s));
+    assert!(t.is_some_and(|t| t.warning));
 }
