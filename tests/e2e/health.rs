@@ -517,3 +517,29 @@ async fn a_rejected_application_is_reported_on_the_provider_not_as_a_relogin() {
     provider_ready("True").await;
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_asks_for_a_fresh_login_before_the_consent_gets_too_old() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = Scenario::start("maxage").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    sc.secret("tok", &[("access_token", &t.access_token)]).await;
+    // Consent counted from the connection's creation; the deadline (1h) is inside
+    // refresh.before (24h): Expiring now, with a link, while the token works.
+    let mut spec = crate::fixtures::connection_spec("app", "tok", "page-1", &["read"]);
+    spec.refresh.max_age = Some("1h".into());
+    sc.apply_connection("chan", spec).await;
+    let s = sc.wait_ready_reason("chan", "Expiring").await;
+    let ready = s.condition(ConditionType::Ready).expect("Ready");
+    assert_eq!(ready.status, "True");
+    assert!(
+        ready.message.contains("spec.refresh.maxAge"),
+        "{}",
+        ready.message
+    );
+    assert!(s.reauth_url.is_some(), "a link before the deadline");
+    sc.assert_no_token_leaked().await;
+}
