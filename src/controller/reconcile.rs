@@ -383,6 +383,10 @@ fn with_latest_status(
     // back and a pinned account is not forgotten.
     if let Some(object) = &conn.status {
         status.reauth_url = object.reauth_url.clone();
+        if object.last_reauthorization != status.last_reauthorization {
+            // A login since this process's write: the scopes it granted come with it.
+            status.granted_scopes = object.granted_scopes.clone();
+        }
         status.last_reauthorization = object.last_reauthorization.clone();
         if object.account.is_some() {
             status.account = object.account.clone();

@@ -264,9 +264,17 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
     };
 
     write(ctx, &conn, &tokens, &who).await?;
-    finish(ctx, &conns, &conn, &account, replaces.as_ref(), now)
-        .await
-        .map_err(|e| internal(&who, e))?;
+    finish(
+        ctx,
+        &conns,
+        &conn,
+        &account,
+        replaces.as_ref(),
+        grant.scopes.as_deref(),
+        now,
+    )
+    .await
+    .map_err(|e| internal(&who, e))?;
     info!(connection = %who, account = ?account.id, changed_from = ?replaces.as_ref().and_then(|r| r.id.as_deref()), "re-authorized through the callback; tokens written");
     let name = conn
         .spec
@@ -519,19 +527,25 @@ async fn finish(
     conn: &ChannelConnection,
     account: &ReportedAccount,
     replaces: Option<&ReportedAccount>,
+    granted: Option<&[String]>,
     now: jiff::Timestamp,
 ) -> Result<(), kube::Error> {
     let name = conn.name_any();
     let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
+    let mut status = json!({
+        "reauthUrl": null,
+        "account": account,
+        "lastReauthorization": {"time": time, "account": account},
+    });
+    // What the login granted, kept for providers whose checks cannot tell (X, TikTok, ...).
+    if let Some(scopes) = granted {
+        status["grantedScopes"] = json!(scopes);
+    }
     conns
         .patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(&json!({"status": {
-                "reauthUrl": null,
-                "account": account,
-                "lastReauthorization": {"time": time, "account": account},
-            }})),
+            &Patch::Merge(&json!({ "status": status })),
         )
         .await?;
     let mut annotations =

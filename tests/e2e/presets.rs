@@ -263,6 +263,26 @@ async fn run(case: Case) {
         case.prefix
     );
     sc.wait_ready_reason("chan", "Valid").await;
+    // What the login granted (the token response's scopes) is kept and judged, also for
+    // presets whose check cannot tell.
+    let s = support::eventually(
+        "scopes judged after the login",
+        std::time::Duration::from_secs(20),
+        || async {
+            let s = sc.status("chan").await;
+            let c = s.condition(ConditionType::ScopesGranted)?;
+            (c.status == "True").then_some(s)
+        },
+    )
+    .await;
+    for scope in case.required {
+        assert!(
+            s.granted_scopes.iter().any(|g| g == scope),
+            "{}: {:?}",
+            case.prefix,
+            s.granted_scopes
+        );
+    }
     let secret = Api::<Secret>::namespaced(sc.client.clone(), &sc.ns)
         .get("tok")
         .await
