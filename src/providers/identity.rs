@@ -78,51 +78,64 @@ struct GraphNode {
     #[serde(default, deserialize_with = "de_string")]
     id: Option<String>,
     name: Option<String>,
-    /// Present only when the person manages the Page; only its presence is read.
-    access_token: Option<serde::de::IgnoredAny>,
+    /// Present only when the person manages the Page: the Page's own token.
+    access_token: Option<String>,
 }
 
 /// `GET /{page-id}?fields=id,name,access_token` with the new token: Meta returns the Page's
 /// access token only to a person with a task on the Page, so its presence proves the login can
 /// act for the Page (reading the Page's name alone would work for any public Page).
 async fn facebook_page(http: &Http, app: &App, token: &Token, page: &str) -> Identity {
+    match facebook_page_token(http, app, token, page).await {
+        Ok((_, account)) => Identity::Known {
+            account,
+            ids: vec![page.to_owned()],
+        },
+        Err(why) => Identity::Unknown(why),
+    }
+}
+
+/// The Page's own access token and the Page, for a person who manages it: what publishing as
+/// the Page needs, and what relink writes for a Page connection (with a long-lived user token
+/// the Page token does not expire). The error says why, for the person.
+pub async fn facebook_page_token(
+    http: &Http,
+    app: &App,
+    user_token: &Token,
+    page: &str,
+) -> Result<(Token, ReportedAccount), String> {
     // The id goes into a URL path: Page ids are numeric, anything else is refused unsent.
     if page.is_empty() || !page.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Identity::Unknown(format!(
+        return Err(format!(
             "spec.account.id {page:?} is not a Facebook Page ID"
         ));
     }
-    let base = match meta::api_base(app) {
-        Ok(b) => b,
-        Err(m) => return Identity::Unknown(m),
-    };
+    let base = meta::api_base(app)?;
     let url = format!("{base}/{page}");
     let query = [
         ("fields", "id,name,access_token"),
-        ("access_token", token.expose()),
+        ("access_token", user_token.expose()),
     ];
     match meta::get(http, app, &url, &query).await {
         Answer::Ok(resp) => match resp.json::<GraphNode>() {
-            Some(n) if n.id.as_deref() == Some(page) && n.access_token.is_some() => {
-                Identity::Known {
-                    account: ReportedAccount {
-                        id: n.id.clone(),
-                        name: n.name,
-                    },
-                    ids: vec![page.to_owned()],
-                }
+            Some(GraphNode {
+                id: Some(id),
+                name,
+                access_token: Some(t),
+            }) if id == page && !t.is_empty() => {
+                Ok((Token::new(t), ReportedAccount { id: Some(id), name }))
             }
-            Some(n) if n.id.as_deref() == Some(page) => Identity::Unknown(format!(
+            Some(n) if n.id.as_deref() == Some(page) => Err(format!(
                 "this login does not manage the Facebook Page {}",
                 n.name.unwrap_or_else(|| page.to_owned())
             )),
-            _ => Identity::Unknown(format!("Meta did not confirm access to the Page {page}")),
+            _ => Err(format!("Meta did not confirm access to the Page {page}")),
         },
-        Answer::Error(e, _) => Identity::Unknown(format!(
+        Answer::Error(e, _) => Err(format!(
             "Meta did not confirm access to the Page {page} ({})",
-            e.describe(&[token])
+            e.describe(&[user_token])
         )),
-        Answer::Failed(v) => Identity::Unknown(format!(
+        Answer::Failed(v) => Err(format!(
             "Meta could not be asked about the Page {page} ({})",
             summary(&v)
         )),

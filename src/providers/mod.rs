@@ -29,7 +29,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 pub use http::{Http, HttpConfig, MAX_PROVIDER_WAIT, Response, TransportError};
-pub use identity::{Identity, identify};
+pub use identity::{Identity, facebook_page_token, identify};
 pub use policy::EndpointPolicy;
 pub use preset::{ClientAuth, Preset, RenewStyle, preset};
 pub use token::{NewTokens, Renewal};

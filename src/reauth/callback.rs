@@ -31,7 +31,9 @@ use crate::api::{
 use crate::controller::access::{self, SecretLabel};
 use crate::controller::status::{LoginFit, describe, expected_account, login_fit, reached_ids};
 use crate::controller::tokens::{ResolvedProvider, WriteError, load_app, write_tokens_labelled};
-use crate::providers::{App, Http, Identity, Renewal, Verdict, identify, validator_for};
+use crate::providers::{
+    App, Http, Identity, Renewal, Verdict, facebook_page_token, identify, validator_for,
+};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CallbackLabels;
 
@@ -263,6 +265,7 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         }
     };
 
+    let (tokens, account) = as_page(ctx, &app, &conn, &grant, tokens, account, &who).await?;
     write(ctx, &conn, &tokens, &who).await?;
     finish(
         ctx,
@@ -321,6 +324,49 @@ async fn name_the_account(
             None
         }
         Identity::Unknown(why) => Some(why),
+    }
+}
+
+/// For a Facebook Page connection (its expected account is not the person who logged in), the
+/// Page's own token replaces the person's user token: publishing as the Page needs it, and a
+/// user token would check `Valid` (the Page is among its targets) and then fail to post. A
+/// person who does not manage the Page gets a refusal and nothing is written.
+async fn as_page(
+    ctx: &CallbackContext,
+    app: &App,
+    conn: &ChannelConnection,
+    grant: &crate::providers::Grant,
+    tokens: crate::providers::NewTokens,
+    account: ReportedAccount,
+    who: &str,
+) -> Result<(crate::providers::NewTokens, ReportedAccount), Failure> {
+    if app.settings.type_ != ProviderType::Facebook {
+        return Ok((tokens, account));
+    }
+    let person = grant.account.as_ref().and_then(|a| a.id.as_deref());
+    let Some(page) = expected_account(&conn.spec, conn.status.as_ref())
+        .and_then(|a| a.id)
+        .filter(|id| Some(id.as_str()) != person)
+    else {
+        return Ok((tokens, account));
+    };
+    match facebook_page_token(&ctx.http, app, &tokens.access_token, &page).await {
+        Ok((page_token, page_account)) => Ok((
+            crate::providers::NewTokens {
+                access_token: page_token,
+                // A Page token of a long-lived user token does not expire and is not refreshed.
+                refresh_token: None,
+                expires_at: None,
+                scopes: tokens.scopes,
+                refresh_expires_at: None,
+            },
+            page_account,
+        )),
+        Err(why) => Err(refuse(
+            "not_page_manager",
+            who,
+            format!("{why}: this login cannot act as the Page, so nothing was changed. {NEWEST}"),
+        )),
     }
 }
 

@@ -560,14 +560,18 @@ async fn graph_node(
     let managed = w
         .meta
         .get(&token)
-        .is_some_and(|t| t.kind == "USER" && t.pages.contains(&id));
+        .filter(|t| t.kind == "USER" && t.pages.contains(&id))
+        .cloned();
     if q.get("fields")
         .is_some_and(|f| f.split(',').any(|f| f == "access_token"))
-        && managed
+        && let Some(user) = managed
     {
-        let page_token = mint("EAAPage");
-        w.issued.push(page_token.clone());
-        node["access_token"] = json!(page_token);
+        // The Page's token, with the person's permissions; it never expires.
+        let mut facts = MetaToken::user(&user.user_id, &[id.as_str()], &[], 0);
+        facts.scopes = user.scopes.clone();
+        facts.kind = "PAGE";
+        facts.expires_at = 0;
+        node["access_token"] = json!(w.mint_meta(facts));
     }
     json_status(200, node)
 }
@@ -1465,11 +1469,26 @@ async fn facebook_revoked_token_is_restored_through_the_reauth_link() {
     let new = data["access_token"].clone();
     assert!(new != token, "new token written");
     assert_eq!(data["note"], "kept by relink", "other keys untouched");
-    // The code bought a short-lived token, exchanged at once for the 60-day one.
+    // The code bought a short-lived token, exchanged at once for the 60-day one, and with it
+    // the Page's own token: what a Page connection needs to publish.
     let facts = fake.meta_facts(&new).expect("a token the fake issued");
+    assert_eq!(
+        (facts.kind, facts.pages.first().map(String::as_str)),
+        ("PAGE", Some(PAGE)),
+        "the Page token is stored, not the person's user token"
+    );
+    assert_eq!(
+        facts.expires_at, 0,
+        "a Page token of a long-lived user token never expires"
+    );
     assert!(
-        facts.expires_at - now() > 59 * 86_400,
-        "long-lived token stored"
+        !data.contains_key("expires_at"),
+        "no expiry recorded for it"
+    );
+    assert_eq!(
+        s.account.as_ref().and_then(|a| a.name.as_deref()),
+        Some(PAGE_NAME),
+        "the ACCOUNT column names the Page"
     );
     let calls = fake.calls("/oauth/access_token");
     let code_calls: Vec<_> = calls
