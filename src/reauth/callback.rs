@@ -265,6 +265,7 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         }
     };
 
+    let login = tokens.clone();
     let (tokens, account) = as_page(ctx, &app, &conn, &grant, tokens, account, &who).await?;
     write(ctx, &conn, &tokens, &who).await?;
     finish(
@@ -285,8 +286,14 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         .as_ref()
         .and_then(|a| a.display_name.clone())
         .unwrap_or_else(|| claims.n.clone());
+    let healed = heal_other_pages(ctx, &conns, &conn, &app, &grant, &login, now).await;
+    let also = if healed.is_empty() {
+        String::new()
+    } else {
+        format!(" The same login also reconnected: {}.", healed.join(", "))
+    };
     Ok(format!(
-        "{name} ({who}) is connected again as {}. relink is checking it now; you can close this page.",
+        "{name} ({who}) is connected again as {}.{also} relink is checking it now; you can close this page.",
         describe(&account)
     ))
 }
@@ -325,6 +332,90 @@ async fn name_the_account(
         }
         Identity::Unknown(why) => Some(why),
     }
+}
+
+/// One Facebook login heals every other broken Page connection of the same provider in the
+/// namespace whose Page it granted: when an admin's password change kills every Page they
+/// connected, one login fixes them all. Each gets its own Page token in its own Secret, its own
+/// `Reauthorized` Event and a check. Only Pages: a refresh token of another provider must never
+/// be copied into two Secrets (two refreshers would burn its rotating family). Returns the
+/// names healed; a sibling that cannot be healed is left as it was.
+async fn heal_other_pages(
+    ctx: &CallbackContext,
+    conns: &Api<ChannelConnection>,
+    conn: &ChannelConnection,
+    app: &App,
+    grant: &crate::providers::Grant,
+    login: &crate::providers::NewTokens,
+    now: jiff::Timestamp,
+) -> Vec<String> {
+    if app.settings.type_ != ProviderType::Facebook {
+        return Vec::new();
+    }
+    let granted = reached_ids(grant);
+    let person = grant.account.as_ref().and_then(|a| a.id.clone());
+    let Ok(list) = conns.list(&Default::default()).await else {
+        return Vec::new();
+    };
+    let mut healed = Vec::new();
+    for other in list.items {
+        let broken = other
+            .status
+            .as_ref()
+            .is_some_and(crate::controller::status::needs_login);
+        if other.uid() == conn.uid()
+            || other.spec.provider_ref != conn.spec.provider_ref
+            || other.spec.suspend
+            || !broken
+            || other.spec.secret_ref.problem().is_some()
+        {
+            continue;
+        }
+        let Some(page) = expected_account(&other.spec, other.status.as_ref())
+            .and_then(|a| a.id)
+            .filter(|id| granted.contains(id) && Some(id) != person.as_ref())
+        else {
+            continue;
+        };
+        let who = format!(
+            "{}/{}",
+            other.namespace().unwrap_or_default(),
+            other.name_any()
+        );
+        let Ok((token, account)) =
+            facebook_page_token(&ctx.http, app, &login.access_token, &page).await
+        else {
+            continue;
+        };
+        let tokens = crate::providers::NewTokens {
+            access_token: token,
+            refresh_token: None,
+            expires_at: None,
+            scopes: login.scopes.clone(),
+            refresh_expires_at: None,
+        };
+        if write(ctx, &other, &tokens, &who).await.is_err() {
+            continue;
+        }
+        match finish(
+            ctx,
+            conns,
+            &other,
+            &account,
+            None,
+            tokens.scopes.as_deref(),
+            now,
+        )
+        .await
+        {
+            Ok(()) => {
+                info!(connection = %who, account = ?account.id, "re-authorized by the same login as another Page");
+                healed.push(other.name_any());
+            }
+            Err(e) => warn!(connection = %who, error = %e, "healed Page's status not written"),
+        }
+    }
+    healed
 }
 
 /// For a Facebook Page connection (its expected account is not the person who logged in), the

@@ -533,6 +533,7 @@ async fn debug_token(
 /// The names of the Graph nodes the tokens reach.
 const PAGE_NAME: &str = "Acme Bakery";
 const FB_USER_NAME: &str = "Ann Example";
+const OTHER_PAGE_NAME: &str = "Acme Outlet";
 
 /// `GET {apiBase}/{id}?fields=name&access_token=…`: a Page or User node, readable with a valid
 /// token that reaches it.
@@ -549,6 +550,7 @@ async fn graph_node(
     });
     let name = match id.as_str() {
         PAGE => PAGE_NAME,
+        OTHER_PAGE => OTHER_PAGE_NAME,
         FB_USER => FB_USER_NAME,
         _ => "",
     };
@@ -1510,6 +1512,69 @@ async fn facebook_revoked_token_is_restored_through_the_reauth_link() {
         "short-lived token exchanged"
     );
     sc.wait_event("chan", "Normal", "Valid").await;
+    assert_nothing_leaked(&mut sc, &fake).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_facebook_login_heals_every_page_it_grants() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _public) = Scenario::start_with_callback("fb-heal").await;
+    let fake = Fake::start().await;
+    facebook_provider(&sc, &fake).await;
+    // Two Pages of one admin, each connection with its own Page token.
+    let first = fake.facebook_page_token(PAGE, &FB_SCOPES);
+    let second = fake.facebook_page_token(OTHER_PAGE, &FB_SCOPES);
+    facebook_connection(&sc, "acme", &[("access_token", &first)]).await;
+    sc.secret("outlet-token", &[("access_token", &second)])
+        .await;
+    sc.apply_connection(
+        "outlet",
+        connection_spec("facebook", "outlet-token", OTHER_PAGE, &FB_REQUIRED),
+    )
+    .await;
+    sc.wait_ready_reason("acme", "Valid").await;
+    sc.wait_ready_reason("outlet", "Valid").await;
+
+    // The admin changes their password: both Pages die at once.
+    fake.set_meta(&first, MetaAnswer::password_changed());
+    fake.set_meta(&second, MetaAnswer::password_changed());
+    sc.request_check("acme").await;
+    sc.request_check("outlet").await;
+    let link = sc
+        .wait_ready_reason("acme", "Revoked")
+        .await
+        .reauth_url
+        .expect("link");
+    sc.wait_ready_reason("outlet", "Revoked").await;
+
+    // One login through the first Page's link, granting both Pages, heals both.
+    fake.next_facebook_login(&[PAGE, OTHER_PAGE], &FB_SCOPES);
+    let (status, page) = open(&follow_dialog(&link).await).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("also reconnected: outlet"), "{page}");
+    for (name, secret, id, page_name) in [
+        ("acme", "acme-token", PAGE, PAGE_NAME),
+        ("outlet", "outlet-token", OTHER_PAGE, OTHER_PAGE_NAME),
+    ] {
+        let s = sc.wait_ready_reason(name, "Valid").await;
+        assert_eq!(s.reauth_url, None, "{name}: the link is withdrawn");
+        assert_eq!(
+            s.account.as_ref().and_then(|a| a.name.as_deref()),
+            Some(page_name)
+        );
+        let token = secret_data(&sc, secret).await["access_token"].clone();
+        let facts = fake.meta_facts(&token).expect("a token the fake issued");
+        assert_eq!(
+            (facts.kind, facts.pages.first().map(String::as_str)),
+            ("PAGE", Some(id)),
+            "{name}: its own Page's token"
+        );
+        sc.tokens.push(token);
+        let e = sc.wait_event(name, "Normal", "Reauthorized").await;
+        assert!(e.note.unwrap_or_default().contains(id), "{name}");
+    }
     assert_nothing_leaked(&mut sc, &fake).await;
 }
 
