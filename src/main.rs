@@ -53,6 +53,8 @@ enum Command {
     Status(status_cmd::StatusArgs),
     /// Ask for a check of one connection now and wait for the result (also `kubectl relink check`).
     Check(status_cmd::CheckArgs),
+    /// Refresh one connection's token now, even far from expiry, and wait for the verdict (also `kubectl relink refresh`).
+    Refresh(status_cmd::CheckArgs),
     /// Ask for a re-authorization link for one connection, even a healthy one, and print it (also `kubectl relink reauth`).
     Reauth(status_cmd::ReauthArgs),
     /// Serve a live page of every channel connection and group on 127.0.0.1, with your own
@@ -256,6 +258,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status_cmd::main(args),
         Command::Check(args) => status_cmd::check(args),
         Command::Reauth(args) => status_cmd::reauth(args),
+        Command::Refresh(args) => status_cmd::refresh(args),
         Command::Dashboard(args) => dashboard::main(args),
     }
 }
@@ -536,9 +539,15 @@ async fn lead_then_run(
 async fn preflight(client: &Client) -> Result<(), String> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in relink::api::crds() {
-        let name = crd.metadata.name.unwrap_or_default();
+        let name = crd.metadata.name.clone().unwrap_or_default();
         match crds.get_opt(&name).await {
-            Ok(Some(_)) => {}
+            Ok(Some(installed)) => {
+                if let Some(field) = missing_field(&crd, &installed) {
+                    return Err(format!(
+                        "CRD {name} is older than this operator (it has no {field}; the API server would drop it and requests would repeat): apply this version's CRDs with `relink crd | kubectl apply --server-side -f -` (or upgrade the Helm chart with crds.enabled=true)"
+                    ));
+                }
+            }
             Ok(None) => {
                 return Err(format!(
                     "CRD {name} is not installed: run `relink crd | kubectl apply --server-side -f -` (or install the Helm chart)"
@@ -552,6 +561,29 @@ async fn preflight(client: &Client) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A spec or status field this operator writes or reads that the installed CRD lacks, if any
+/// (an older CRD prunes it silently).
+fn missing_field(
+    ours: &CustomResourceDefinition,
+    installed: &CustomResourceDefinition,
+) -> Option<String> {
+    let props = |crd: &CustomResourceDefinition, section: &str| -> Vec<String> {
+        serde_json::to_value(crd).ok().and_then(|v| {
+            v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][section]["properties"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+        })
+        .unwrap_or_default()
+    };
+    ["spec", "status"].into_iter().find_map(|section| {
+        let have = props(installed, section);
+        props(ours, section)
+            .into_iter()
+            .find(|f| !have.contains(f))
+            .map(|f| format!("{section}.{f}"))
+    })
 }
 
 async fn shutdown_signal() {
@@ -596,4 +628,26 @@ async fn sandbox(args: SandboxArgs) -> ExitCode {
     let _ = tokio::signal::ctrl_c().await;
     sandbox.shutdown();
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_installed_crd_is_named_with_the_field_it_lacks() {
+        let ours = relink::api::crds().remove(0);
+        assert_eq!(missing_field(&ours, &ours), None);
+        let mut older = serde_json::to_value(&ours).unwrap();
+        older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("lastHandledRefreshRequest");
+        let older: CustomResourceDefinition = serde_json::from_value(older).unwrap();
+        assert_eq!(
+            missing_field(&ours, &older).as_deref(),
+            Some("status.lastHandledRefreshRequest")
+        );
+    }
 }

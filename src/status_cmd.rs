@@ -26,7 +26,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use relink::api::{
     CHECK_REQUESTED_ANNOTATION, ChannelConnection, ChannelConnectionStatus, ConditionType,
-    REAUTHORIZE_REQUESTED_ANNOTATION, Reason, parse_duration,
+    REAUTHORIZE_REQUESTED_ANNOTATION, REFRESH_REQUESTED_ANNOTATION, Reason, parse_duration,
 };
 
 /// Shown under `relink status --help` and `relink check --help`.
@@ -178,7 +178,13 @@ pub fn main(args: StatusArgs) -> ExitCode {
 
 /// `relink check`.
 pub fn check(args: CheckArgs) -> ExitCode {
-    block_on(run_check(&args))
+    block_on(run_check(&args, false))
+}
+
+/// `relink refresh NAME`: a refresh now (even far from expiry), then the check's verdict, in
+/// the spirit of `cmctl renew`.
+pub fn refresh(args: CheckArgs) -> ExitCode {
+    block_on(run_check(&args, true))
 }
 
 /// Runs `f` on a small runtime; `Ok(true)` → 0, `Ok(false)` → 1, an error → 2.
@@ -327,12 +333,22 @@ fn as_json(list: &[ChannelConnection], now: jiff::Timestamp) -> String {
 }
 
 /// Sets the check-request annotation and, with `--wait`, waits for the operator to echo it.
-async fn run_check(args: &CheckArgs) -> Result<bool, String> {
+async fn run_check(args: &CheckArgs, refresh: bool) -> Result<bool, String> {
     let client = client_for(args.kubeconfig.as_deref()).await?;
     let (api, ns) = connections_in(&client, args.namespace.as_deref());
     let name = args.name.as_str();
     let before = get_connection(&api, name, &ns).await?;
     let requested = jiff::Timestamp::now();
+    if refresh {
+        // Asked before the check it rides on, so that check refreshes first.
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            REFRESH_REQUESTED_ANNOTATION: requested.as_nanosecond().to_string()
+        }}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| format!("cannot annotate channelconnection {ns}/{name}: {e}"))?;
+        println!("Refresh requested: {ns}/{name} {REFRESH_REQUESTED_ANNOTATION}");
+    }
     let value = request_check(&api, &ns, name, requested).await?;
     println!("Check requested: {ns}/{name} {CHECK_REQUESTED_ANNOTATION}={value}");
     if !args.wait || args.no_wait {

@@ -429,6 +429,10 @@ pub struct ChannelConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_check_request: Option<String>,
 
+    /// The last value of the `relink.dev/refresh-requested-at` annotation that was acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_refresh_request: Option<String>,
+
     /// A re-authorization asked for with the `relink.dev/reauthorize-requested-at` annotation
     /// and not completed yet: `reauthUrl` is published until a login changes the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]

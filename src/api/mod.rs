@@ -35,11 +35,18 @@ pub const REAUTHORIZE_REQUESTED_ANNOTATION: &str = "relink.dev/reauthorize-reque
 /// connection without `spec.account` is pinned to; removed once used. Without it the OAuth
 /// callback accepts only the account the connection last worked with.
 pub const ALLOW_ACCOUNT_CHANGE_ANNOTATION: &str = "relink.dev/allow-account-change";
+/// Annotation whose new value asks for a token refresh at the next check, even when the token
+/// is not near expiry (`relink refresh NAME`).
+pub const REFRESH_REQUESTED_ANNOTATION: &str = "relink.dev/refresh-requested-at";
 /// Every annotation relink reads, with what it does (for the API reference).
 pub const ANNOTATIONS: &[(&str, &str)] = &[
     (
         CHECK_REQUESTED_ANNOTATION,
         "a new value asks for a check now; echoed to `status.lastHandledCheckRequest` (`relink check NAME`)",
+    ),
+    (
+        REFRESH_REQUESTED_ANNOTATION,
+        "a new value asks for a token refresh now, even far from expiry; echoed to `status.lastHandledRefreshRequest` (`relink refresh NAME`)",
     ),
     (
         REAUTHORIZE_REQUESTED_ANNOTATION,

@@ -516,6 +516,7 @@ fn trigger_fields(c: &ChannelConnection) -> Option<u64> {
     c.metadata.deletion_timestamp.is_some().hash(&mut h);
     for key in [
         crate::api::CHECK_REQUESTED_ANNOTATION,
+        crate::api::REFRESH_REQUESTED_ANNOTATION,
         crate::api::REAUTHORIZE_REQUESTED_ANNOTATION,
     ] {
         c.annotations().get(key).hash(&mut h);

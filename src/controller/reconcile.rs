@@ -138,6 +138,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         generation: conn.metadata.generation,
         now,
         check_request: schedule::check_request(&conn).map(str::to_owned),
+        refresh_request: schedule::refresh_request(&conn).map(str::to_owned),
         observed_secret_version: observed.secret_version,
         observed_provider_generation: observed.provider_generation,
         refresh_before: timings
@@ -594,7 +595,9 @@ async fn gather_and_check(
     let status = conn.status.clone().unwrap_or_default();
     let known_expiry = expires_at.or(status.expires_at.as_ref().map(|t| t.0));
     let mut refresh_failure = None;
-    if refreshable && refresh.due(&status, timings, known_expiry, jiff::Timestamp::now()) {
+    let asked = schedule::refresh_requested(conn);
+    if refreshable && (asked || refresh.due(&status, timings, known_expiry, jiff::Timestamp::now()))
+    {
         match refresh.run(&token).await {
             RefreshResult::Renewed(t, at) => {
                 token = t;

@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::api::{
     CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType, REAUTHORIZE_REQUESTED_ANNOTATION,
-    Reason,
+    REFRESH_REQUESTED_ANNOTATION, Reason,
 };
 use crate::providers::MAX_PROVIDER_WAIT;
 
@@ -65,6 +65,10 @@ pub fn due(
         .is_some_and(|asked| status.last_handled_check_request.as_deref() != Some(asked))
     {
         Some("check requested")
+    } else if refresh_request(conn)
+        .is_some_and(|asked| status.last_handled_refresh_request.as_deref() != Some(asked))
+    {
+        Some("refresh requested")
     } else if reauthorize_request(conn).is_some_and(|asked| {
         status.last_handled_reauthorize_request.as_deref() != Some(asked)
             && status
@@ -96,6 +100,24 @@ pub fn due(
         }
         _ => Due::Now("scheduled"),
     }
+}
+
+/// The annotation value asking for a refresh now, if any.
+pub fn refresh_request(conn: &ChannelConnection) -> Option<&str> {
+    conn.metadata
+        .annotations
+        .as_ref()?
+        .get(REFRESH_REQUESTED_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Whether the refresh asked for by annotation has not been acted on yet.
+pub fn refresh_requested(conn: &ChannelConnection) -> bool {
+    let handled = conn
+        .status
+        .as_ref()
+        .and_then(|s| s.last_handled_refresh_request.as_deref());
+    refresh_request(conn).is_some_and(|asked| handled != Some(asked))
 }
 
 /// The annotation value asking for a re-authorization link, if any.

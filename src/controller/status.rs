@@ -54,6 +54,8 @@ pub struct CheckContext<'a> {
     pub now: jiff::Timestamp,
     /// Value of the check-request annotation acted on.
     pub check_request: Option<String>,
+    /// Value of the refresh-request annotation acted on.
+    pub refresh_request: Option<String>,
     pub observed_secret_version: Option<String>,
     pub observed_provider_generation: Option<i64>,
     /// `spec.refresh.before`, typed (`Expiring` is reported inside it).
@@ -82,6 +84,10 @@ pub fn next_status(
     let mut s = old.clone();
     s.observed_generation = cx.generation;
     s.last_handled_check_request = cx.check_request.clone().or(s.last_handled_check_request);
+    s.last_handled_refresh_request = cx
+        .refresh_request
+        .clone()
+        .or(s.last_handled_refresh_request);
     s.observed_secret_version = cx.observed_secret_version.clone();
     s.observed_provider_generation = cx.observed_provider_generation;
     let now = cx.now;

@@ -338,3 +338,51 @@ async fn reauth_publishes_a_link_for_a_healthy_connection_until_someone_logs_in(
     sc.tokens.push(now_token);
     sc.assert_no_token_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_renews_a_token_far_from_expiry_and_shows_the_verdict() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = Scenario::start("cli-refresh").await;
+    sc.provider("app", Validation::Introspection).await;
+    let t = sc.issue("page-1", &["read"]);
+    let refresh = t
+        .refresh_token
+        .clone()
+        .expect("the sandbox issues a refresh token");
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", &t.access_token),
+            ("refresh_token", &refresh),
+        ],
+    )
+    .await;
+    sc.connection("chan", "app", "tok", "page-1", &["read"])
+        .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+    let ns = sc.ns.clone();
+
+    let out = relink(&["refresh", "chan", "-n", &ns, "--timeout", "30s"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("Refresh requested"), "{out}");
+    assert!(out.stdout.contains("✔ Valid"), "{out}");
+    let s = sc.status("chan").await;
+    assert!(
+        s.last_handled_refresh_request.is_some(),
+        "the request is echoed"
+    );
+    assert!(s.last_refresh_time.is_some(), "the token was refreshed");
+    let secret: k8s_openapi::api::core::v1::Secret = kube::Api::namespaced(sc.client.clone(), &ns)
+        .get("tok")
+        .await
+        .unwrap();
+    let data = secret.data.unwrap();
+    let now_token = String::from_utf8_lossy(&data["access_token"].0).into_owned();
+    assert_ne!(now_token, t.access_token, "a new access token was written");
+    sc.tokens.push(now_token);
+    sc.tokens
+        .push(String::from_utf8_lossy(&data["refresh_token"].0).into_owned());
+    sc.assert_no_token_leaked().await;
+}

@@ -23,6 +23,7 @@ fn cx(spec: &ChannelConnectionSpec) -> CheckContext<'_> {
         generation: Some(3),
         now: now(),
         check_request: None,
+        refresh_request: None,
         observed_secret_version: Some("10".into()),
         observed_provider_generation: Some(1),
         refresh_before: spec.timings().expect("test specs are valid").refresh_before,
