@@ -643,6 +643,12 @@ async fn gather_and_check(
         };
     }
     name_the_account(ctx, conn, validator, &app, &token, &mut verdict).await;
+    // What the refresh answer granted stands in for a check that cannot tell (kept in status).
+    if let Verdict::Valid(grant) = &mut verdict
+        && grant.scopes.is_none()
+    {
+        grant.scopes = refresh.granted.take();
+    }
     if let Some(failed) = refresh_failure {
         verdict = refresh.settle(verdict, failed, expires_at);
     }

@@ -284,6 +284,8 @@ pub(super) struct Refresher<'a> {
     pub(super) refreshed: Option<jiff::Timestamp>,
     /// A refresh was tried in this check (at most one per check).
     pub(super) attempted: bool,
+    /// The scopes the token endpoint said it granted, when this check refreshed.
+    pub(super) granted: Option<Vec<String>>,
 }
 
 pub(super) enum RefreshResult {
@@ -313,6 +315,7 @@ impl<'a> Refresher<'a> {
             issued_at: tokens_issued_at(secret),
             refreshed: None,
             attempted: false,
+            granted: None,
         }
     }
 
@@ -565,6 +568,7 @@ impl<'a> Refresher<'a> {
                     self.succeeded();
                     info!(namespace = %self.ns, name = %name, "token refreshed");
                     self.refreshed_event(tokens.expires_at).await;
+                    self.granted = tokens.scopes.clone();
                     return RefreshResult::Renewed(tokens.access_token, tokens.expires_at);
                 }
                 Err(WriteError::Conflict) => {}
