@@ -235,6 +235,7 @@ mod tests {
             expires_at: None,
             since: None,
             now: jiff::Timestamp::UNIX_EPOCH,
+            also_broken: vec![],
         };
         let from: Mailbox = "relink@example.com".parse().unwrap();
         let to: Mailbox = "owner@example.com".parse().unwrap();

@@ -29,6 +29,9 @@ pub struct Notice {
     pub expires_at: Option<jiff::Timestamp>,
     /// When `Ready` last changed (how long it has been broken, for reminders).
     pub since: Option<jiff::Timestamp>,
+    /// Other broken Pages of the same Facebook app and owner: one login through this link
+    /// reconnects every one of them the person manages.
+    pub also_broken: Vec<String>,
     pub now: jiff::Timestamp,
 }
 
@@ -262,6 +265,16 @@ impl Notice {
     }
 
     /// The plain-text email body.
+    /// One link for the group: the other broken Pages the same login reconnects.
+    fn also_line(&self) -> Option<String> {
+        (!self.also_broken.is_empty()).then(|| {
+            format!(
+                "The same login also reconnects your other broken Pages of this app that it manages: {}. One login is enough.",
+                self.also_broken.join(", ")
+            )
+        })
+    }
+
     pub fn text(&self) -> String {
         let mut out = String::new();
         out.push_str("Hello,\n\n");
@@ -279,6 +292,10 @@ impl Notice {
                         self.action_label(),
                         self.display_name
                     ));
+                    if let Some(also) = self.also_line() {
+                        out.push_str(&also);
+                        out.push_str("\n\n");
+                    }
                 }
                 None => {
                     out.push_str(&self.no_link_advice());
@@ -335,6 +352,9 @@ impl Notice {
                         e(url),
                         e(url)
                     ));
+                    if let Some(also) = self.also_line() {
+                        out.push_str(&format!("<p>{}</p>\n", e(&also)));
+                    }
                 }
                 None => {
                     out.push_str(&format!(
@@ -489,10 +509,25 @@ mod tests {
             expires_at: None,
             since: Some("2026-01-01T08:00:00Z".parse().unwrap()),
             now: "2026-01-01T08:05:00Z".parse().unwrap(),
+            also_broken: vec![],
         }
     }
 
     const URL: &str = "https://www.facebook.com/v19.0/dialog/oauth?client_id=1&state=a.b&x=<y>";
+
+    #[test]
+    fn one_link_for_every_broken_page_of_the_owner() {
+        let mut n = notice(News::Problem(Reason::Revoked), Some(URL));
+        assert!(!n.text().contains("also reconnects"));
+        n.also_broken = vec!["Acme Outlet".into(), "Acme <Kids>".into()];
+        let text = n.text();
+        assert!(
+            text.contains("also reconnects your other broken Pages of this app that it manages: Acme Outlet, Acme <Kids>"),
+            "{text}"
+        );
+        let html = n.html();
+        assert!(html.contains("Acme Outlet, Acme &lt;Kids&gt;"), "{html}");
+    }
 
     #[test]
     fn problem_subject_names_the_channel() {
@@ -636,6 +671,7 @@ mod readme_sample {
             expires_at: None,
             since: Some("2026-03-02T09:14:05Z".parse().unwrap()),
             now: "2026-03-02T09:14:06Z".parse().unwrap(),
+            also_broken: vec![],
         };
         let sample = format!(
             "```text\nSubject: {}\n\n{}```\n",

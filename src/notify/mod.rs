@@ -366,12 +366,13 @@ impl Notifier {
             .or_else(|| reported.and_then(|a| a.name.clone()))
             .or_else(|| account_id.clone())
             .unwrap_or_else(|| conn.name_any());
+        let provider_type = self.provider_type(conn).await;
         Notice {
             news,
             namespace: conn.namespace().unwrap_or_default(),
             name: conn.name_any(),
             provider_name: conn.spec.provider_ref.name.clone(),
-            provider_type: self.provider_type(conn).await,
+            provider_type,
             display_name,
             account_id,
             reauth_url: new.reauth_url.clone(),
@@ -382,8 +383,51 @@ impl Notifier {
             missing_scopes: new.missing_scopes.clone(),
             expires_at: new.expires_at.as_ref().map(|t| t.0),
             since: ready.map(|c| c.last_transition_time.0),
+            also_broken: self.also_broken(conn, news, provider_type).await,
             now,
         }
+    }
+
+    /// For a problem of a Facebook Page connection: the other connections of the same provider
+    /// in the namespace that need a login and share an owner with it (one login through any of
+    /// their links reconnects every Page it manages). Empty when unreadable.
+    async fn also_broken(
+        &self,
+        conn: &ChannelConnection,
+        news: News,
+        provider_type: Option<ProviderType>,
+    ) -> Vec<String> {
+        if !matches!(news, News::Problem(_) | News::Reminder(_))
+            || provider_type != Some(ProviderType::Facebook)
+        {
+            return Vec::new();
+        }
+        let ns = conn.namespace().unwrap_or_default();
+        let Ok(list) = Api::<ChannelConnection>::namespaced(self.client.clone(), &ns)
+            .list(&Default::default())
+            .await
+        else {
+            return Vec::new();
+        };
+        list.items
+            .iter()
+            .filter(|o| {
+                o.uid() != conn.uid()
+                    && o.spec.provider_ref == conn.spec.provider_ref
+                    && o.spec.owners.iter().any(|w| conn.spec.owners.contains(w))
+                    && o.status
+                        .as_ref()
+                        .is_some_and(crate::controller::status::needs_login)
+            })
+            .map(|o| {
+                o.spec
+                    .account
+                    .as_ref()
+                    .and_then(|a| a.display_name.clone())
+                    .unwrap_or_else(|| o.name_any())
+            })
+            .take(20)
+            .collect()
     }
 
     /// The provider object's type, for wording ("Facebook page"); `None` if unreadable.

@@ -47,7 +47,7 @@ impl Mail {
     }
 
     /// Every MIME part's body, transfer-decoded, concatenated (plus the raw headers).
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = String::new();
         for part in self.data.split("\r\n--") {
             let (head, body) = part.split_once("\r\n\r\n").unwrap_or((part, ""));

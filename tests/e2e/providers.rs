@@ -1520,7 +1520,13 @@ async fn one_facebook_login_heals_every_page_it_grants() {
     if support::skip() {
         return;
     }
-    let (mut sc, _public) = Scenario::start_with_callback("fb-heal").await;
+    let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
+    let smtp = sink.url();
+    let (mut sc, _public) = Scenario::start_with_callback_flags(
+        "fb-heal",
+        &[("--smtp-url", &smtp), ("--smtp-from", "relink@example.com")],
+    )
+    .await;
     let fake = Fake::start().await;
     facebook_provider(&sc, &fake).await;
     // Two Pages of one admin, each connection with its own Page token.
@@ -1540,14 +1546,28 @@ async fn one_facebook_login_heals_every_page_it_grants() {
     // The admin changes their password: both Pages die at once.
     fake.set_meta(&first, MetaAnswer::password_changed());
     fake.set_meta(&second, MetaAnswer::password_changed());
+    // Their checks find it one after the other, as scheduled checks do.
     sc.request_check("acme").await;
-    sc.request_check("outlet").await;
     let link = sc
         .wait_ready_reason("acme", "Revoked")
         .await
         .reauth_url
         .expect("link");
+    sc.request_check("outlet").await;
     sc.wait_ready_reason("outlet", "Revoked").await;
+    // The owner's mail offers one login for both: the later one names the other Page.
+    let mails = support::eventually("two mails", Duration::from_secs(30), || async {
+        let m = sink.mails();
+        (m.len() >= 2).then_some(m)
+    })
+    .await;
+    assert!(
+        mails.iter().any(|m| {
+            let t = m.text();
+            t.contains("also reconnects") && t.contains(&format!("{PAGE} display"))
+        }),
+        "the outlet's mail names the other broken Page"
+    );
 
     // One login through the first Page's link, granting both Pages, heals both.
     fake.next_facebook_login(&[PAGE, OTHER_PAGE], &FB_SCOPES);
