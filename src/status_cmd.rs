@@ -534,12 +534,7 @@ pub(crate) fn summarize(c: &ChannelConnection, now: jiff::Timestamp) -> Summary 
         .account
         .as_ref()
         .and_then(|a| a.name.clone().or_else(|| a.id.clone()))
-        .or_else(|| {
-            c.spec
-                .account
-                .as_ref()
-                .map(|a| a.display_name.clone().unwrap_or_else(|| a.id.clone()))
-        })
+        .or_else(|| c.spec.account.as_ref().map(|a| a.label().to_owned()))
         .unwrap_or_else(|| "-".to_owned());
     let expiry = match &status.expires_at {
         Some(t) if t.0 > now => format!(
@@ -585,12 +580,7 @@ pub(crate) fn summarize(c: &ChannelConnection, now: jiff::Timestamp) -> Summary 
             .spec
             .account
             .as_ref()
-            .map(|a| {
-                format!(
-                    " as the owner of {}",
-                    a.display_name.as_deref().unwrap_or(&a.id)
-                )
-            })
+            .map(|a| format!(" as the owner of {}", a.label()))
             .unwrap_or_default();
         notes.push(format!(
             "what to do: open this link in a browser and log in{who} (do not delete the connection):"
@@ -890,12 +880,7 @@ fn advice(c: &ChannelConnection, summary: &Summary, status: &ChannelConnectionSt
             .spec
             .account
             .as_ref()
-            .map(|a| {
-                format!(
-                    " as someone who manages {}",
-                    a.display_name.as_deref().unwrap_or(&a.id)
-                )
-            })
+            .map(|a| format!(" as someone who manages {}", a.label()))
             .unwrap_or_default();
         let first = if summary.reason == "AccountActionRequired" {
             "finish what the provider's website asks of the account, then "

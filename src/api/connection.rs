@@ -201,6 +201,13 @@ pub struct AccountRef {
     pub display_name: Option<String>,
 }
 
+impl AccountRef {
+    /// The name people know the account by: `displayName`, else the ID.
+    pub fn label(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.id)
+    }
+}
+
 /// Where the token lives. Only the keys named here are ever written by relink.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -25,7 +25,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -381,10 +381,6 @@ pub async fn run(
         .default_backoff(),
     );
 
-    let reporter = Reporter {
-        controller: "relink".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let (provider_triggers, provider_rx) = futures::channel::mpsc::unbounded();
     let (cluster_provider_triggers, cluster_provider_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
@@ -392,7 +388,7 @@ pub async fn run(
         provider_triggers,
         cluster_provider_triggers,
         connections: conn_store.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: crate::telemetry::recorder(&client),
         client,
         http: deps.http,
         reauth: deps.reauth,

@@ -277,12 +277,7 @@ pub fn connection_row(
                 .spec
                 .account
                 .as_ref()
-                .map(|a| {
-                    format!(
-                        " as someone who manages {}",
-                        a.display_name.as_deref().unwrap_or(&a.id)
-                    )
-                })
+                .map(|a| format!(" as someone who manages {}", a.label()))
                 .unwrap_or_default();
             format!("Reconnect: log in{who} and grant every permission asked.")
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -113,12 +113,8 @@ impl Notifier {
         // lettre's rustls and reqwest need a process-wide crypto provider; ring, as kube uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mail = mail_settings(&config);
-        let reporter = Reporter {
-            controller: "relink".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: crate::telemetry::recorder(&client),
             client,
             config,
             metrics,

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -58,12 +58,8 @@ impl CallbackContext {
         metrics: Arc<Metrics>,
         secret_label: Option<SecretLabel>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "relink".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: crate::telemetry::recorder(&client),
             client,
             http,
             reauth,
