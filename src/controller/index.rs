@@ -33,7 +33,10 @@ impl SecretIndex {
             conn.namespace().unwrap_or_default(),
             conn.spec.secret_ref.name.clone(),
         );
-        let mut inner = self.inner.write().expect("secret index lock");
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if inner.by_connection.get(&r) == Some(&key) {
             return;
         }
@@ -49,12 +52,18 @@ impl SecretIndex {
     /// Forgets a deleted connection.
     pub fn delete(&self, conn: &ChannelConnection) {
         let r = ObjectRef::from_obj(conn);
-        self.inner.write().expect("secret index lock").forget(&r);
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .forget(&r);
     }
 
     /// The connections that name Secret `namespace/name`.
     pub fn connections(&self, namespace: &str, name: &str) -> Vec<ObjectRef<ChannelConnection>> {
-        let inner = self.inner.read().expect("secret index lock");
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner
             .by_secret
             .get(&(namespace.to_owned(), name.to_owned()))

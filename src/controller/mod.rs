@@ -138,7 +138,7 @@ impl Context {
     pub fn app_problem(&self, label: &str) -> Option<String> {
         self.app_problems
             .lock()
-            .expect("app problems lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(label)
             .map(|p| p.message.clone())
     }
@@ -148,7 +148,10 @@ impl Context {
     /// that finds out whether the application works again; an edit of the provider object
     /// lifts the problem at once.
     fn app_problem_blocks(&self, provider: &tokens::ResolvedProvider) -> Option<String> {
-        let mut map = self.app_problems.lock().expect("app problems lock");
+        let mut map = self
+            .app_problems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let label = provider.label();
         let inputs = self.app_inputs(provider);
         let problem = map.get_mut(&label)?;
@@ -206,7 +209,10 @@ impl Context {
     pub fn learn_about_app(&self, provider: &tokens::ResolvedProvider, problem: Option<String>) {
         let label = provider.label();
         let changed = {
-            let mut map = self.app_problems.lock().expect("app problems lock");
+            let mut map = self
+                .app_problems
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let before = map.get(&label).map(|p| p.message.clone());
             match &problem {
                 Some(message) => {
@@ -284,7 +290,9 @@ fn slot_in(
     key: &str,
     size: usize,
 ) -> Arc<Semaphore> {
-    let mut slots = slots.lock().expect("slot lock");
+    let mut slots = slots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     slots
         .entry(key.to_owned())
         .or_insert_with(|| Arc::new(Semaphore::new(size.max(1))))

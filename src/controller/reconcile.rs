@@ -57,6 +57,8 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
     let uid = conn.uid().unwrap_or_default();
     // The last line of defence: a panic in one check is this connection's error, retried
     // with backoff, never the end of the process (the panic hook logs where it happened).
+    // The controller's locks ignore poisoning, so a panic while one is held cannot turn into
+    // a panic of every later check.
     let result = std::panic::AssertUnwindSafe(check_if_due(conn, &ctx))
         .catch_unwind()
         .await
@@ -64,7 +66,7 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
     if result.is_ok() {
         ctx.error_streaks
             .lock()
-            .expect("error streak lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&uid);
     }
     ctx.metrics
@@ -194,7 +196,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     record_metrics(ctx, &conn, &status, &outcome);
     ctx.written
         .lock()
-        .expect("written lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(uid, status.clone());
     info!(
         namespace = %ns,
@@ -278,7 +280,10 @@ pub fn error_policy(conn: Arc<ChannelConnection>, err: &Error, ctx: Arc<Context>
         })
         .inc();
     let streak = {
-        let mut streaks = ctx.error_streaks.lock().expect("error streak lock");
+        let mut streaks = ctx
+            .error_streaks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = streaks.entry(conn.uid().unwrap_or_default()).or_insert(0);
         *n = n.saturating_add(1);
         *n
@@ -361,7 +366,10 @@ fn with_latest_status(
     uid: &str,
     conn: Arc<ChannelConnection>,
 ) -> Arc<ChannelConnection> {
-    let mut written = ctx.written.lock().expect("written lock");
+    let mut written = ctx
+        .written
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(mine) = written.get(uid) else {
         return conn;
     };

@@ -221,7 +221,10 @@ struct Flight<'a> {
 impl Shared {
     async fn flight(&self, key: SecretKey) -> Flight<'_> {
         let slot = {
-            let mut map = self.flights.lock().expect("refresh flights lock");
+            let mut map = self
+                .flights
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             map.entry(key.clone()).or_default().clone()
         };
         let seen = slot.finished.load(Ordering::Acquire);
@@ -257,7 +260,11 @@ impl Flight<'_> {
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut map = self.shared.flights.lock().expect("refresh flights lock");
+        let mut map = self
+            .shared
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map
             .get(&self.key)
             .is_some_and(|l| Arc::strong_count(l) <= 2)
@@ -531,7 +538,12 @@ impl<'a> Refresher<'a> {
         version: Option<String>,
     ) -> Option<RefreshResult> {
         let pending = {
-            let mut map = self.ctx.refresh.pending.lock().expect("pending lock");
+            let mut map = self
+                .ctx
+                .refresh
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             map.remove(&self.key())?
         };
         if pending.base != *current {
@@ -609,7 +621,7 @@ impl<'a> Refresher<'a> {
             .refresh
             .pending
             .lock()
-            .expect("pending lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(self.key(), Pending { base, tokens });
         self.count("write_failed");
         self.transient(format!(
@@ -628,7 +640,7 @@ impl<'a> Refresher<'a> {
             .refresh
             .pending
             .lock()
-            .expect("pending lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(self.key(), Pending { base, tokens });
         self.count("write_failed");
         warn!(namespace = %self.ns, name = %self.conn.name_any(), error = %e, "refreshed tokens not written yet; kept to write at the next check");
@@ -697,7 +709,7 @@ impl<'a> Refresher<'a> {
             .refresh
             .failing_since
             .lock()
-            .expect("failing lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(self.uid())
             .or_insert(now);
         self.ctx
@@ -713,7 +725,7 @@ impl<'a> Refresher<'a> {
             .refresh
             .failing_since
             .lock()
-            .expect("failing lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.uid());
         self.ctx
             .metrics
@@ -741,7 +753,12 @@ impl<'a> Refresher<'a> {
 
     async fn refreshed_event(&self, expires_at: Option<jiff::Timestamp>) {
         let due = {
-            let mut events = self.ctx.refresh.events.lock().expect("events lock");
+            let mut events = self
+                .ctx
+                .refresh
+                .events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let uid = self.uid();
             let due = events
                 .get(&uid)

@@ -31,13 +31,19 @@ impl Default for SecretVersions {
 
 impl SecretVersions {
     pub fn version(&self, namespace: &str, name: &str) -> Option<String> {
-        let map = self.versions.read().expect("secret versions lock");
+        let map = self
+            .versions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(&(namespace.to_owned(), name.to_owned())).cloned()
     }
 
     /// Records a version this process just wrote, ahead of the watch.
     pub fn record(&self, namespace: &str, name: &str, version: String) {
-        let mut map = self.versions.write().expect("secret versions lock");
+        let mut map = self
+            .versions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.insert((namespace.to_owned(), name.to_owned()), version);
     }
 
@@ -71,7 +77,10 @@ impl SecretVersions {
                 }
                 Ok(watcher::Event::InitDone) => {
                     if let Some(buf) = relist.take() {
-                        *this.versions.write().expect("secret versions lock") = buf;
+                        *this
+                            .versions
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = buf;
                     }
                     this.synced.send_replace(true);
                     None
@@ -87,7 +96,7 @@ impl SecretVersions {
                 Ok(watcher::Event::Delete(s)) => {
                     this.versions
                         .write()
-                        .expect("secret versions lock")
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .remove(&key(&s));
                     Some(Ok(s))
                 }

@@ -119,7 +119,10 @@ pub type SecretKey = (String, String, String);
 
 impl ClientSecretCache {
     fn get(&self, key: &SecretKey, version: &str) -> Option<Token> {
-        let entries = self.entries.lock().expect("client secret cache lock");
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         entries
             .get(key)
             .filter(|(v, _)| v == version)
@@ -127,7 +130,10 @@ impl ClientSecretCache {
     }
 
     fn put(&self, key: SecretKey, version: String, token: Token) {
-        let mut entries = self.entries.lock().expect("client secret cache lock");
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         entries.insert(key, (version, token));
     }
 }
