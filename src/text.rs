@@ -36,6 +36,22 @@ pub fn scrub(text: &str, secrets: &[&Token]) -> String {
     out
 }
 
+/// `s` escaped for HTML element content and quoted attributes.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +67,14 @@ mod tests {
         let out = scrub(&huge, &[&t]);
         assert_eq!(out.chars().count(), MAX_PROVIDER_TEXT + 1);
         assert!(!out.contains("EAAsecret"));
+    }
+
+    #[test]
+    fn escape_html_covers_content_and_attributes() {
+        assert_eq!(
+            escape_html(r#"<a href="x">&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
+        );
     }
 
     #[test]

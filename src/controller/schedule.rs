@@ -65,9 +65,7 @@ pub fn due(
         .is_some_and(|asked| status.last_handled_check_request.as_deref() != Some(asked))
     {
         Some("check requested")
-    } else if refresh_request(conn)
-        .is_some_and(|asked| status.last_handled_refresh_request.as_deref() != Some(asked))
-    {
+    } else if refresh_requested(conn) {
         Some("refresh requested")
     } else if reauthorize_request(conn).is_some_and(|asked| {
         status.last_handled_reauthorize_request.as_deref() != Some(asked)
@@ -104,11 +102,7 @@ pub fn due(
 
 /// The annotation value asking for a refresh now, if any.
 pub fn refresh_request(conn: &ChannelConnection) -> Option<&str> {
-    conn.metadata
-        .annotations
-        .as_ref()?
-        .get(REFRESH_REQUESTED_ANNOTATION)
-        .map(String::as_str)
+    annotation(conn, REFRESH_REQUESTED_ANNOTATION)
 }
 
 /// Whether the refresh asked for by annotation has not been acted on yet.
@@ -122,10 +116,14 @@ pub fn refresh_requested(conn: &ChannelConnection) -> bool {
 
 /// The annotation value asking for a re-authorization link, if any.
 pub fn reauthorize_request(conn: &ChannelConnection) -> Option<&str> {
+    annotation(conn, REAUTHORIZE_REQUESTED_ANNOTATION)
+}
+
+fn annotation<'a>(conn: &'a ChannelConnection, key: &str) -> Option<&'a str> {
     conn.metadata
         .annotations
         .as_ref()?
-        .get(REAUTHORIZE_REQUESTED_ANNOTATION)
+        .get(key)
         .map(String::as_str)
 }
 
@@ -140,11 +138,7 @@ pub fn after(now: jiff::Timestamp, wait: Duration) -> jiff::Timestamp {
 
 /// The annotation value asking for a check, if any.
 pub fn check_request(conn: &ChannelConnection) -> Option<&str> {
-    conn.metadata
-        .annotations
-        .as_ref()?
-        .get(CHECK_REQUESTED_ANNOTATION)
-        .map(String::as_str)
+    annotation(conn, CHECK_REQUESTED_ANNOTATION)
 }
 
 /// Next regular check: exactly one interval later, so each connection is checked exactly once

@@ -237,24 +237,17 @@ pub const REFRESH_EXPIRES_ANNOTATION: &str = "relink.dev/refresh-token-expires-a
 
 /// When the refresh token in `secret` stops working, if the provider said so.
 pub fn refresh_expires_at(secret: &Secret) -> Option<jiff::Timestamp> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(REFRESH_EXPIRES_ANNOTATION)?
-        .parse()
-        .ok()
+    annotated_time(secret, REFRESH_EXPIRES_ANNOTATION)
 }
 
 /// When the tokens in `secret` were issued, if relink wrote them.
 pub fn tokens_issued_at(secret: &Secret) -> Option<jiff::Timestamp> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(TOKENS_ISSUED_ANNOTATION)?
-        .parse()
-        .ok()
+    annotated_time(secret, TOKENS_ISSUED_ANNOTATION)
+}
+
+/// A timestamp relink wrote in annotation `key` of a token Secret.
+fn annotated_time(secret: &Secret, key: &str) -> Option<jiff::Timestamp> {
+    secret.metadata.annotations.as_ref()?.get(key)?.parse().ok()
 }
 
 /// Why new tokens were not written.

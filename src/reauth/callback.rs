@@ -732,14 +732,6 @@ fn truncate(s: &str) -> String {
     s.chars().take(100).collect()
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 fn page(status: StatusCode, title: &str, message: &str, ok: bool) -> Response {
     let color = if ok { "#1a7f37" } else { "#cf222e" };
     let html = format!(
@@ -747,7 +739,7 @@ fn page(status: StatusCode, title: &str, message: &str, ok: bool) -> Response {
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#1f2328}}
 h1{{color:{color};font-size:1.5rem}}</style></head>
 <body><h1>{title}</h1><p>{}</p><p style="color:#59636e">relink keeps your channel connections healthy.</p></body></html>"#,
-        escape(message)
+        crate::text::escape_html(message)
     );
     (status, Html(html)).into_response()
 }

@@ -14,21 +14,7 @@ input[type=text]{width:100%;box-sizing:border-box;padding:8px;border:1px solid #
 border-radius:6px;font-size:15px;cursor:pointer}.allow{background:#3b5bdb;color:#fff}\
 .deny{background:#e9ecef}.muted{color:#777;font-size:13px}.error{color:#c92a2a}";
 
-/// Escapes text for HTML element content and double-quoted attributes.
-pub(super) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub(super) use crate::text::escape_html as escape;
 
 fn layout(title: &str, body: &str) -> String {
     format!(
