@@ -691,6 +691,7 @@ async fn create_objects(client: &Client, ns: &str, sandbox: &Sandbox) -> Result<
                 account: Some(AccountRef {
                     id: c.account_id.into(),
                     display_name: Some(c.account_name.into()),
+                    kind: None,
                 }),
                 secret_ref: TokenSecretRef {
                     name,

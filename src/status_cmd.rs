@@ -996,6 +996,7 @@ mod tests {
                 account: Some(AccountRef {
                     id: "page-1".into(),
                     display_name: Some("Page One".into()),
+                    kind: None,
                 }),
                 ..ChannelConnectionSpec::new("app", "tok")
             },

@@ -214,6 +214,7 @@ fn connection(i: usize) -> ChannelConnection {
             account: Some(AccountRef {
                 id: format!("acct-{i:05}"),
                 display_name: Some(format!("Brand {i} – Facebook page")),
+                kind: None,
             }),
             secret_ref: TokenSecretRef {
                 name: format!("{}-token", connection_name(i)),

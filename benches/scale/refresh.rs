@@ -60,6 +60,7 @@ fn connection(i: usize, twin: usize) -> ChannelConnection {
             account: Some(AccountRef {
                 id: account(i),
                 display_name: None,
+                kind: None,
             }),
             secret_ref: TokenSecretRef {
                 name: format!("{}-token", account(i)),

@@ -199,6 +199,24 @@ pub struct AccountRef {
     /// A name people recognise, used in notifications.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// What the account is, where one login reaches several kinds (Facebook Login): `User` (the
+    /// person who logs in keeps their own token), `Page` (a Facebook Page: the Page's own token
+    /// is stored) or `InstagramBusiness` (an Instagram business account reached through the
+    /// Facebook Page it is linked to: that Page's token is stored). Absent: derived from the
+    /// provider type (for `facebook`, `Page` unless the account is the person who logs in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<AccountKind>,
+}
+
+/// What kind of account a connection's token must reach (`spec.account.kind`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AccountKind {
+    /// The person who logs in.
+    User,
+    /// A Facebook Page.
+    Page,
+    /// An Instagram business or creator account linked to a Facebook Page.
+    InstagramBusiness,
 }
 
 impl AccountRef {

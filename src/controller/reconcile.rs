@@ -681,8 +681,8 @@ async fn gather_and_check(
     })
 }
 
-/// Fills in the account's name where the check gave only its ID: the name last seen for the
-/// same ID, else one documented call to the provider (so it is asked once per account).
+/// Completes the verdict with the connection's account where the check alone does not name it
+/// (the provider asks once per account: the account in status is reused).
 async fn name_the_account(
     ctx: &Context,
     conn: &ChannelConnection,
@@ -691,23 +691,16 @@ async fn name_the_account(
     token: &Token,
     verdict: &mut Verdict,
 ) {
-    let Verdict::Valid(grant) = verdict else {
-        return;
-    };
-    let Some(account) = grant.account.as_mut().filter(|a| a.name.is_none()) else {
-        return;
-    };
-    let Some(id) = account.id.clone() else { return };
-    let known = conn
-        .status
-        .as_ref()
-        .and_then(|s| s.account.as_ref())
-        .filter(|a| a.id.as_deref() == Some(id.as_str()))
-        .and_then(|a| a.name.clone());
-    account.name = match known {
-        Some(name) => Some(name),
-        None => validator.account_name(&ctx.http, app, token, &id).await,
-    };
+    let status = conn.status.as_ref();
+    let expected = super::status::expected_account(&conn.spec, status).and_then(|a| a.id);
+    let wanted = expected.as_deref().map(|id| crate::providers::Wanted {
+        id,
+        kind: conn.spec.account.as_ref().and_then(|a| a.kind),
+    });
+    let known = status.and_then(|s| s.account.as_ref());
+    validator
+        .complete(&ctx.http, app, token, verdict, wanted, known)
+        .await;
 }
 
 /// The verdict with provider text bounded and every token this check read or received removed.

@@ -8,8 +8,18 @@ use serde::Deserialize;
 
 use super::answer::{account, clip, de_string, unix};
 use super::meta::{self, Answer, Class};
-use super::{App, Grant, Http, Renewal, Token, Validator, Verdict};
-use crate::api::Reason;
+use super::{App, Grant, Http, Renewal, Token, Validator, Verdict, Wanted};
+use crate::api::{AccountKind, Reason, ReportedAccount};
+
+pub(super) mod pages;
+
+/// Whether the grant names `id` as its account or among its targets.
+fn reaches(grant: &Grant, id: &str) -> bool {
+    grant.target_ids.as_ref().map_or_else(
+        || grant.account.as_ref().and_then(|a| a.id.as_deref()) == Some(id),
+        |t| t.iter().any(|x| x == id),
+    )
+}
 
 pub struct Facebook;
 
@@ -43,6 +53,32 @@ impl Validator for Facebook {
                 Answer::Ok(resp) if resp.status == 200 => resp.json::<Me>()?.name,
                 _ => None,
             }
+        }
+        .boxed()
+    }
+
+    /// A Page token kept for an Instagram business account (`spec.account.kind`) reaches the
+    /// account while its Page is linked to it; then every account named by ID gets its name.
+    fn complete<'a>(
+        &'a self,
+        http: &'a Http,
+        app: &'a App,
+        token: &'a Token,
+        verdict: &'a mut Verdict,
+        wanted: Option<Wanted<'a>>,
+        known: Option<&'a ReportedAccount>,
+    ) -> BoxFuture<'a, ()> {
+        async move {
+            if let (Verdict::Valid(grant), Some(w)) = (&mut *verdict, wanted)
+                && w.kind == Some(AccountKind::InstagramBusiness)
+                && !reaches(grant, w.id)
+                && let Err(v) =
+                    pages::reach_linked_instagram(http, app, token, grant, w.id, known).await
+            {
+                *verdict = v;
+                return;
+            }
+            super::name_by_id(self, http, app, token, verdict, known).await
         }
         .boxed()
     }

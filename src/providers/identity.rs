@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::answer::{account, de_string};
 use super::meta::{self, Answer};
-use super::{App, Endpoint, Http, Token, Verdict, oauth2};
-use crate::api::{ProviderType, ReportedAccount};
+use super::{App, Endpoint, Http, Token, Verdict, Wanted, oauth2};
+use crate::api::{AccountKind, ProviderType, ReportedAccount};
 
 /// What the provider said about a token's owner.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,10 +25,15 @@ pub enum Identity {
 
 /// Asks the provider who `token` belongs to. `expected` is the account the connection must
 /// reach: a Facebook Page can only be confirmed by asking about that Page.
-pub async fn identify(http: &Http, app: &App, token: &Token, expected: Option<&str>) -> Identity {
+pub async fn identify(
+    http: &Http,
+    app: &App,
+    token: &Token,
+    expected: Option<Wanted<'_>>,
+) -> Identity {
     match app.settings.type_ {
         ProviderType::Facebook => match expected {
-            Some(page) => facebook_page(http, app, token, page).await,
+            Some(asset) => facebook_asset(http, app, token, asset).await,
             None => facebook_me(http, app, token).await,
         },
         // LinkedIn's OpenID Connect userinfo (`/v2/userinfo`, scopes `openid profile`).
@@ -82,23 +87,43 @@ struct GraphNode {
     access_token: Option<String>,
 }
 
-/// `GET /{page-id}?fields=id,name,access_token` with the new token: Meta returns the Page's
-/// access token only to a person with a task on the Page, so its presence proves the login can
-/// act for the Page (reading the Page's name alone would work for any public Page).
-async fn facebook_page(http: &Http, app: &App, token: &Token, page: &str) -> Identity {
-    match facebook_page_token(http, app, token, page).await {
+/// A Page or Instagram business account is confirmed by obtaining its Page's token with the
+/// new token ([`facebook_asset_token`]): Meta gives it only to a person with a task on the Page,
+/// so reading a public Page's name alone would prove nothing.
+async fn facebook_asset(http: &Http, app: &App, token: &Token, asset: Wanted<'_>) -> Identity {
+    match facebook_asset_token(http, app, token, asset).await {
         Ok((_, account)) => Identity::Known {
             account,
-            ids: vec![page.to_owned()],
+            ids: vec![asset.id.to_owned()],
         },
         Err(why) => Identity::Unknown(why),
+    }
+}
+
+/// The Page token a Facebook Page or Instagram business account connection stores, obtained
+/// with a person's user token: for a Page, the Page's own ([`facebook_page_token`]); for an
+/// Instagram business account (`spec.account.kind: InstagramBusiness`), the token of the Page
+/// it is linked to, from `GET /me/accounts`. The error says why, for the person.
+pub async fn facebook_asset_token(
+    http: &Http,
+    app: &App,
+    user_token: &Token,
+    asset: Wanted<'_>,
+) -> Result<(Token, ReportedAccount), String> {
+    match asset.kind {
+        Some(AccountKind::InstagramBusiness) => {
+            super::facebook::pages::instagram_page_token(http, app, user_token, asset.id).await
+        }
+        Some(AccountKind::Page | AccountKind::User) | None => {
+            facebook_page_token(http, app, user_token, asset.id).await
+        }
     }
 }
 
 /// The Page's own access token and the Page, for a person who manages it: what publishing as
 /// the Page needs, and what relink writes for a Page connection (with a long-lived user token
 /// the Page token does not expire). The error says why, for the person.
-pub async fn facebook_page_token(
+async fn facebook_page_token(
     http: &Http,
     app: &App,
     user_token: &Token,
@@ -189,6 +214,10 @@ mod tests {
 
     const TOKEN: &str = "new-token-secret";
 
+    fn page(id: &str) -> Wanted<'_> {
+        Wanted { id, kind: None }
+    }
+
     fn known(id: &str) -> impl Fn(&Identity) -> bool + '_ {
         move |i| matches!(i, Identity::Known { ids, .. } if ids.iter().any(|x| x == id))
     }
@@ -212,7 +241,7 @@ mod tests {
             },
             Some("s"),
         );
-        let id = identify(&http(), &a, &Token::new(TOKEN), Some("782bbtaQ")).await;
+        let id = identify(&http(), &a, &Token::new(TOKEN), Some(page("782bbtaQ"))).await;
         assert!(known("782bbtaQ")(&id), "{id:?}");
         assert!(known("urn:li:person:782bbtaQ")(&id), "{id:?}");
         let seen = server.one("/v2/userinfo");
@@ -247,16 +276,16 @@ mod tests {
             Some("s"),
         );
         let t = Token::new(TOKEN);
-        let id = identify(&http(), &a, &t, Some("1234")).await;
+        let id = identify(&http(), &a, &t, Some(page("1234"))).await;
         assert!(known("1234")(&id), "{id:?}");
         assert!(!format!("{id:?}").contains("page-token-secret"));
         assert_eq!(server.one("/1234").query["access_token"], TOKEN);
-        let id = identify(&http(), &a, &t, Some("5678")).await;
+        let id = identify(&http(), &a, &t, Some(page("5678"))).await;
         assert!(
             matches!(&id, Identity::Unknown(m) if m.contains("does not manage") && m.contains("Other")),
             "{id:?}"
         );
-        let id = identify(&http(), &a, &t, Some("../me")).await;
+        let id = identify(&http(), &a, &t, Some(page("../me"))).await;
         assert!(matches!(id, Identity::Unknown(_)));
         assert!(
             server.seen().iter().all(|s| s.path != "/me"),

@@ -29,12 +29,12 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 pub use http::{Http, HttpConfig, MAX_PROVIDER_WAIT, Response, TransportError};
-pub use identity::{Identity, facebook_page_token, identify};
+pub use identity::{Identity, facebook_asset_token, identify};
 pub use policy::EndpointPolicy;
 pub use preset::{ClientAuth, Preset, RenewStyle, preset};
 pub use token::{NewTokens, Renewal};
 
-use crate::api::{ProviderSettings, ProviderType, Reason, ReportedAccount};
+use crate::api::{AccountKind, ProviderSettings, ProviderType, Reason, ReportedAccount};
 
 /// A secret string (access token, refresh token, client secret). It prints as `[redacted]`, so
 /// leaking one into a log or an error takes a deliberate `expose()`.
@@ -213,6 +213,25 @@ pub trait Validator: Send + Sync {
         futures::future::ready(None).boxed()
     }
 
+    /// Completes a working token's verdict with the connection's account where the check alone
+    /// does not name it: the name of an account the check gave by ID only ([`Self::account_name`]),
+    /// the Instagram business account a Facebook Page token reaches, the LinkedIn member or
+    /// organization. `wanted` is the account the connection must reach, `known` the account in
+    /// status: a name already known is reused, so each account is named once. A call that fails
+    /// now may turn the verdict into "try later"; it never makes a token look dead.
+    fn complete<'a>(
+        &'a self,
+        http: &'a Http,
+        app: &'a App,
+        token: &'a Token,
+        verdict: &'a mut Verdict,
+        wanted: Option<Wanted<'a>>,
+        known: Option<&'a ReportedAccount>,
+    ) -> BoxFuture<'a, ()> {
+        let _ = wanted;
+        name_by_id(self, http, app, token, verdict, known).boxed()
+    }
+
     /// Exchanges an authorization code from the OAuth callback for tokens.
     fn exchange_code<'a>(
         &'a self,
@@ -224,6 +243,40 @@ pub trait Validator: Send + Sync {
     ) -> BoxFuture<'a, Renewal> {
         token::exchange_code_standard(http, app, code, redirect_uri, code_verifier)
     }
+}
+
+/// The account a connection's token must reach, as providers need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wanted<'a> {
+    pub id: &'a str,
+    /// `spec.account.kind`, when set.
+    pub kind: Option<AccountKind>,
+}
+
+/// Names the account of a working token that the check gave by ID only: the name last seen for
+/// the same ID, else one call to the provider ([`Validator::account_name`]).
+pub async fn name_by_id<V: Validator + ?Sized>(
+    validator: &V,
+    http: &Http,
+    app: &App,
+    token: &Token,
+    verdict: &mut Verdict,
+    known: Option<&ReportedAccount>,
+) {
+    let Verdict::Valid(grant) = verdict else {
+        return;
+    };
+    let Some(account) = grant.account.as_mut().filter(|a| a.name.is_none()) else {
+        return;
+    };
+    let Some(id) = account.id.clone() else { return };
+    let same = known
+        .filter(|k| k.id.as_deref() == Some(id.as_str()))
+        .and_then(|k| k.name.clone());
+    account.name = match same {
+        Some(name) => Some(name),
+        None => validator.account_name(http, app, token, &id).await,
+    };
 }
 
 /// The validator for a provider type: each reads its provider's own documented answers.

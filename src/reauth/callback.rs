@@ -32,7 +32,7 @@ use crate::controller::access::{self, SecretLabel};
 use crate::controller::status::{LoginFit, describe, expected_account, login_fit, reached_ids};
 use crate::controller::tokens::{ResolvedProvider, WriteError, load_app, write_tokens_labelled};
 use crate::providers::{
-    App, Http, Identity, Renewal, Verdict, facebook_page_token, identify, validator_for,
+    App, Http, Identity, Renewal, Verdict, Wanted, facebook_asset_token, identify, validator_for,
 };
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CallbackLabels;
@@ -312,7 +312,11 @@ async fn name_the_account(
     if !ask {
         return None;
     }
-    match identify(&ctx.http, app, token, expected.as_deref()).await {
+    let wanted = expected.as_deref().map(|id| Wanted {
+        id,
+        kind: kind_of(conn),
+    });
+    match identify(&ctx.http, app, token, wanted).await {
         Identity::Known { account, ids: more } => {
             let mut all = ids;
             for id in more {
@@ -378,8 +382,12 @@ async fn heal_other_pages(
             other.namespace().unwrap_or_default(),
             other.name_any()
         );
+        let asset = Wanted {
+            id: &page,
+            kind: kind_of(&other),
+        };
         let Ok((token, account)) =
-            facebook_page_token(&ctx.http, app, &login.access_token, &page).await
+            facebook_asset_token(&ctx.http, app, &login.access_token, asset).await
         else {
             continue;
         };
@@ -416,8 +424,9 @@ async fn heal_other_pages(
 
 /// For a Facebook Page connection (its expected account is not the person who logged in), the
 /// Page's own token replaces the person's user token: publishing as the Page needs it, and a
-/// user token would check `Valid` (the Page is among its targets) and then fail to post. A
-/// person who does not manage the Page gets a refusal and nothing is written.
+/// user token would check `Valid` (the Page is among its targets) and then fail to post. An
+/// Instagram business account (`spec.account.kind`) gets the token of the Page it is linked to.
+/// A person who does not manage the Page gets a refusal and nothing is written.
 async fn as_page(
     ctx: &CallbackContext,
     app: &App,
@@ -437,7 +446,11 @@ async fn as_page(
     else {
         return Ok((tokens, account));
     };
-    match facebook_page_token(&ctx.http, app, &tokens.access_token, &page).await {
+    let asset = Wanted {
+        id: &page,
+        kind: kind_of(conn),
+    };
+    match facebook_asset_token(&ctx.http, app, &tokens.access_token, asset).await {
         Ok((page_token, page_account)) => Ok((
             crate::providers::NewTokens {
                 access_token: page_token,
@@ -452,9 +465,16 @@ async fn as_page(
         Err(why) => Err(refuse(
             "not_page_manager",
             who,
-            format!("{why}: this login cannot act as the Page, so nothing was changed. {NEWEST}"),
+            format!(
+                "{why}: this login cannot act as the channel's Page, so nothing was changed. {NEWEST}"
+            ),
         )),
     }
+}
+
+/// `spec.account.kind`, when set.
+fn kind_of(conn: &ChannelConnection) -> Option<crate::api::AccountKind> {
+    conn.spec.account.as_ref().and_then(|a| a.kind)
 }
 
 /// Writes the accepted login's tokens into the connection's Secret (only the keys it names,

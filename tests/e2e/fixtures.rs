@@ -417,6 +417,7 @@ pub fn connection_spec(
         account: Some(AccountRef {
             id: account.into(),
             display_name: Some(format!("{account} display")),
+            kind: None,
         }),
         required_scopes: required.iter().map(|s| s.to_string()).collect(),
         owners: vec!["owner@example.com".into()],

@@ -18,8 +18,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use rand::Rng;
 use relink::api::{
-    ChannelConnectionStatus, ChannelProvider, ChannelProviderSpec, ClientSecretRef, ConditionType,
-    ProviderEndpoints, ProviderType,
+    AccountKind, ChannelConnectionStatus, ChannelProvider, ChannelProviderSpec, ClientSecretRef,
+    ConditionType, ProviderEndpoints, ProviderType,
 };
 use serde_json::{Value, json};
 
@@ -45,6 +45,22 @@ const FB_SCOPES: [&str; 4] = [
     "public_profile",
 ];
 const FB_REQUIRED: [&str; 2] = ["pages_manage_posts", "pages_read_engagement"];
+/// The Instagram business account linked to [`PAGE`], and what publishing to it needs.
+const IG_ACCOUNT: &str = "17841400008460056";
+const IG_USERNAME: &str = "acmebakery";
+const IG_SCOPES: [&str; 5] = [
+    "pages_show_list",
+    "pages_manage_posts",
+    "pages_read_engagement",
+    "instagram_basic",
+    "instagram_content_publish",
+];
+const IG_REQUIRED: [&str; 2] = ["instagram_basic", "instagram_content_publish"];
+
+/// The Instagram business account a Page is linked to.
+fn linked_instagram(page: &str) -> Option<&'static str> {
+    (page == PAGE).then_some(IG_ACCOUNT)
+}
 
 const GOOGLE_CLIENT: &str = "418230118870-relinke2e.apps.googleusercontent.com";
 const MAILBOX: &str = "ann@example.com";
@@ -150,9 +166,18 @@ impl MetaToken {
         let granular: Vec<Value> = self
             .scopes
             .iter()
-            .filter(|s| s.starts_with("pages_"))
+            .filter(|s| s.starts_with("pages_") || s.starts_with("instagram_"))
             .map(|s| match self.all_pages {
                 true => json!({"scope": s}),
+                // Instagram permissions are granted on the Instagram accounts of the Pages.
+                false if s.starts_with("instagram_") => {
+                    let ig: Vec<&str> = self
+                        .pages
+                        .iter()
+                        .filter_map(|p| linked_instagram(p))
+                        .collect();
+                    json!({"scope": s, "target_ids": ig})
+                }
                 false => json!({"scope": s, "target_ids": self.pages}),
             })
             .collect();
@@ -260,6 +285,7 @@ impl Fake {
             )
             .route(FB_DIALOG, get(facebook_dialog))
             .route(&format!("{GRAPH}/{{id}}"), get(graph_node))
+            .route(&format!("{GRAPH}/me/accounts"), get(managed_pages))
             .route("/google/tokeninfo", post(tokeninfo))
             .route("/google/token", post(google_token))
             .with_state(world.clone());
@@ -554,10 +580,24 @@ async fn graph_node(
         FB_USER => FB_USER_NAME,
         _ => "",
     };
+    // An Instagram business account: readable with a token of its Page's manager or the Page.
+    if id == IG_ACCOUNT
+        && w.meta.get(&token).is_some_and(|t| {
+            matches!(t.answer, MetaAnswer::Valid) && t.pages.iter().any(|p| p == PAGE)
+        })
+    {
+        return json_status(200, json!({"id": id, "username": IG_USERNAME}));
+    }
     if !reaches || name.is_empty() {
         return graph_error(100, Some(33), false, "Unsupported get request.");
     }
     let mut node = json!({"id": id, "name": name});
+    let fields = q.get("fields").cloned().unwrap_or_default();
+    if fields.split(',').any(|f| f == "instagram_business_account")
+        && let Some(ig) = linked_instagram(&id)
+    {
+        node["instagram_business_account"] = json!({"id": ig});
+    }
     // A Page's own token, returned only to a person with a task on the Page.
     let managed = w
         .meta
@@ -576,6 +616,46 @@ async fn graph_node(
         node["access_token"] = json!(w.mint_meta(facts));
     }
     json_status(200, node)
+}
+
+/// `GET {apiBase}/me/accounts?fields=id,name,access_token,instagram_business_account`: the
+/// Pages the person manages, each with its own token and its linked Instagram account.
+async fn managed_pages(
+    State(world): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut w = world.lock().expect("world");
+    w.record("/me/accounts", &q);
+    let token = q.get("access_token").cloned().unwrap_or_default();
+    let Some(user) = w
+        .meta
+        .get(&token)
+        .filter(|t| t.kind == "USER" && matches!(t.answer, MetaAnswer::Valid))
+        .cloned()
+    else {
+        return graph_error(190, None, false, "Invalid OAuth access token.");
+    };
+    let mut data = Vec::new();
+    for page in &user.pages {
+        let mut facts = MetaToken::user(&user.user_id, &[page.as_str()], &[], 0);
+        facts.scopes = user.scopes.clone();
+        facts.kind = "PAGE";
+        let mut entry = json!({
+            "id": page,
+            "name": if page == PAGE { PAGE_NAME } else { OTHER_PAGE_NAME },
+            "access_token": w.mint_meta(facts),
+            "category": "Bakery",
+            "tasks": ["ANALYZE", "ADVERTISE", "MODERATE", "CREATE_CONTENT", "MANAGE"],
+        });
+        if let Some(ig) = linked_instagram(page) {
+            entry["instagram_business_account"] = json!({"id": ig});
+        }
+        data.push(entry);
+    }
+    json_status(
+        200,
+        json!({"data": data, "paging": {"cursors": {"before": "QVFIUk1", "after": "QVFIUkx"}}}),
+    )
 }
 
 /// `GET {apiBase}/oauth/access_token`: the code exchange (`code`, `redirect_uri`) and the
@@ -1595,6 +1675,94 @@ async fn one_facebook_login_heals_every_page_it_grants() {
         let e = sc.wait_event(name, "Normal", "Reauthorized").await;
         assert!(e.note.unwrap_or_default().contains(id), "{name}");
     }
+    assert_nothing_leaked(&mut sc, &fake).await;
+}
+
+/// An Instagram business account reached through its Facebook Page (`spec.account.kind:
+/// InstagramBusiness`) holds the Page's token: the check names the account by its username, a
+/// login that manages no Page linked to it is refused, and the Page's manager gets the Page's
+/// token written, healing the Page's own broken connection with the same login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instagram_business_account_holds_its_pages_token() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, _) = Scenario::start_with_callback("fb-ig").await;
+    let fake = Fake::start().await;
+    facebook_provider(&sc, &fake).await;
+    let ig_token = fake.facebook_page_token(PAGE, &IG_SCOPES);
+    let page_token = fake.facebook_page_token(PAGE, &IG_SCOPES);
+    sc.secret("insta-token", &[("access_token", &ig_token)])
+        .await;
+    let mut spec = connection_spec("facebook", "insta-token", IG_ACCOUNT, &IG_REQUIRED);
+    if let Some(a) = spec.account.as_mut() {
+        a.kind = Some(AccountKind::InstagramBusiness);
+    }
+    sc.apply_connection("insta", spec).await;
+    facebook_connection(&sc, "acme", &[("access_token", &page_token)]).await;
+    let s = sc.wait_ready_reason("insta", "Valid").await;
+    let account = s.account.clone().unwrap_or_default();
+    assert_eq!(
+        (account.id.as_deref(), account.name.as_deref()),
+        (Some(IG_ACCOUNT), Some(IG_USERNAME)),
+        "the ACCOUNT column names the Instagram account"
+    );
+    assert_eq!(cond(&s, ConditionType::ScopesGranted).0, "True");
+    sc.wait_ready_reason("acme", "Valid").await;
+
+    // The admin changes their password: the Page tokens of both channels die.
+    fake.set_meta(&ig_token, MetaAnswer::password_changed());
+    fake.set_meta(&page_token, MetaAnswer::password_changed());
+    sc.request_check("acme").await;
+    sc.wait_ready_reason("acme", "Revoked").await;
+    sc.request_check("insta").await;
+    let link = sc
+        .wait_ready_reason("insta", "Revoked")
+        .await
+        .reauth_url
+        .expect("link");
+
+    // Someone who manages only a Page without that Instagram account: refused, nothing written.
+    fake.next_facebook_login(&[OTHER_PAGE], &IG_SCOPES);
+    let (status, page) = open(&follow_dialog(&link).await).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("manages no Facebook Page linked to the Instagram account"),
+        "{page}"
+    );
+    assert_eq!(
+        secret_data(&sc, "insta-token").await["access_token"],
+        ig_token
+    );
+
+    // The Page's manager: the Page's token is written, and the Page's connection healed too.
+    let link = sc.status("insta").await.reauth_url.expect("a fresh link");
+    fake.next_facebook_login(&[PAGE], &IG_SCOPES);
+    let (status, page) = open(&follow_dialog(&link).await).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(IG_USERNAME), "{page}");
+    assert!(page.contains("also reconnected: acme"), "{page}");
+    assert!(
+        fake.calls("/me/accounts").iter().any(|c| c
+            .params
+            .get("fields")
+            .is_some_and(|f| f.contains("instagram_business_account"))),
+        "the managed Pages were listed"
+    );
+    for (name, secret) in [("insta", "insta-token"), ("acme", "acme-token")] {
+        let s = sc.wait_ready_reason(name, "Valid").await;
+        assert_eq!(s.reauth_url, None, "{name}: the link is withdrawn");
+        let token = secret_data(&sc, secret).await["access_token"].clone();
+        let facts = fake.meta_facts(&token).expect("a token the fake issued");
+        assert_eq!(
+            (facts.kind, facts.pages.first().map(String::as_str)),
+            ("PAGE", Some(PAGE)),
+            "{name}: the Page's token, not the person's"
+        );
+        sc.tokens.push(token);
+    }
+    let s = sc.status("insta").await;
+    assert_eq!(s.account.and_then(|a| a.name).as_deref(), Some(IG_USERNAME));
     assert_nothing_leaked(&mut sc, &fake).await;
 }
 

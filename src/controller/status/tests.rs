@@ -7,6 +7,7 @@ fn spec() -> ChannelConnectionSpec {
         account: Some(AccountRef {
             id: "page-1".into(),
             display_name: None,
+            kind: None,
         }),
         required_scopes: vec!["read".into(), "write".into()],
         ..ChannelConnectionSpec::new("app", "tok")
