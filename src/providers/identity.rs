@@ -44,10 +44,14 @@ pub async fn identify(
             });
             match userinfo(http, app, token, url).await {
                 // The member's URN, as LinkedIn's APIs name a person, counts as the same account.
-                Identity::Known { account, mut ids } => {
-                    ids.extend(account.id.iter().map(|sub| format!("urn:li:person:{sub}")));
-                    Identity::Known { account, ids }
-                }
+                Identity::Known { account, .. } => Identity::Known {
+                    ids: account
+                        .id
+                        .as_deref()
+                        .map(super::linkedin::member_ids)
+                        .unwrap_or_default(),
+                    account,
+                },
                 unknown => unknown,
             }
         }

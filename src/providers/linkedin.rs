@@ -1,6 +1,8 @@
 //! Provider type `linkedin`: checked with LinkedIn's token introspection, which says whether a
 //! token is active, expired or revoked, its comma-separated scopes and when it expires. It
-//! does not name the member or organization, so `spec.account.id` is not verified here.
+//! does not name the member or organization: that is asked once per account with a documented
+//! call ([`LinkedIn::complete`]): the member's OpenID Connect userinfo, or the organization's
+//! `localizedName` for an organization page (`spec.account.id: urn:li:organization:{id}`).
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -9,8 +11,18 @@ use serde::Deserialize;
 
 use super::answer::{clip, unix};
 use super::oauth2::{ErrorBody, common_failures, transport};
-use super::{App, Endpoint, Grant, Http, Token, Validator, Verdict, split_scopes};
-use crate::api::Reason;
+use super::{
+    App, Endpoint, Grant, Http, Identity, Token, Validator, Verdict, Wanted, identify,
+    split_scopes,
+};
+use crate::api::{Reason, ReportedAccount};
+
+/// The version of LinkedIn's versioned REST APIs (`/rest/...`) relink asks for
+/// (`LinkedIn-Version`, `YYYYMM`); LinkedIn serves each version for at least a year.
+const REST_VERSION: &str = "202510";
+
+/// How LinkedIn names an organization page in `spec.account.id`.
+const ORGANIZATION_URN: &str = "urn:li:organization:";
 
 pub struct LinkedIn;
 
@@ -23,6 +35,93 @@ impl Validator for LinkedIn {
     ) -> BoxFuture<'a, Verdict> {
         check(http, app, token).boxed()
     }
+
+    /// Introspection names no account. An organization page (`spec.account.id` an
+    /// `urn:li:organization:` URN) is named by `GET {apiBaseUrl}/rest/organizations/{id}`
+    /// (`localizedName`); a member by `GET {apiBaseUrl}/v2/userinfo` (`sub`, `name`), which also
+    /// tells whether the token is the expected member's. The account in status is reused while
+    /// it is the expected one, so each account is asked for once.
+    fn complete<'a>(
+        &'a self,
+        http: &'a Http,
+        app: &'a App,
+        token: &'a Token,
+        verdict: &'a mut Verdict,
+        wanted: Option<Wanted<'a>>,
+        known: Option<&'a ReportedAccount>,
+    ) -> BoxFuture<'a, ()> {
+        async move {
+            let Verdict::Valid(grant) = verdict else {
+                return;
+            };
+            if grant.account.is_some() {
+                return;
+            }
+            let want = wanted.map(|w| w.id);
+            if let Some(k) = known.filter(|k| k.name.is_some())
+                && let Some(id) = &k.id
+                && want.is_none_or(|w| member_ids(id).iter().any(|i| i == w))
+            {
+                grant.target_ids = Some(member_ids(id));
+                grant.account = Some(k.clone());
+                return;
+            }
+            match want.and_then(|w| w.strip_prefix(ORGANIZATION_URN).map(|o| (w, o))) {
+                Some((urn, org)) => {
+                    if let Some(name) = organization_name(http, app, token, org).await {
+                        grant.account = Some(ReportedAccount {
+                            id: Some(urn.to_owned()),
+                            name: Some(name),
+                        });
+                    }
+                }
+                None => {
+                    if let Identity::Known { account, ids } = identify(http, app, token, None).await
+                    {
+                        grant.account = Some(account);
+                        grant.target_ids = Some(ids);
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Every identifier of a member: the OpenID `sub` and the URN LinkedIn's APIs name a person by.
+pub(super) fn member_ids(id: &str) -> Vec<String> {
+    if id.starts_with("urn:") {
+        vec![id.to_owned()]
+    } else {
+        vec![id.to_owned(), format!("urn:li:person:{id}")]
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Organization {
+    localized_name: Option<String>,
+}
+
+/// `GET {apiBaseUrl}/rest/organizations/{id}` (Organization Lookup API): the page's
+/// `localizedName`. `None` when LinkedIn does not say (no access, another version, outage).
+async fn organization_name(http: &Http, app: &App, token: &Token, org: &str) -> Option<String> {
+    if org.is_empty() || !org.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let base = app.endpoint(Endpoint::ApiBase)?;
+    let url = format!("{}/rest/organizations/{org}", base.trim_end_matches('/'));
+    let req = http
+        .request(app.trusted, Method::GET, &url)
+        .header("Accept", "application/json")
+        .header("LinkedIn-Version", REST_VERSION)
+        .header("X-Restli-Protocol-Version", "2.0.0")
+        .bearer_auth(token.expose());
+    let resp = http.send(req).await.ok()?;
+    if resp.status != 200 {
+        return None;
+    }
+    resp.json::<Organization>()?.localized_name
 }
 
 #[derive(Deserialize)]
@@ -159,6 +258,80 @@ mod tests {
         assert_eq!(form["client_id"], "app-id");
         assert_eq!(form["client_secret"], "s3cret");
         assert_eq!(form["token"], TOKEN);
+    }
+
+    /// Completes a valid grant without account for connection account `want`.
+    async fn complete_with(
+        routes: Vec<(&str, Canned)>,
+        want: &str,
+        known: Option<&ReportedAccount>,
+    ) -> (Grant, TestServer) {
+        let server = TestServer::start(routes).await;
+        let endpoints = ProviderEndpoints {
+            api_base_url: Some(server.base.clone()),
+            ..Default::default()
+        };
+        let a = app(ProviderType::Linkedin, endpoints, Some("s3cret"));
+        let mut v = Verdict::Valid(Grant::default());
+        let wanted = Some(Wanted {
+            id: want,
+            kind: None,
+        });
+        LinkedIn
+            .complete(&http(), &a, &Token::new(TOKEN), &mut v, wanted, known)
+            .await;
+        (valid(v), server)
+    }
+
+    #[tokio::test]
+    async fn a_member_is_named_by_userinfo_and_checked() {
+        let userinfo = Canned::json(
+            200,
+            json!({"sub": "782bbtaQ", "name": "John Doe", "email": "doe@email.com",
+                   "email_verified": true, "locale": "en-US"}),
+        );
+        let (g, server) =
+            complete_with(vec![("/v2/userinfo", userinfo)], "urn:li:person:782bbtaQ", None).await;
+        let account = g.account.unwrap();
+        assert_eq!(account.name.as_deref(), Some("John Doe"));
+        assert_eq!(
+            g.target_ids.unwrap(),
+            ["782bbtaQ", "urn:li:person:782bbtaQ"]
+        );
+        let seen = server.one("/v2/userinfo");
+        assert_eq!(seen.headers["authorization"], format!("Bearer {TOKEN}"));
+
+        // Once named, the account in status is reused: no call.
+        let (g, server) = complete_with(vec![], "urn:li:person:782bbtaQ", Some(&account)).await;
+        assert_eq!(g.account, Some(account));
+        assert!(server.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_organization_page_is_named_by_its_localized_name() {
+        let org = Canned::json(
+            200,
+            json!({"id": 2414183, "localizedName": "Acme Coffee", "vanityName": "acme-coffee",
+                   "primaryOrganizationType": "NONE", "versionTag": "11"}),
+        );
+        let (g, server) = complete_with(
+            vec![("/rest/organizations/2414183", org)],
+            "urn:li:organization:2414183",
+            None,
+        )
+        .await;
+        let account = g.account.unwrap();
+        assert_eq!(
+            (account.id.as_deref(), account.name.as_deref()),
+            (Some("urn:li:organization:2414183"), Some("Acme Coffee"))
+        );
+        let seen = server.one("/rest/organizations/2414183");
+        assert_eq!(seen.headers["linkedin-version"], REST_VERSION);
+        assert_eq!(seen.headers["x-restli-protocol-version"], "2.0.0");
+        // Not an organization ID: nothing is sent.
+        let (g, server) = complete_with(vec![], "urn:li:organization:../x", None).await;
+        assert_eq!(g.account, None);
+        assert!(server.seen().is_empty());
     }
 
     #[tokio::test]

@@ -156,6 +156,11 @@ async fn run(case: Case) {
     let (mut sc, public) = Scenario::start_with_callback(case.prefix).await;
     let fake = Fake::start().await;
     fake.set(case.check_path, case.valid.clone());
+    // The provider's other documented calls (userinfo, the long-lived exchange) answer all
+    // along; the code exchange itself only once the person logs in.
+    for (path, a) in case.exchange.iter().filter(|(p, _)| *p != case.token_path) {
+        fake.set(path, a.clone());
+    }
     sc.secret("app-client", &[("client_secret", "s3cret-client")])
         .await;
     let mut endpoints = (case.endpoints)(&fake.base);
@@ -421,7 +426,8 @@ async fn linkedin_member_through_the_controller_and_the_callback() {
         revoked: answer(200, json!({"active": false, "status": "revoked"})),
         revoked_reason: "Revoked",
         account: "urn:li:person:782bbtaQ",
-        account_name: None,
+        // Introspection names no member: the check asks /v2/userinfo once.
+        account_name: Some("John Doe"),
         required: &["w_member_social"],
         scopes_granted: "True",
         exchange: vec![
