@@ -647,6 +647,7 @@ async fn create_objects(client: &Client, ns: &str, sandbox: &Sandbox) -> Result<
                 ..Default::default()
             },
             authorization_params: BTreeMap::new(),
+            refresh_token_lifetime: None,
         },
     );
     Api::<ChannelProvider>::namespaced(client.clone(), ns)

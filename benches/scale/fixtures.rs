@@ -187,6 +187,7 @@ pub async fn provider(client: &kube::Client, sandbox: &str) -> Result<()> {
                 ..Default::default()
             },
             authorization_params: BTreeMap::new(),
+            refresh_token_lifetime: None,
         },
     );
     let api: Api<ChannelProvider> = Api::namespaced(client.clone(), NS);

@@ -41,6 +41,13 @@ pub const MAX_AGE_RANGE: DurationRange = DurationRange {
     max: Duration::from_secs(8784 * 3600),
 };
 
+/// `spec.refreshTokenLifetime` of a provider: 1 hour to 366 days.
+pub const REFRESH_TOKEN_LIFETIME_RANGE: DurationRange = DurationRange {
+    field: "refreshTokenLifetime",
+    min: Duration::from_secs(3600),
+    max: Duration::from_secs(8784 * 3600),
+};
+
 impl DurationRange {
     /// Parses `input` and checks it against the range; the error names the field and the range.
     pub fn parse(&self, input: &str) -> Result<Duration, String> {

@@ -155,6 +155,17 @@ macro_rules! provider_spec {
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             pub authorization_params: BTreeMap<String, String>,
 
+            /// How long a refresh token of this application works after it is issued, where the
+            /// provider documents a limit its token responses do not state: a Google app whose
+            /// OAuth consent screen is in "Testing" status gets refresh tokens that stop working
+            /// after 7 days (`168h`). When relink receives a new refresh token (login or
+            /// rotation) it records the end, and the connection turns `Expiring` with a
+            /// re-authorization link `refresh.before` ahead of it. A lifetime the token response
+            /// states (`refresh_token_expires_in`) wins. From `1h` to `8784h` (366 days).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(regex(pattern = r"^([0-9]+[hms])+$"))]
+            pub refresh_token_lifetime: Option<String>,
+
             $($extra)*
         }
     };
@@ -244,6 +255,17 @@ pub struct ProviderSettings {
     pub scopes: Vec<String>,
     pub endpoints: ProviderEndpoints,
     pub authorization_params: BTreeMap<String, String>,
+    pub refresh_token_lifetime: Option<String>,
+}
+
+impl ProviderSettings {
+    /// `spec.refreshTokenLifetime`, parsed and range-checked; the error names the field.
+    pub fn refresh_token_lifetime(&self) -> Result<Option<std::time::Duration>, String> {
+        self.refresh_token_lifetime
+            .as_deref()
+            .map(|d| super::duration::REFRESH_TOKEN_LIFETIME_RANGE.parse(d))
+            .transpose()
+    }
 }
 
 macro_rules! into_settings {
@@ -258,6 +280,7 @@ macro_rules! into_settings {
                     scopes: s.scopes,
                     endpoints: s.endpoints,
                     authorization_params: s.authorization_params,
+                    refresh_token_lifetime: s.refresh_token_lifetime,
                 }
             }
         }

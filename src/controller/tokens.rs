@@ -148,6 +148,9 @@ pub async fn load_app(
     reuse: Reuse<'_>,
 ) -> Result<Result<App, NotReady>, kube::Error> {
     let label = p.label();
+    if let Err(message) = p.settings.refresh_token_lifetime() {
+        return Ok(Err(format!("{label}: {message}")));
+    }
     if !p.trusted() {
         let e = &p.settings.endpoints;
         for url in [

@@ -132,6 +132,7 @@ mod tests {
 
     use super::*;
     use crate::api::{ProviderEndpoints, ProviderType};
+    use crate::providers::Renewal;
     use crate::providers::testserver::{
         Canned, TestServer, app, assert_no_leak, http, invalid, misconfigured, transient, valid,
     };
@@ -148,6 +149,45 @@ mod tests {
         let v = Google.check(&http(), &a, &Token::new(TOKEN)).await;
         assert_no_leak(&v, TOKEN);
         (v, server)
+    }
+
+    #[tokio::test]
+    async fn testing_apps_refresh_tokens_end_by_the_documented_lifetime() {
+        let issued = Canned::json(
+            200,
+            json!({"access_token": "ya29.new", "expires_in": 3599, "refresh_token": "1//0new",
+                   "scope": "https://www.googleapis.com/auth/gmail.send", "token_type": "Bearer"}),
+        );
+        let refreshed = Canned::json(
+            200,
+            json!({"access_token": "ya29.next", "expires_in": 3599, "token_type": "Bearer",
+                   "scope": "https://www.googleapis.com/auth/gmail.send"}),
+        );
+        let server = TestServer::start(vec![("/token", issued), ("/token", refreshed)]).await;
+        let endpoints = ProviderEndpoints {
+            token_url: Some(server.url("/token")),
+            ..Default::default()
+        };
+        let mut a = app(ProviderType::Google, endpoints, Some("s3cret"));
+        a.settings.refresh_token_lifetime = Some("168h".into());
+        let end = |r: Renewal| match r {
+            Renewal::Renewed(n) => n
+                .refresh_expires_at
+                .map(|t| (t.as_second() - jiff::Timestamp::now().as_second() + 60) / 3600),
+            other => panic!("{other:?}"),
+        };
+        // A new refresh token (the login): it ends 7 days after it was issued.
+        let code = Google
+            .exchange_code(&http(), &a, "4/0code", "https://relink/cb", None)
+            .await;
+        assert_eq!(end(code), Some(168));
+        // A refresh that keeps the refresh token does not move its end.
+        let (at, rt) = (Token::new(TOKEN), Token::new("1//0new"));
+        assert_eq!(end(Google.renew(&http(), &a, &at, Some(&rt)).await), None);
+        // Out of range: the provider is not ready, the field named.
+        a.settings.refresh_token_lifetime = Some("9000h".into());
+        let e = a.settings.refresh_token_lifetime().unwrap_err();
+        assert!(e.contains("spec.refreshTokenLifetime"), "{e}");
     }
 
     #[tokio::test]

@@ -12,8 +12,7 @@ use serde::Deserialize;
 use super::answer::{clip, unix};
 use super::oauth2::{ErrorBody, common_failures, transport};
 use super::{
-    App, Endpoint, Grant, Http, Identity, Token, Validator, Verdict, Wanted, identify,
-    split_scopes,
+    App, Endpoint, Grant, Http, Identity, Token, Validator, Verdict, Wanted, identify, split_scopes,
 };
 use crate::api::{Reason, ReportedAccount};
 
@@ -290,8 +289,12 @@ mod tests {
             json!({"sub": "782bbtaQ", "name": "John Doe", "email": "doe@email.com",
                    "email_verified": true, "locale": "en-US"}),
         );
-        let (g, server) =
-            complete_with(vec![("/v2/userinfo", userinfo)], "urn:li:person:782bbtaQ", None).await;
+        let (g, server) = complete_with(
+            vec![("/v2/userinfo", userinfo)],
+            "urn:li:person:782bbtaQ",
+            None,
+        )
+        .await;
         let account = g.account.unwrap();
         assert_eq!(account.name.as_deref(), Some("John Doe"));
         assert_eq!(

@@ -181,6 +181,7 @@ pub fn app(type_: ProviderType, endpoints: ProviderEndpoints, secret: Option<&st
             scopes: Vec::new(),
             endpoints,
             authorization_params: BTreeMap::new(),
+            refresh_token_lifetime: None,
         },
         client_secret: secret.map(Token::new),
         trusted: true,

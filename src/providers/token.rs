@@ -115,6 +115,21 @@ struct TokenAnswer {
     refresh_expires_in: Option<i64>,
 }
 
+/// The end of a new refresh token by the provider's documented lifetime
+/// (`spec.refreshTokenLifetime`, e.g. Google's 7 days for apps in "Testing"), when the answer
+/// carried a refresh token but not its lifetime.
+fn documented_end(
+    app: &App,
+    new_refresh_token: bool,
+    now: jiff::Timestamp,
+) -> Option<jiff::Timestamp> {
+    let lifetime = app.settings.refresh_token_lifetime().ok().flatten()?;
+    let lifetime = jiff::SignedDuration::try_from(lifetime).ok()?;
+    new_refresh_token
+        .then(|| now.checked_add(lifetime).ok())
+        .flatten()
+}
+
 /// POSTs `form` to the token endpoint with the preset's client authentication.
 pub(super) async fn token_request(
     http: &Http,
@@ -151,6 +166,7 @@ pub(super) async fn token_request(
         && let Some(t) = resp.json::<TokenAnswer>()
     {
         let now = jiff::Timestamp::now();
+        let rotated = t.refresh_token.is_some();
         return Renewal::Renewed(NewTokens {
             access_token: Token::new(t.access_token),
             refresh_token: t.refresh_token.map(Token::new),
@@ -162,7 +178,8 @@ pub(super) async fn token_request(
             refresh_expires_at: t
                 .refresh_token_expires_in
                 .or(t.refresh_expires_in)
-                .and_then(super::answer::in_secs),
+                .and_then(super::answer::in_secs)
+                .or_else(|| documented_end(app, rotated, now)),
         });
     }
     match resp.json::<ErrorBody>() {

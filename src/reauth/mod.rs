@@ -202,6 +202,7 @@ mod tests {
                     ..Default::default()
                 },
                 authorization_params: BTreeMap::from([("prompt".into(), "consent".into())]),
+                refresh_token_lifetime: None,
             },
             client_secret: Some(crate::providers::Token::new("very-secret")),
             trusted: true,

@@ -1047,6 +1047,7 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
                 ..Default::default()
             },
             authorization_params: BTreeMap::new(),
+            refresh_token_lifetime: None,
             allowed_namespaces: None,
             allowed_scopes: None,
         },

@@ -202,6 +202,7 @@ impl Scenario {
                 scopes: vec![],
                 endpoints,
                 authorization_params: BTreeMap::new(),
+                refresh_token_lifetime: None,
             },
         );
         let api: Api<ChannelProvider> = Api::namespaced(self.client.clone(), &self.ns);

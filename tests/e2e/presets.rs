@@ -17,7 +17,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use relink::api::{
     ChannelProvider, ChannelProviderSpec, ClientSecretRef, ConditionType, ProviderEndpoints,
-    ProviderType,
+    ProviderType, REAUTHORIZE_REQUESTED_ANNOTATION, REFRESH_REQUESTED_ANNOTATION,
 };
 use serde_json::{Value, json};
 
@@ -152,23 +152,19 @@ struct Case {
     client_id_param: &'static str,
 }
 
-async fn run(case: Case) {
-    let (mut sc, public) = Scenario::start_with_callback(case.prefix).await;
-    let fake = Fake::start().await;
-    fake.set(case.check_path, case.valid.clone());
-    // The provider's other documented calls (userinfo, the long-lived exchange) answer all
-    // along; the code exchange itself only once the person logs in.
-    for (path, a) in case.exchange.iter().filter(|(p, _)| *p != case.token_path) {
-        fake.set(path, a.clone());
-    }
+/// Provider `app` of `type_` with client `app-id` and its secret.
+async fn apply_app(
+    sc: &Scenario,
+    type_: ProviderType,
+    endpoints: ProviderEndpoints,
+    refresh_token_lifetime: Option<&str>,
+) {
     sc.secret("app-client", &[("client_secret", "s3cret-client")])
         .await;
-    let mut endpoints = (case.endpoints)(&fake.base);
-    endpoints.authorization_url = Some(format!("{}/authorize", fake.base));
     let provider = ChannelProvider::new(
         "app",
         ChannelProviderSpec {
-            type_: case.type_,
+            type_,
             client_id: "app-id".into(),
             client_secret_ref: Some(ClientSecretRef {
                 name: "app-client".into(),
@@ -179,6 +175,7 @@ async fn run(case: Case) {
             scopes: vec![],
             endpoints,
             authorization_params: Default::default(),
+            refresh_token_lifetime: refresh_token_lifetime.map(str::to_owned),
         },
     );
     Api::<ChannelProvider>::namespaced(sc.client.clone(), &sc.ns)
@@ -189,6 +186,30 @@ async fn run(case: Case) {
         )
         .await
         .expect("provider applies");
+}
+
+/// Sets annotation `key` of connection `name` to a fresh value (a request to the operator).
+async fn annotate(sc: &Scenario, name: &str, key: &str) {
+    let value = jiff::Timestamp::now().as_millisecond().to_string();
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    sc.connections()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotation set");
+}
+
+async fn run(case: Case) {
+    let (mut sc, public) = Scenario::start_with_callback(case.prefix).await;
+    let fake = Fake::start().await;
+    fake.set(case.check_path, case.valid.clone());
+    // The provider's other documented calls (userinfo, the long-lived exchange) answer all
+    // along; the code exchange itself only once the person logs in.
+    for (path, a) in case.exchange.iter().filter(|(p, _)| *p != case.token_path) {
+        fake.set(path, a.clone());
+    }
+    let mut endpoints = (case.endpoints)(&fake.base);
+    endpoints.authorization_url = Some(format!("{}/authorize", fake.base));
+    apply_app(&sc, case.type_, endpoints, None).await;
     let old_token = format!("{}-token-secret-1", case.prefix);
     sc.tokens.push(old_token.clone());
     sc.tokens.push(case.new_token.to_owned());
@@ -603,4 +624,198 @@ async fn instagram_professional_account_through_the_controller_and_the_callback(
         client_id_param: "client_id",
     })
     .await;
+}
+
+/// A refresh answer's scopes are judged like a login's for a preset whose check cannot tell
+/// (X): one granting fewer scopes than required turns the connection `ScopesMissing`, one
+/// granting them keeps it healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_answer_scopes_decide_missing_scopes() {
+    if support::skip() {
+        return;
+    }
+    let mut sc = Scenario::start("preset-rscopes").await;
+    let fake = Fake::start().await;
+    fake.set(
+        "/2/users/me",
+        answer(
+            200,
+            json!({"data": {"id": "2244994945", "name": "X Dev", "username": "XDevelopers"}}),
+        ),
+    );
+    let refreshed = |scope: &str, n: u32| {
+        answer(
+            200,
+            json!({"token_type": "bearer", "expires_in": 7200,
+                   "access_token": format!("x-access-r{n}"), "refresh_token": format!("x-refresh-r{n}"),
+                   "scope": scope}),
+        )
+    };
+    let endpoints = ProviderEndpoints {
+        userinfo_url: Some(format!("{}/2/users/me", fake.base)),
+        token_url: Some(format!("{}/2/oauth2/token", fake.base)),
+        ..Default::default()
+    };
+    apply_app(&sc, ProviderType::X, endpoints, None).await;
+    sc.tokens.extend(
+        [
+            "x-access-0",
+            "x-refresh-0",
+            "x-access-r1",
+            "x-refresh-r1",
+            "x-access-r2",
+            "x-refresh-r2",
+        ]
+        .map(String::from),
+    );
+    sc.secret(
+        "tok",
+        &[
+            ("access_token", "x-access-0"),
+            ("refresh_token", "x-refresh-0"),
+        ],
+    )
+    .await;
+    sc.apply_connection(
+        "chan",
+        connection_spec("app", "tok", "2244994945", &["tweet.write"]),
+    )
+    .await;
+    sc.wait_ready_reason("chan", "Valid").await;
+
+    // The refresh answer grants no tweet.write: the connection asks for a login with it.
+    fake.set(
+        "/2/oauth2/token",
+        refreshed("tweet.read users.read offline.access", 1),
+    );
+    annotate(&sc, "chan", REFRESH_REQUESTED_ANNOTATION).await;
+    let s = sc.wait_ready_reason("chan", "ScopesMissing").await;
+    assert_eq!(s.missing_scopes, ["tweet.write"]);
+    assert!(s.reauth_url.is_some(), "a link to grant it");
+    assert_eq!(fake.seen("/2/oauth2/token").len(), 1);
+
+    // A refresh answer that grants it: healthy again.
+    fake.set(
+        "/2/oauth2/token",
+        refreshed("tweet.read users.read tweet.write offline.access", 2),
+    );
+    annotate(&sc, "chan", REFRESH_REQUESTED_ANNOTATION).await;
+    let s = sc.wait_ready_reason("chan", "Valid").await;
+    let granted = s
+        .condition(ConditionType::ScopesGranted)
+        .expect("ScopesGranted");
+    assert_eq!(granted.status, "True", "{}", granted.message);
+    assert!(s.missing_scopes.is_empty());
+    sc.assert_no_token_leaked().await;
+}
+
+/// A Google app in "Testing" status: its refresh tokens die after 7 days, which Google's token
+/// response does not say. With `refreshTokenLifetime: 168h` on the provider, a login records
+/// the end and the connection warns (`Expiring`, the date, a link) `refresh.before` ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_testing_app_refresh_token_warns_before_its_seventh_day() {
+    if support::skip() {
+        return;
+    }
+    let (mut sc, public) = Scenario::start_with_callback("preset-gtest").await;
+    let fake = Fake::start().await;
+    let scope = "openid https://www.googleapis.com/auth/gmail.send https://www.googleapis.com/auth/userinfo.email";
+    fake.set(
+        "/tokeninfo",
+        answer(
+            200,
+            json!({"azp": "app-id", "aud": "app-id", "sub": "110248495921238986420",
+                   "exp": (jiff::Timestamp::now().as_second() + 3599).to_string(),
+                   "expires_in": "3599", "email": "ann@example.com", "email_verified": "true",
+                   "access_type": "offline", "scope": scope}),
+        ),
+    );
+    let endpoints = ProviderEndpoints {
+        authorization_url: Some(format!("{}/authorize", fake.base)),
+        introspection_url: Some(format!("{}/tokeninfo", fake.base)),
+        token_url: Some(format!("{}/token", fake.base)),
+        ..Default::default()
+    };
+    apply_app(&sc, ProviderType::Google, endpoints, Some("168h")).await;
+    sc.tokens
+        .extend(["ya29.old-access", "ya29.new-access", "1//0new-refresh"].map(String::from));
+    sc.secret("tok", &[("access_token", "ya29.old-access")])
+        .await;
+    let mut spec = connection_spec(
+        "app",
+        "tok",
+        "ann@example.com",
+        &["https://www.googleapis.com/auth/gmail.send"],
+    );
+    spec.refresh.before = "170h".into();
+    sc.apply_connection("chan", spec).await;
+    // No refresh token yet: the one-hour access token itself is what ends.
+    let s = sc.wait_ready_reason("chan", "Expiring").await;
+    assert_eq!(s.refresh_token_expires_at, None);
+
+    // A person logs in through a requested link; Google answers without a refresh-token lifetime.
+    annotate(&sc, "chan", REAUTHORIZE_REQUESTED_ANNOTATION).await;
+    let link = support::eventually("a link", std::time::Duration::from_secs(30), || async {
+        sc.status("chan").await.reauth_url
+    })
+    .await;
+    let params: HashMap<String, String> = url::Url::parse(&link)
+        .expect("link")
+        .query_pairs()
+        .into_owned()
+        .collect();
+    fake.set(
+        "/token",
+        answer(
+            200,
+            json!({"access_token": "ya29.new-access", "expires_in": 3599,
+                   "refresh_token": "1//0new-refresh", "scope": scope, "token_type": "Bearer"}),
+        ),
+    );
+    let callback = format!(
+        "{public}/oauth/callback?code=4/0code&state={}",
+        url::form_urlencoded::byte_serialize(params["state"].as_bytes()).collect::<String>()
+    );
+    let (status, page) = open(&callback).await;
+    assert_eq!(status, 200, "{page}");
+
+    let s = support::eventually(
+        "the refresh token's end",
+        std::time::Duration::from_secs(30),
+        || async {
+            let s = sc.status("chan").await;
+            let ready = s.condition(ConditionType::Ready)?;
+            (ready.reason == "Expiring" && s.refresh_token_expires_at.is_some()).then_some(s)
+        },
+    )
+    .await;
+    let end = s
+        .refresh_token_expires_at
+        .as_ref()
+        .expect("status.refreshTokenExpiresAt")
+        .0;
+    let hours = (end.as_second() - jiff::Timestamp::now().as_second() + 60) / 3600;
+    assert_eq!(hours, 168, "7 days from the login");
+    let ready = s.condition(ConditionType::Ready).expect("Ready");
+    assert!(
+        ready.message.contains("refresh token")
+            && ready
+                .message
+                .contains(&end.strftime("%Y-%m-%dT%H:%M").to_string()),
+        "{}",
+        ready.message
+    );
+    assert!(s.reauth_url.is_some(), "the link is offered in time");
+    let secret = Api::<Secret>::namespaced(sc.client.clone(), &sc.ns)
+        .get("tok")
+        .await
+        .expect("token Secret");
+    assert!(
+        secret
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("relink.dev/refresh-token-expires-at")
+    );
+    sc.assert_no_token_leaked().await;
 }

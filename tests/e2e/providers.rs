@@ -875,6 +875,7 @@ async fn apply_provider(
             scopes: strings(scopes),
             endpoints,
             authorization_params: BTreeMap::new(),
+            refresh_token_lifetime: None,
         },
     );
     Api::<ChannelProvider>::namespaced(sc.client.clone(), &sc.ns)
