@@ -177,6 +177,10 @@ struct RunArgs {
     /// First retry of a failed notification delivery; doubles for each of the 5 tries.
     #[arg(long, default_value = "30s", value_parser = duration)]
     notification_retry_base: Duration,
+    /// How long a problem email waits for others to the same owners about the same cause, sent
+    /// as one message listing the channels; 0s sends each at once.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    notification_batch_window: Duration,
     /// Allow SMTP credentials over a connection without TLS (`smtp://host:port?tls=none`).
     /// Off by default: credentials are only ever sent over STARTTLS or implicit TLS.
     #[arg(
@@ -306,6 +310,7 @@ async fn run_operator(args: RunArgs) -> Result<(), String> {
             operator_namespace: args.operator_namespace.clone(),
             allowed_email_domains: args.allowed_email_domains.clone(),
             allow_plaintext_auth: args.smtp_allow_plaintext_auth,
+            batch_window: args.notification_batch_window,
         },
         metrics.clone(),
     ));

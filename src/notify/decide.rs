@@ -33,7 +33,7 @@ pub enum State {
 }
 
 /// One piece of news for the owners.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum News {
     /// The connection just broke (or broke differently).
     Problem(Reason),

@@ -20,7 +20,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::message::Notice;
+use super::message::{Digest, Notice};
+use crate::api::Reason;
 
 /// Timeout of each SMTP step (connect, each command).
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,29 +131,69 @@ impl SmtpServer {
 
 /// The message for `owners`: multipart text + HTML, with headers that let mail rules sort it.
 pub fn build(from: &Mailbox, owners: &[Mailbox], notice: &Notice) -> Result<Message, String> {
+    compose(
+        from,
+        owners,
+        Letter {
+            subject: notice.subject(),
+            connections: format!("{}/{}", notice.namespace, notice.name),
+            reason: notice.reason(),
+            text: notice.text(),
+            html: notice.html(),
+        },
+    )
+}
+
+/// One message for several channels of the same owners ([`Digest`]).
+pub fn build_digest(
+    from: &Mailbox,
+    owners: &[Mailbox],
+    digest: &Digest,
+) -> Result<Message, String> {
+    compose(
+        from,
+        owners,
+        Letter {
+            subject: digest.subject(),
+            connections: digest.connections(),
+            reason: digest.reason(),
+            text: digest.text(),
+            html: digest.html(),
+        },
+    )
+}
+
+/// What one email says.
+struct Letter {
+    subject: String,
+    /// `namespace/name` of each channel it is about.
+    connections: String,
+    reason: Reason,
+    text: String,
+    html: String,
+}
+
+fn compose(from: &Mailbox, owners: &[Mailbox], letter: Letter) -> Result<Message, String> {
     let mut b = Message::builder()
         .from(from.clone())
-        .subject(notice.subject())
+        .subject(letter.subject)
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
             "auto-generated".to_owned(),
         ))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Relink-Connection"),
-            format!("{}/{}", notice.namespace, notice.name),
+            letter.connections,
         ))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("X-Relink-Reason"),
-            notice.reason().as_str().to_owned(),
+            letter.reason.as_str().to_owned(),
         ));
     for o in owners {
         b = b.to(o.clone());
     }
-    b.multipart(MultiPart::alternative_plain_html(
-        notice.text(),
-        notice.html(),
-    ))
-    .map_err(|e| format!("cannot build the email: {e}"))
+    b.multipart(MultiPart::alternative_plain_html(letter.text, letter.html))
+        .map_err(|e| format!("cannot build the email: {e}"))
 }
 
 /// Sends one message, within [`SEND_TIMEOUT`].

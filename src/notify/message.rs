@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 use super::decide::News;
 use crate::api::{ProviderType, Reason};
 
+mod digest;
+pub use digest::Digest;
+
 /// Everything a notice says, gathered once and rendered per destination.
 #[derive(Clone, Debug)]
 pub struct Notice {

@@ -9,6 +9,7 @@
 //! `NotificationFailed` and counts in `relink_notifications_total`. A slow or dead mail server
 //! never holds a check slot. See `docs/notifications.md`.
 
+pub mod batch;
 pub mod decide;
 pub mod email;
 pub mod message;
@@ -54,6 +55,9 @@ pub struct NotifyConfig {
     pub allowed_email_domains: Vec<String>,
     /// Send SMTP credentials even when TLS is not certain (`--smtp-allow-plaintext-auth`).
     pub allow_plaintext_auth: bool,
+    /// How long a problem email waits for others to the same owners about the same cause, to go
+    /// as one message (`--notification-batch-window`; zero: each goes at once).
+    pub batch_window: Duration,
 }
 
 /// A destination of notices, as named in `lastNotification.channels` and in metrics.
@@ -92,6 +96,7 @@ pub const DELIVERY_CONCURRENCY: usize = 4;
 pub const DELIVERY_ATTEMPTS: u32 = 5;
 
 /// A notice planned by a check, delivered off the reconcile path.
+#[derive(Clone)]
 pub struct Delivery {
     conn: ChannelConnection,
     notice: Notice,
@@ -106,6 +111,7 @@ pub struct Notifier {
     recorder: Recorder,
     mail: Option<Mail>,
     queue: std::sync::OnceLock<tokio::sync::mpsc::Sender<Delivery>>,
+    batches: batch::Batches,
 }
 
 impl Notifier {
@@ -120,6 +126,7 @@ impl Notifier {
             metrics,
             mail,
             queue: std::sync::OnceLock::new(),
+            batches: batch::Batches::default(),
         }
     }
 
@@ -236,6 +243,9 @@ impl Notifier {
         tokio::spawn(async move {
             let slots = Arc::new(tokio::sync::Semaphore::new(DELIVERY_CONCURRENCY));
             while let Some(delivery) = rx.recv().await {
+                let Some(delivery) = this.hold_email(delivery, &slots, &http, retry_base) else {
+                    continue;
+                };
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
@@ -248,6 +258,155 @@ impl Notifier {
         })
     }
 
+    /// With a batch window, takes the email of a problem notice out of `delivery` and holds it
+    /// in its batch (the first of a batch schedules the batch's delivery once the window has
+    /// passed); returns what is left to deliver now (the webhook), if anything.
+    fn hold_email(
+        self: &Arc<Self>,
+        mut delivery: Delivery,
+        slots: &Arc<tokio::sync::Semaphore>,
+        http: &Http,
+        retry_base: Duration,
+    ) -> Option<Delivery> {
+        let window = self.config.batch_window;
+        if window.is_zero() || !delivery.targets.contains(&Channel::Email) {
+            return Some(delivery);
+        }
+        let Some(key) = batch::key(&self.owners(&delivery.conn).0, delivery.notice.news) else {
+            return Some(delivery);
+        };
+        let rest: Vec<Channel> = delivery
+            .targets
+            .iter()
+            .copied()
+            .filter(|c| *c != Channel::Email)
+            .collect();
+        let email = Delivery {
+            targets: vec![Channel::Email],
+            ..delivery.clone()
+        };
+        if self.batches.add(key.clone(), email) {
+            let (this, slots, http) = (self.clone(), slots.clone(), http.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(window).await;
+                let mut batch = this.batches.take(&key);
+                let Ok(_permit) = slots.acquire_owned().await else {
+                    return;
+                };
+                match batch.len() {
+                    0 => {}
+                    1 => {
+                        if let Some(one) = batch.pop() {
+                            this.deliver(one, &http, retry_base).await;
+                        }
+                    }
+                    _ => this.deliver_digest(batch, retry_base).await,
+                }
+            });
+        }
+        delivery.targets = rest;
+        (!delivery.targets.is_empty()).then_some(delivery)
+    }
+
+    /// Sends `send` by `channel`, up to [`DELIVERY_ATTEMPTS`] times with exponential backoff;
+    /// failures are logged, counted and reported on each of `conns` by a Warning Event.
+    async fn attempt<F, Fut>(
+        &self,
+        channel: Channel,
+        conns: &[&ChannelConnection],
+        reason: crate::api::Reason,
+        retry_base: Duration,
+        send: F,
+    ) -> bool
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut wait = retry_base;
+        for attempt in 1..=DELIVERY_ATTEMPTS {
+            let e = match send().await {
+                Ok(()) => {
+                    self.count(channel, "sent");
+                    return true;
+                }
+                Err(e) => crate::text::truncate(&e, 300),
+            };
+            self.count(channel, "failed");
+            for conn in conns {
+                warn!(
+                    namespace = ?conn.namespace(),
+                    name = %conn.name_any(),
+                    channel = channel.as_str(),
+                    reason = %reason,
+                    attempt,
+                    error = %e,
+                    "notification failed"
+                );
+            }
+            if attempt == 1 || attempt == DELIVERY_ATTEMPTS {
+                let then = if attempt == DELIVERY_ATTEMPTS {
+                    "giving up until the next reminder"
+                } else {
+                    "retrying with backoff"
+                };
+                for conn in conns {
+                    self.publish(
+                        conn,
+                        EventType::Warning,
+                        "NotificationFailed",
+                        format!(
+                            "Could not tell the owners by {} about {reason} (try {attempt} of {DELIVERY_ATTEMPTS}); {then}: {e}",
+                            channel.as_str(),
+                        ),
+                    )
+                    .await;
+                }
+            }
+            if attempt < DELIVERY_ATTEMPTS {
+                tokio::time::sleep(wait).await;
+                wait = wait.saturating_mul(2);
+            }
+        }
+        false
+    }
+
+    /// One email for a batch of notices with the same news for the same owners.
+    async fn deliver_digest(&self, batch: Vec<Delivery>, retry_base: Duration) {
+        let digest = message::Digest {
+            notices: batch.iter().map(|d| d.notice.clone()).collect(),
+        };
+        let conns: Vec<&ChannelConnection> = batch.iter().map(|d| &d.conn).collect();
+        let send = || self.mail_to(conns[0], |from, to| email::build_digest(from, to, &digest));
+        if !self
+            .attempt(Channel::Email, &conns, digest.reason(), retry_base, send)
+            .await
+        {
+            return;
+        }
+        let names = digest.connections();
+        for conn in &conns {
+            info!(
+                namespace = ?conn.namespace(),
+                name = %conn.name_any(),
+                reason = %digest.reason(),
+                channels = "email",
+                grouped = %names,
+                "owners notified"
+            );
+            self.publish(
+                conn,
+                EventType::Normal,
+                "NotificationSent",
+                format!(
+                    "Told the owners (email), in one message about {}: {}",
+                    names,
+                    digest.headline()
+                ),
+            )
+            .await;
+        }
+    }
+
     /// Sends one notice to each of its destinations, retrying each on its own.
     async fn deliver(&self, d: Delivery, http: &Http, retry_base: Duration) {
         let conn = &d.conn;
@@ -255,60 +414,21 @@ impl Notifier {
         let ns = &conn.namespace().unwrap_or_default();
         let name = &conn.name_any();
         let attempts = d.targets.iter().map(|&channel| async move {
-            let mut wait = retry_base;
-            for attempt in 1..=DELIVERY_ATTEMPTS {
-                let result = match channel {
+            let send = || async move {
+                match channel {
                     Channel::Email => self.send_email(conn, notice).await,
                     Channel::Webhook => self.send_webhook(conn, ns, notice, http).await,
-                };
-                match result {
-                    Ok(()) => {
-                        self.count(channel, "sent");
-                        return Ok(channel);
-                    }
-                    Err(e) => {
-                        let e = crate::text::truncate(&e, 300);
-                        self.count(channel, "failed");
-                        warn!(
-                            namespace = %ns,
-                            name = %name,
-                            channel = channel.as_str(),
-                            reason = %notice.reason(),
-                            attempt,
-                            error = %e,
-                            "notification failed"
-                        );
-                        if attempt == 1 || attempt == DELIVERY_ATTEMPTS {
-                            let then = if attempt == DELIVERY_ATTEMPTS {
-                                "giving up until the next reminder"
-                            } else {
-                                "retrying with backoff"
-                            };
-                            self.publish(
-                                conn,
-                                EventType::Warning,
-                                "NotificationFailed",
-                                format!(
-                                    "Could not tell the owners by {} about {} (try {attempt} of {DELIVERY_ATTEMPTS}); {then}: {e}",
-                                    channel.as_str(),
-                                    notice.reason()
-                                ),
-                            )
-                            .await;
-                        }
-                        if attempt < DELIVERY_ATTEMPTS {
-                            tokio::time::sleep(wait).await;
-                            wait = wait.saturating_mul(2);
-                        }
-                    }
                 }
-            }
-            Err(channel)
+            };
+            self.attempt(channel, &[conn], notice.reason(), retry_base, send)
+                .await
+                .then_some(channel)
         });
         let reached: Vec<&str> = futures::future::join_all(attempts)
             .await
             .into_iter()
-            .filter_map(|r| r.ok().map(Channel::as_str))
+            .flatten()
+            .map(Channel::as_str)
             .collect();
         if !reached.is_empty() {
             info!(
@@ -451,6 +571,16 @@ impl Notifier {
     }
 
     async fn send_email(&self, conn: &ChannelConnection, notice: &Notice) -> Result<(), String> {
+        self.mail_to(conn, |from, to| email::build(from, to, notice))
+            .await
+    }
+
+    /// Builds a message for the owners of `conn` and sends it.
+    async fn mail_to(
+        &self,
+        conn: &ChannelConnection,
+        build: impl FnOnce(&Mailbox, &[Mailbox]) -> Result<lettre::Message, String>,
+    ) -> Result<(), String> {
         let mail = self
             .mail
             .as_ref()
@@ -474,7 +604,7 @@ impl Notifier {
         if credentials.is_some() && !mail.server.encrypted() && !self.config.allow_plaintext_auth {
             return Err("refusing to send SMTP credentials over a connection that may not be encrypted: use smtp://host:587, ?tls=required or smtps://, or allow it with --smtp-allow-plaintext-auth".to_owned());
         }
-        let message = email::build(&mail.from, &owners, notice)?;
+        let message = build(&mail.from, &owners)?;
         email::send(&mail.server, credentials, message).await
     }
 

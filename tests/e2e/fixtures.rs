@@ -55,6 +55,8 @@ pub fn operator_args(ns: &str) -> Vec<String> {
         "1s",
         "--notification-retry-base",
         "1s",
+        "--notification-batch-window",
+        "0s",
     ]
     .map(str::to_owned)
     .to_vec()

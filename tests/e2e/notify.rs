@@ -639,3 +639,70 @@ async fn a_huge_error_that_echoes_the_token_is_clipped_scrubbed_and_told_once() 
     assert_no_token_in(&sc, &[mails[0].data.clone()]);
     sc.assert_no_token_leaked().await;
 }
+
+/// Two channels of the same owner broken by the same cause at about the same time: with a
+/// batching window the owner gets one email listing both, each with its own link (they are not
+/// Facebook Pages of one app, so one login would not heal both); each connection still records
+/// its own notice and gets its own `NotificationSent` Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_broken_together_are_told_in_one_email() {
+    if support::skip() {
+        return;
+    }
+    let sink = SmtpSink::start("127.0.0.1:0").await;
+    let (client, ns, args) = start("notify-group", &sink.url()).await;
+    let args = fixtures::with_flag(args, "--notification-batch-window", "10s");
+    let mut sc = Scenario::start_with(client, ns, &args).await;
+    sc.provider("app", Validation::Introspection).await;
+    let mut tokens = Vec::new();
+    for (name, account) in [("first", "page-1"), ("second", "page-2")] {
+        let t = sc.issue(account, &["read"]);
+        sc.secret(
+            &format!("{name}-token"),
+            &[("access_token", &t.access_token)],
+        )
+        .await;
+        let spec = fixtures::connection_spec("app", &format!("{name}-token"), account, &["read"]);
+        sc.apply_connection(name, spec).await;
+        sc.wait_ready_reason(name, "Valid").await;
+        tokens.push(t.access_token);
+    }
+
+    for t in &tokens {
+        sc.sandbox.revoke(t);
+    }
+    sc.request_check("first").await;
+    sc.request_check("second").await;
+    let first = sc.wait_ready_reason("first", "Revoked").await;
+    let second = sc.wait_ready_reason("second", "Revoked").await;
+    sc.wait_event("first", "Normal", "NotificationSent").await;
+    sc.wait_event("second", "Normal", "NotificationSent").await;
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "one email for both channels");
+    let mail = &mails[0];
+    assert_eq!(mail.rcpt, [OWNER]);
+    assert!(
+        mail.subject()
+            .contains("2 channels need you to log in again"),
+        "{}",
+        mail.subject()
+    );
+    let text = mail.text();
+    for (name, s) in [("first", &first), ("second", &second)] {
+        assert!(text.contains(&format!("{}/{name}", sc.ns)), "names {name}");
+        let link = s.reauth_url.as_deref().expect("a link");
+        assert!(text.contains(link), "{name}'s own link");
+        let record = s.last_notification.clone().expect("recorded");
+        assert_eq!(
+            (record.reason.as_str(), record.channels.as_deref()),
+            ("Revoked", Some("email"))
+        );
+    }
+    let note = sc
+        .wait_event("second", "Normal", "NotificationSent")
+        .await
+        .note
+        .unwrap_or_default();
+    assert!(note.contains("in one message"), "{note}");
+    assert_no_token_in(&sc, &[mail.data.clone() + &text]);
+}
