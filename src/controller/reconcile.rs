@@ -6,12 +6,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Context;
@@ -20,9 +18,7 @@ use super::schedule::{self, Due};
 use super::status::{CheckContext, Outcome, next_status};
 use super::status::{needs_login, track_reauthorization};
 use super::tokens::{ResolvedProvider, load_app, read_key};
-use crate::api::{
-    ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, Timings,
-};
+use crate::api::{ChannelConnection, ChannelConnectionStatus, ProviderKind, Reason, Timings};
 use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
 
@@ -426,23 +422,13 @@ async fn write_status(
 ) -> Result<(), Error> {
     let api: Api<ChannelConnection> =
         Api::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default());
-    let mut patch = json!({
-        "apiVersion": ChannelConnection::api_version(&()),
-        "kind": ChannelConnection::kind(&()),
-        "status": status,
-    });
     // Re-publishing the link this check read: only if nobody (the OAuth callback consuming it)
     // changed the object since, so a used link never comes back.
     let old_link = conn.status.as_ref().and_then(|s| s.reauth_url.as_ref());
-    if status.reauth_url.is_some() && status.reauth_url.as_ref() == old_link {
-        patch["metadata"] = json!({"resourceVersion": conn.resource_version()});
-    }
-    api.patch_status(
-        &conn.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let version = conn
+        .resource_version()
+        .filter(|_| status.reauth_url.is_some() && status.reauth_url.as_ref() == old_link);
+    super::status::write::apply(&api, &conn.name_any(), status, version.as_deref()).await?;
     Ok(())
 }
 

@@ -654,5 +654,7 @@ pub fn transition(
     None
 }
 
+pub mod write;
+
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,9 @@ use crate::api::{
     ClusterChannelProvider, ProviderKind, ProviderType, ReportedAccount,
 };
 use crate::controller::access::{self, SecretLabel};
-use crate::controller::status::{LoginFit, describe, expected_account, login_fit, reached_ids};
+use crate::controller::status::{
+    LoginFit, describe, expected_account, login_fit, reached_ids, write,
+};
 use crate::controller::tokens::{ResolvedProvider, WriteError, load_app, write_tokens_labelled};
 use crate::providers::{
     App, Http, Identity, Renewal, Verdict, Wanted, facebook_asset_token, identify, validator_for,
@@ -151,8 +153,71 @@ fn internal(connection: &str, e: impl std::fmt::Display) -> Failure {
 const NEWEST: &str =
     "Open the newest link from `kubectl get channelconnections -o wide` or the latest email.";
 
+/// One callback: the link is checked and consumed, the code exchanged, the login judged, and
+/// only an accepted login is written (with every other broken Page it heals).
 async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<String, Failure> {
     let now = jiff::Timestamp::now();
+    let Request {
+        claims,
+        state,
+        code,
+    } = request(ctx, q, now)?;
+    let who = format!("{}/{}", claims.ns, claims.n);
+    let conns: Api<ChannelConnection> = Api::namespaced(ctx.client.clone(), &claims.ns);
+    let Consumed { conn, app } = consume(ctx, &conns, &claims, state, &who, now).await?;
+    let tokens = exchange(ctx, &app, &claims, code, &who).await?;
+    let Accepted {
+        grant,
+        account,
+        replaces,
+    } = accept(ctx, &app, &conn, &tokens, &who).await?;
+    let login = tokens.clone();
+    let (tokens, account) = as_page(ctx, &app, &conn, &grant, tokens, account, &who).await?;
+    write(ctx, &conn, &tokens, &who).await?;
+    let granted = grant.scopes.as_deref();
+    finish(
+        ctx,
+        &conns,
+        &conn,
+        &account,
+        replaces.as_ref(),
+        granted,
+        now,
+    )
+    .await
+    .map_err(|e| internal(&who, e))?;
+    info!(connection = %who, account = ?account.id, changed_from = ?replaces.as_ref().and_then(|r| r.id.as_deref()), "re-authorized through the callback; tokens written");
+    let name = conn
+        .spec
+        .account
+        .as_ref()
+        .and_then(|a| a.display_name.clone())
+        .unwrap_or_else(|| claims.n.clone());
+    let healed = heal_other_pages(ctx, &conns, &conn, &app, &grant, &login, now).await;
+    let also = if healed.is_empty() {
+        String::new()
+    } else {
+        format!(" The same login also reconnected: {}.", healed.join(", "))
+    };
+    Ok(format!(
+        "{name} ({who}) is connected again as {}.{also} relink is checking it now; you can close this page.",
+        describe(&account)
+    ))
+}
+
+/// What the provider sent the person back with.
+struct Request<'q> {
+    claims: StateClaims,
+    state: &'q str,
+    code: &'q str,
+}
+
+/// Reads the callback's query: a valid signed `state`, no `error`, and a `code`.
+fn request<'q>(
+    ctx: &CallbackContext,
+    q: &'q HashMap<String, String>,
+    now: jiff::Timestamp,
+) -> Result<Request<'q>, Failure> {
     let state = q
         .get("state")
         .filter(|s| !s.is_empty() && s.len() <= MAX_PARAM);
@@ -185,44 +250,68 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         .get("code")
         .filter(|c| !c.is_empty() && c.len() <= MAX_PARAM)
         .ok_or_else(|| refuse("no_code", &who, "The provider sent no authorization code."))?;
+    Ok(Request {
+        claims,
+        state,
+        code,
+    })
+}
 
-    let conns: Api<ChannelConnection> = Api::namespaced(ctx.client.clone(), &claims.ns);
-    let Consumed { conn, app } = consume(ctx, &conns, &claims, state, &who, now).await?;
-
-    let validator = validator_for(app.settings.type_);
+/// Exchanges the code for tokens (with the PKCE verifier the link was made with).
+async fn exchange(
+    ctx: &CallbackContext,
+    app: &App,
+    claims: &StateClaims,
+    code: &str,
+    who: &str,
+) -> Result<crate::providers::NewTokens, Failure> {
     let verifier = app
         .preset()
         .pkce
-        .then(|| ctx.reauth.key.pkce_verifier(&claims));
-    let tokens = match validator
-        .exchange_code(&ctx.http, &app, code, &claims.p.r, verifier.as_deref())
+        .then(|| ctx.reauth.key.pkce_verifier(claims));
+    match validator_for(app.settings.type_)
+        .exchange_code(&ctx.http, app, code, &claims.p.r, verifier.as_deref())
         .await
     {
-        Renewal::Renewed(t) => t,
+        Renewal::Renewed(t) => Ok(t),
         Renewal::Rejected { message }
         | Renewal::NeedsPerson { message, .. }
         | Renewal::Misconfigured { message }
-        | Renewal::Unsupported { message } => {
-            return Err(refuse(
+        | Renewal::Unsupported { message } => Err(refuse(
+            "exchange_failed",
+            who,
+            format!("The provider refused the login ({message}). {NEWEST}"),
+        )),
+        Renewal::Transient { message, .. } => Err(Failure {
+            status: StatusCode::BAD_GATEWAY,
+            ..refuse(
                 "exchange_failed",
-                &who,
-                format!("The provider refused the login ({message}). {NEWEST}"),
-            ));
-        }
-        Renewal::Transient { message, .. } => {
-            return Err(Failure {
-                status: StatusCode::BAD_GATEWAY,
-                ..refuse(
-                    "exchange_failed",
-                    &who,
-                    format!("The provider could not be reached ({message}). {NEWEST}"),
-                )
-            });
-        }
-    };
+                who,
+                format!("The provider could not be reached ({message}). {NEWEST}"),
+            )
+        }),
+    }
+}
 
-    // Before writing anything: the new token must work, and belong to the right account.
-    let mut grant = match validator.check(&ctx.http, &app, &tokens.access_token).await {
+/// A login that may be written: what the provider granted, who logged in, and the account it
+/// replaces when the channel changed hands on purpose.
+struct Accepted {
+    grant: crate::providers::Grant,
+    account: ReportedAccount,
+    replaces: Option<ReportedAccount>,
+}
+
+/// Before writing anything: the new token must work, belong to the expected account and carry
+/// the required scopes ([`login_fit`]).
+async fn accept(
+    ctx: &CallbackContext,
+    app: &App,
+    conn: &ChannelConnection,
+    tokens: &crate::providers::NewTokens,
+    who: &str,
+) -> Result<Accepted, Failure> {
+    let validator = validator_for(app.settings.type_);
+    let mut grant = match validator.check(&ctx.http, app, &tokens.access_token).await {
         Verdict::Valid(grant) => grant,
         Verdict::Invalid { message, .. }
         | Verdict::Misconfigured { message }
@@ -231,7 +320,7 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
                 status: StatusCode::BAD_GATEWAY,
                 ..refuse(
                     "unverified",
-                    &who,
+                    who,
                     format!(
                         "The new token could not be verified ({message}); nothing was changed. {NEWEST}"
                     ),
@@ -243,55 +332,26 @@ async fn handle(ctx: &CallbackContext, q: &HashMap<String, String>) -> Result<St
         // What the token endpoint said it granted, when the check cannot tell.
         grant.scopes = tokens.scopes.clone();
     }
-    let status = conn.status.as_ref();
-    let unknown = name_the_account(ctx, &app, &conn, &tokens.access_token, &mut grant).await;
+    let unknown = name_the_account(ctx, app, conn, &tokens.access_token, &mut grant).await;
     let allow_change = conn
         .annotations()
         .get(ALLOW_ACCOUNT_CHANGE_ANNOTATION)
         .is_some_and(|v| v == "true");
-    let (account, replaces) = match login_fit(&conn.spec, status, allow_change, &grant) {
-        LoginFit::Accepted { account, replaces } => (account, replaces),
+    match login_fit(&conn.spec, conn.status.as_ref(), allow_change, &grant) {
+        LoginFit::Accepted { account, replaces } => Ok(Accepted {
+            grant,
+            account,
+            replaces,
+        }),
         LoginFit::Refused { why, message } => {
             let detail = unknown.map(|u| format!(" ({u})")).unwrap_or_default();
-            return Err(refuse(
+            Err(refuse(
                 why.as_str(),
-                &who,
+                who,
                 format!("{message}{detail} Nothing was changed. {NEWEST}"),
-            ));
+            ))
         }
-    };
-
-    let login = tokens.clone();
-    let (tokens, account) = as_page(ctx, &app, &conn, &grant, tokens, account, &who).await?;
-    write(ctx, &conn, &tokens, &who).await?;
-    finish(
-        ctx,
-        &conns,
-        &conn,
-        &account,
-        replaces.as_ref(),
-        grant.scopes.as_deref(),
-        now,
-    )
-    .await
-    .map_err(|e| internal(&who, e))?;
-    info!(connection = %who, account = ?account.id, changed_from = ?replaces.as_ref().and_then(|r| r.id.as_deref()), "re-authorized through the callback; tokens written");
-    let name = conn
-        .spec
-        .account
-        .as_ref()
-        .and_then(|a| a.display_name.clone())
-        .unwrap_or_else(|| claims.n.clone());
-    let healed = heal_other_pages(ctx, &conns, &conn, &app, &grant, &login, now).await;
-    let also = if healed.is_empty() {
-        String::new()
-    } else {
-        format!(" The same login also reconnected: {}.", healed.join(", "))
-    };
-    Ok(format!(
-        "{name} ({who}) is connected again as {}.{also} relink is checking it now; you can close this page.",
-        describe(&account)
-    ))
+    }
 }
 
 /// Makes sure `grant` names the account the login reaches: when the check's answer did not
@@ -653,14 +713,9 @@ async fn consume(
             .reauth
             .authorization_url(&app, &binding, &conn, now)
             .ok();
-        let patch = json!({
-            "metadata": {"resourceVersion": conn.resource_version()},
-            "status": {"reauthUrl": fresh},
-        });
-        match conns
-            .patch_status(&claims.n, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        let consumed = write::link_replaced(conn.status.as_ref(), fresh);
+        let version = conn.resource_version();
+        match write::apply(conns, &claims.n, &consumed, version.as_deref()).await {
             Ok(_) => return Ok(Consumed { conn, app }),
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
             Err(e) => return Err(internal(who, e)),
@@ -684,23 +739,18 @@ async fn finish(
     now: jiff::Timestamp,
 ) -> Result<(), kube::Error> {
     let name = conn.name_any();
-    let time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
-    let mut status = json!({
-        "reauthUrl": null,
-        "account": account,
-        "lastReauthorization": {"time": time, "account": account},
-    });
-    // What the login granted, kept for providers whose checks cannot tell (X, TikTok, ...).
-    if let Some(scopes) = granted {
-        status["grantedScopes"] = json!(scopes);
+    // Conditioned on the version read, so a check's write in between is never overwritten.
+    let mut attempts = 0;
+    loop {
+        let current = conns.get_status(&name).await?;
+        let status = write::reauthorized(current.status.as_ref(), account, granted, now);
+        let version = current.resource_version();
+        match write::apply(conns, &name, &status, version.as_deref()).await {
+            Ok(()) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => attempts += 1,
+            Err(e) => return Err(e),
+        }
     }
-    conns
-        .patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": status })),
-        )
-        .await?;
     let mut annotations =
         json!({CHECK_REQUESTED_ANNOTATION: format!("callback-{}", now.as_millisecond())});
     if replaces.is_some() {

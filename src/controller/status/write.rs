@@ -1,0 +1,102 @@
+//! The one writer of a connection's status, used by the check and by the OAuth callback:
+//! server-side apply (field manager `relink`) of the whole status relink owns, optionally
+//! conditioned on the `resourceVersion` it was computed from. And the callback's two status
+//! changes, as pure functions of the status it read.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde_json::json;
+
+use crate::api::{
+    ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, Reauthorization, ReportedAccount,
+};
+
+/// Applies `status` to connection `name`. With `version`, only if the connection has not
+/// changed since that `resourceVersion` (else HTTP 409).
+pub async fn apply(
+    api: &Api<ChannelConnection>,
+    name: &str,
+    status: &ChannelConnectionStatus,
+    version: Option<&str>,
+) -> Result<(), kube::Error> {
+    let mut patch = json!({
+        "apiVersion": ChannelConnection::api_version(&()),
+        "kind": ChannelConnection::kind(&()),
+        "status": status,
+    });
+    if let Some(v) = version {
+        patch["metadata"] = json!({ "resourceVersion": v });
+    }
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The status once a link was used: the same, with `fresh` (a new link for the right person,
+/// should this login be refused) in its place.
+pub fn link_replaced(
+    status: Option<&ChannelConnectionStatus>,
+    fresh: Option<String>,
+) -> ChannelConnectionStatus {
+    ChannelConnectionStatus {
+        reauth_url: fresh,
+        ..status.cloned().unwrap_or_default()
+    }
+}
+
+/// The status once a login was written: the link withdrawn, the account that logged in pinned
+/// and recorded, and what the login granted kept for providers whose checks cannot tell.
+pub fn reauthorized(
+    status: Option<&ChannelConnectionStatus>,
+    account: &ReportedAccount,
+    granted: Option<&[String]>,
+    now: jiff::Timestamp,
+) -> ChannelConnectionStatus {
+    let mut s = status.cloned().unwrap_or_default();
+    s.reauth_url = None;
+    s.account = Some(account.clone());
+    s.last_reauthorization = Some(Reauthorization {
+        time: Time(now),
+        account: Some(account.clone()),
+    });
+    if let Some(scopes) = granted {
+        s.granted_scopes = scopes.to_vec();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_withdraws_the_link_and_pins_the_account() {
+        let old = ChannelConnectionStatus {
+            reauth_url: Some("https://login".into()),
+            granted_scopes: vec!["a".into()],
+            consecutive_failures: 3,
+            ..Default::default()
+        };
+        let account = ReportedAccount {
+            id: Some("1".into()),
+            name: Some("Acme".into()),
+        };
+        let now = jiff::Timestamp::now();
+        let s = reauthorized(Some(&old), &account, Some(&["a".into(), "b".into()]), now);
+        assert_eq!(s.reauth_url, None);
+        assert_eq!(s.account.as_ref(), Some(&account));
+        assert_eq!(s.granted_scopes, ["a", "b"]);
+        assert_eq!(s.consecutive_failures, 3, "the rest is kept");
+        assert_eq!(s.last_reauthorization.map(|r| r.time.0), Some(now));
+        let s = reauthorized(Some(&old), &account, None, now);
+        assert_eq!(s.granted_scopes, ["a"]);
+        let s = link_replaced(Some(&old), Some("https://fresh".into()));
+        assert_eq!(s.reauth_url.as_deref(), Some("https://fresh"));
+        assert_eq!(s.consecutive_failures, 3);
+    }
+}
