@@ -36,7 +36,7 @@ pub(crate) struct Mail {
 
 impl Mail {
     /// The `Subject` header, unfolded.
-    fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         let head = self.data.split("\r\n\r\n").next().unwrap_or_default();
         let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
         unfolded

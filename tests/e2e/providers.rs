@@ -1679,6 +1679,76 @@ async fn one_facebook_login_heals_every_page_it_grants() {
     assert_nothing_leaked(&mut sc, &fake).await;
 }
 
+/// Two Pages of one admin die together (a password change): with a batching window their owner
+/// gets one email with one link, and one login through it reconnects both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_broken_together_get_one_email_with_one_link() {
+    if support::skip() {
+        return;
+    }
+    let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
+    let smtp = sink.url();
+    let (mut sc, _public) = Scenario::start_with_callback_flags(
+        "fb-group",
+        &[
+            ("--smtp-url", &smtp),
+            ("--smtp-from", "relink@example.com"),
+            ("--notification-batch-window", "10s"),
+        ],
+    )
+    .await;
+    let fake = Fake::start().await;
+    facebook_provider(&sc, &fake).await;
+    let first = fake.facebook_page_token(PAGE, &FB_SCOPES);
+    let second = fake.facebook_page_token(OTHER_PAGE, &FB_SCOPES);
+    facebook_connection(&sc, "acme", &[("access_token", &first)]).await;
+    sc.secret("outlet-token", &[("access_token", &second)])
+        .await;
+    sc.apply_connection(
+        "outlet",
+        connection_spec("facebook", "outlet-token", OTHER_PAGE, &FB_REQUIRED),
+    )
+    .await;
+    sc.wait_ready_reason("acme", "Valid").await;
+    sc.wait_ready_reason("outlet", "Valid").await;
+
+    fake.set_meta(&first, MetaAnswer::password_changed());
+    fake.set_meta(&second, MetaAnswer::password_changed());
+    sc.request_check("acme").await;
+    sc.request_check("outlet").await;
+    let mut links = Vec::new();
+    for name in ["acme", "outlet"] {
+        let s = sc.wait_ready_reason(name, "Revoked").await;
+        links.push(s.reauth_url.expect("link"));
+        sc.wait_event(name, "Normal", "NotificationSent").await;
+    }
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "one email for both Pages");
+    assert!(
+        mails[0]
+            .subject()
+            .contains("2 Facebook pages need you to log in again"),
+        "{}",
+        mails[0].subject()
+    );
+    let text = mails[0].text();
+    assert!(text.contains("One login reconnects every one of them"));
+    let offered: Vec<&String> = links.iter().filter(|l| text.contains(l.as_str())).collect();
+    assert_eq!(offered.len(), 1, "one link for both");
+
+    // That one link heals both.
+    fake.next_facebook_login(&[PAGE, OTHER_PAGE], &FB_SCOPES);
+    let (status, page) = open(&follow_dialog(offered[0]).await).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("also reconnected"), "{page}");
+    for (name, secret) in [("acme", "acme-token"), ("outlet", "outlet-token")] {
+        sc.wait_ready_reason(name, "Valid").await;
+        sc.tokens
+            .push(secret_data(&sc, secret).await["access_token"].clone());
+    }
+    assert_nothing_leaked(&mut sc, &fake).await;
+}
+
 /// An Instagram business account reached through its Facebook Page (`spec.account.kind:
 /// InstagramBusiness`) holds the Page's token: the check names the account by its username, a
 /// login that manages no Page linked to it is refused, and the Page's manager gets the Page's
