@@ -606,95 +606,8 @@ async fn consume(
     now: jiff::Timestamp,
 ) -> Result<Consumed, Failure> {
     for _ in 0..5 {
-        let conn = conns
-            .get_opt(&claims.n)
-            .await
-            .map_err(|e| internal(who, e))?
-            .filter(|c| c.uid().as_deref() == Some(claims.u.as_str()))
-            .ok_or_else(|| {
-                refuse(
-                    "gone",
-                    who,
-                    format!("The connection {who} no longer exists."),
-                )
-            })?;
-        let moved = || {
-            refuse(
-                "provider_changed",
-                who,
-                format!(
-                    "This link was made for an earlier setup of the provider of {who} (spec.providerRef, the provider object, its client ID or redirect URL changed since); nothing was changed. A new link is published with the next check. {NEWEST}"
-                ),
-            )
-        };
-        if let Some(m) = conn.spec.secret_ref.problem() {
-            return Err(refuse(
-                "invalid_spec",
-                who,
-                format!("{m}. Nothing was changed."),
-            ));
-        }
-        if let Some(label) = &ctx.secret_label {
-            let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
-                ctx.client.clone(),
-                &claims.ns,
-            )
-            .get_metadata_opt(&conn.spec.secret_ref.name)
-            .await
-            .map_err(|e| internal(who, e))?;
-            // A Secret relink would create gets the label; an existing one must have it.
-            if let Some(m) =
-                secret.and_then(|s| label.refusal(&conn.spec.secret_ref.name, s.labels()))
-            {
-                return Err(refuse(
-                    "secret_not_labelled",
-                    who,
-                    format!("{m}. Nothing was changed."),
-                ));
-            }
-        }
-        let r = &conn.spec.provider_ref;
-        if claims.p.k != r.kind.as_str() || claims.p.n != r.name {
-            ask_for_check(conns, &claims.n, now).await;
-            return Err(moved());
-        }
-        let provider = ResolvedProvider::fetch(&ctx.client, r, &claims.ns, &ctx.operator_namespace)
-            .await
-            .map_err(|e| internal(who, e))?
-            .ok_or_else(|| {
-                refuse(
-                    "provider_changed",
-                    who,
-                    format!("The provider of {who} no longer exists."),
-                )
-            })?;
-        let app = load_app(&ctx.client, ctx.http.policy(), &provider, None)
-            .await
-            .map_err(|e| internal(who, e))?
-            .map_err(|m| Failure {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                ..refuse("provider_not_ready", who, m)
-            })?;
-        let binding = ctx.reauth.binding(&provider, &app);
-        if binding != claims.p {
-            ask_for_check(conns, &claims.n, now).await;
-            return Err(moved());
-        }
-        if r.kind == ProviderKind::ClusterChannelProvider
-            && let Some(p) = Api::<ClusterChannelProvider>::all(ctx.client.clone())
-                .get_opt(&r.name)
-                .await
-                .map_err(|e| internal(who, e))?
-            && let Some(m) = access::refusal(&ctx.client, &p, &conn)
-                .await
-                .map_err(|e| internal(who, e))?
-        {
-            return Err(refuse(
-                "provider_not_allowed",
-                who,
-                format!("{m}. Nothing was changed."),
-            ));
-        }
+        let conn = current_connection(ctx, conns, claims, who).await?;
+        let (app, binding) = current_app(ctx, conns, claims, &conn, who, now).await?;
         let current = conn
             .status
             .as_ref()
@@ -725,6 +638,115 @@ async fn consume(
         who,
         "the connection kept changing while the link was consumed",
     ))
+}
+
+/// The connection the state names (same UID), if its Secret may be written.
+async fn current_connection(
+    ctx: &CallbackContext,
+    conns: &Api<ChannelConnection>,
+    claims: &StateClaims,
+    who: &str,
+) -> Result<ChannelConnection, Failure> {
+    let conn = conns
+        .get_opt(&claims.n)
+        .await
+        .map_err(|e| internal(who, e))?
+        .filter(|c| c.uid().as_deref() == Some(claims.u.as_str()))
+        .ok_or_else(|| {
+            refuse(
+                "gone",
+                who,
+                format!("The connection {who} no longer exists."),
+            )
+        })?;
+    if let Some(m) = conn.spec.secret_ref.problem() {
+        return Err(refuse(
+            "invalid_spec",
+            who,
+            format!("{m}. Nothing was changed."),
+        ));
+    }
+    if let Some(label) = &ctx.secret_label {
+        let secret =
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), &claims.ns)
+                .get_metadata_opt(&conn.spec.secret_ref.name)
+                .await
+                .map_err(|e| internal(who, e))?;
+        // A Secret relink would create gets the label; an existing one must have it.
+        if let Some(m) = secret.and_then(|s| label.refusal(&conn.spec.secret_ref.name, s.labels()))
+        {
+            return Err(refuse(
+                "secret_not_labelled",
+                who,
+                format!("{m}. Nothing was changed."),
+            ));
+        }
+    }
+    Ok(conn)
+}
+
+/// The connection's provider application, if it is still the setup the link was made for (else
+/// a check is asked for, which publishes a link for the current one) and still allowed.
+async fn current_app(
+    ctx: &CallbackContext,
+    conns: &Api<ChannelConnection>,
+    claims: &StateClaims,
+    conn: &ChannelConnection,
+    who: &str,
+    now: jiff::Timestamp,
+) -> Result<(App, super::ProviderBinding), Failure> {
+    let moved = || {
+        refuse(
+            "provider_changed",
+            who,
+            format!(
+                "This link was made for an earlier setup of the provider of {who} (spec.providerRef, the provider object, its client ID or redirect URL changed since); nothing was changed. A new link is published with the next check. {NEWEST}"
+            ),
+        )
+    };
+    let r = &conn.spec.provider_ref;
+    if claims.p.k != r.kind.as_str() || claims.p.n != r.name {
+        ask_for_check(conns, &claims.n, now).await;
+        return Err(moved());
+    }
+    let provider = ResolvedProvider::fetch(&ctx.client, r, &claims.ns, &ctx.operator_namespace)
+        .await
+        .map_err(|e| internal(who, e))?
+        .ok_or_else(|| {
+            refuse(
+                "provider_changed",
+                who,
+                format!("The provider of {who} no longer exists."),
+            )
+        })?;
+    let app = load_app(&ctx.client, ctx.http.policy(), &provider, None)
+        .await
+        .map_err(|e| internal(who, e))?
+        .map_err(|m| Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            ..refuse("provider_not_ready", who, m)
+        })?;
+    let binding = ctx.reauth.binding(&provider, &app);
+    if binding != claims.p {
+        ask_for_check(conns, &claims.n, now).await;
+        return Err(moved());
+    }
+    if r.kind == ProviderKind::ClusterChannelProvider
+        && let Some(p) = Api::<ClusterChannelProvider>::all(ctx.client.clone())
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| internal(who, e))?
+        && let Some(m) = access::refusal(&ctx.client, &p, conn)
+            .await
+            .map_err(|e| internal(who, e))?
+    {
+        return Err(refuse(
+            "provider_not_allowed",
+            who,
+            format!("{m}. Nothing was changed."),
+        ));
+    }
+    Ok((app, binding))
 }
 
 /// After the tokens are written: the link is withdrawn, the account that logged in is pinned and
