@@ -219,3 +219,147 @@ pub async fn reach_linked_instagram(
     grant.target_ids = Some(vec![ig.to_owned(), page]);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{ProviderEndpoints, ProviderType};
+    use crate::providers::testserver::{Canned, TestServer, app, http};
+
+    const IG: &str = "17841400008460056";
+    const PAGE: &str = "104857600123456";
+    const USER_TOKEN: &str = "EAAuser-secret";
+
+    fn graph(server: &TestServer) -> App {
+        let endpoints = ProviderEndpoints {
+            api_base_url: Some(server.base.clone()),
+            ..Default::default()
+        };
+        app(ProviderType::Facebook, endpoints, Some("s"))
+    }
+
+    #[tokio::test]
+    async fn the_linked_pages_token_is_found_across_pages_of_me_accounts() {
+        let server = TestServer::start(vec![
+            (
+                "/me/accounts",
+                Canned::json(
+                    200,
+                    json!({"data": [{"id": "1", "name": "Other", "access_token": "EAAother"}],
+                           "paging": {"cursors": {"before": "QVFIUa", "after": "QVFIUb"},
+                                      "next": "https://graph.facebook.com/v25.0/me/accounts?after=QVFIUb"}}),
+                ),
+            ),
+            (
+                "/me/accounts",
+                Canned::json(
+                    200,
+                    json!({"data": [{"id": PAGE, "name": "Acme", "access_token": "EAApage-secret",
+                                     "instagram_business_account": {"id": IG}}],
+                           "paging": {"cursors": {"before": "QVFIUb", "after": "QVFIUc"}}}),
+                ),
+            ),
+            (
+                &format!("/{IG}"),
+                Canned::json(200, json!({"id": IG, "username": "acmebakery"})),
+            ),
+        ])
+        .await;
+        let a = graph(&server);
+        let (token, account) = instagram_page_token(&http(), &a, &Token::new(USER_TOKEN), IG)
+            .await
+            .expect("found");
+        assert_eq!(token.expose(), "EAApage-secret");
+        assert_eq!(account.name.as_deref(), Some("acmebakery"));
+        let asked: Vec<_> = server
+            .seen()
+            .into_iter()
+            .filter(|s| s.path == "/me/accounts")
+            .collect();
+        assert_eq!(asked.len(), 2);
+        assert_eq!(asked[0].query["access_token"], USER_TOKEN);
+        assert!(asked[0].query["fields"].contains("instagram_business_account"));
+        assert_eq!(asked[1].query["after"], "QVFIUb");
+        assert_eq!(
+            server.one(&format!("/{IG}")).query["access_token"],
+            "EAApage-secret"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_login_without_the_linked_page_is_refused() {
+        let server = TestServer::start(vec![(
+            "/me/accounts",
+            Canned::json(
+                200,
+                json!({"data": [{"id": "1", "access_token": "EAAother"}]}),
+            ),
+        )])
+        .await;
+        let a = graph(&server);
+        let e = instagram_page_token(&http(), &a, &Token::new(USER_TOKEN), IG)
+            .await
+            .unwrap_err();
+        assert!(e.contains("manages no Facebook Page linked"), "{e}");
+        let e = instagram_page_token(&http(), &a, &Token::new(USER_TOKEN), "../me")
+            .await
+            .unwrap_err();
+        assert!(e.contains("not an Instagram business account ID"), "{e}");
+        assert_eq!(server.seen().len(), 1, "nothing sent for a bad ID");
+    }
+
+    fn page_grant() -> Grant {
+        Grant {
+            account: Some(ReportedAccount {
+                id: Some(PAGE.into()),
+                name: None,
+            }),
+            ..Grant::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_token_reaches_its_linked_account_and_an_outage_is_no_verdict() {
+        let server = TestServer::start(vec![
+            (
+                &format!("/{PAGE}"),
+                Canned::json(
+                    200,
+                    json!({"id": PAGE, "instagram_business_account": {"id": IG}}),
+                ),
+            ),
+            (&format!("/{PAGE}"), Canned::text(503, "")),
+            (&format!("/{PAGE}"), Canned::json(200, json!({"id": PAGE}))),
+        ])
+        .await;
+        let a = graph(&server);
+        let token = Token::new("EAApage-secret");
+        let known = ReportedAccount {
+            id: Some(IG.into()),
+            name: Some("acmebakery".into()),
+        };
+        let mut g = page_grant();
+        reach_linked_instagram(&http(), &a, &token, &mut g, IG, Some(&known))
+            .await
+            .expect("no trouble");
+        assert_eq!(
+            g.account,
+            Some(known.clone()),
+            "the known name, not asked again"
+        );
+        assert_eq!(g.target_ids.unwrap(), [IG, PAGE]);
+        let mut g = page_grant();
+        let v = reach_linked_instagram(&http(), &a, &token, &mut g, IG, Some(&known))
+            .await
+            .unwrap_err();
+        assert!(matches!(v, Verdict::Transient { .. }), "{v:?}");
+        // Unlinked: the grant stays the Page's, so the check reports the mismatch.
+        let mut g = page_grant();
+        reach_linked_instagram(&http(), &a, &token, &mut g, IG, Some(&known))
+            .await
+            .expect("no trouble");
+        assert_eq!(g, page_grant());
+    }
+}
