@@ -36,6 +36,13 @@ pub async fn identify(
             Some(asset) => facebook_asset(http, app, token, asset).await,
             None => facebook_me(http, app, token).await,
         },
+        // An organization page: is the member one of its administrators?
+        ProviderType::Linkedin
+            if expected.is_some_and(|w| w.id.starts_with(super::linkedin::ORGANIZATION_URN)) =>
+        {
+            let urn = expected.map(|w| w.id).unwrap_or_default();
+            super::linkedin::organization_admin(http, app, token, urn).await
+        }
         // LinkedIn's OpenID Connect userinfo (`/v2/userinfo`, scopes `openid profile`).
         ProviderType::Linkedin => {
             let url = app.endpoint(Endpoint::Userinfo).or_else(|| {

@@ -21,7 +21,7 @@ use crate::api::{Reason, ReportedAccount};
 const REST_VERSION: &str = "202510";
 
 /// How LinkedIn names an organization page in `spec.account.id`.
-const ORGANIZATION_URN: &str = "urn:li:organization:";
+pub(super) const ORGANIZATION_URN: &str = "urn:li:organization:";
 
 pub struct LinkedIn;
 
@@ -105,22 +105,99 @@ struct Organization {
 /// `GET {apiBaseUrl}/rest/organizations/{id}` (Organization Lookup API): the page's
 /// `localizedName`. `None` when LinkedIn does not say (no access, another version, outage).
 async fn organization_name(http: &Http, app: &App, token: &Token, org: &str) -> Option<String> {
-    if org.is_empty() || !org.bytes().all(|b| b.is_ascii_digit()) {
+    if !numeric(org) {
         return None;
     }
+    let resp = rest_get(http, app, token, &format!("/rest/organizations/{org}"), &[]).await?;
+    resp.json::<Organization>()?.localized_name
+}
+
+fn numeric(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A GET of LinkedIn's versioned REST API with the token as bearer; the answer when HTTP 200.
+async fn rest_get(
+    http: &Http,
+    app: &App,
+    token: &Token,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Option<super::Response> {
     let base = app.endpoint(Endpoint::ApiBase)?;
-    let url = format!("{}/rest/organizations/{org}", base.trim_end_matches('/'));
+    let url = format!("{}{path}", base.trim_end_matches('/'));
     let req = http
         .request(app.trusted, Method::GET, &url)
         .header("Accept", "application/json")
         .header("LinkedIn-Version", REST_VERSION)
         .header("X-Restli-Protocol-Version", "2.0.0")
+        .query(query)
         .bearer_auth(token.expose());
-    let resp = http.send(req).await.ok()?;
-    if resp.status != 200 {
-        return None;
+    http.send(req).await.ok().filter(|r| r.status == 200)
+}
+
+#[derive(Deserialize)]
+struct Acls {
+    #[serde(default)]
+    elements: Vec<Acl>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Acl {
+    organization: Option<String>,
+    organizational_target: Option<String>,
+    role: Option<String>,
+}
+
+/// Who logged in, for an organization page (`urn:li:organization:{id}`): the organization when
+/// `GET {apiBaseUrl}/rest/organizationAcls?q=roleAssignee&state=APPROVED` (Organization Access
+/// Control API, scope `r_organization_admin` or `rw_organization_admin`) lists the member as
+/// its `ADMINISTRATOR` or `CONTENT_ADMINISTRATOR`: then the member's token may post as it.
+pub(super) async fn organization_admin(
+    http: &Http,
+    app: &App,
+    token: &Token,
+    urn: &str,
+) -> Identity {
+    let Some(org) = urn.strip_prefix(ORGANIZATION_URN).filter(|o| numeric(o)) else {
+        return Identity::Unknown(format!("{urn:?} is not a LinkedIn organization URN"));
+    };
+    let query = [
+        ("q", "roleAssignee"),
+        ("state", "APPROVED"),
+        ("count", "100"),
+    ];
+    let Some(acls) = rest_get(http, app, token, "/rest/organizationAcls", &query)
+        .await
+        .and_then(|r| r.json::<Acls>())
+    else {
+        return Identity::Unknown(
+            "LinkedIn did not list the organizations this login administers (the scope r_organization_admin is needed)".into(),
+        );
+    };
+    let admin = acls.elements.iter().any(|a| {
+        a.organization
+            .as_deref()
+            .or(a.organizational_target.as_deref())
+            == Some(urn)
+            && matches!(
+                a.role.as_deref(),
+                Some("ADMINISTRATOR" | "CONTENT_ADMINISTRATOR")
+            )
+    });
+    if !admin {
+        return Identity::Unknown(format!(
+            "this login is not an administrator of the LinkedIn organization {urn}"
+        ));
     }
-    resp.json::<Organization>()?.localized_name
+    Identity::Known {
+        account: ReportedAccount {
+            id: Some(urn.to_owned()),
+            name: organization_name(http, app, token, org).await,
+        },
+        ids: vec![urn.to_owned()],
+    }
 }
 
 #[derive(Deserialize)]
@@ -335,6 +412,53 @@ mod tests {
         let (g, server) = complete_with(vec![], "urn:li:organization:../x", None).await;
         assert_eq!(g.account, None);
         assert!(server.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_organization_login_is_confirmed_by_its_administrator_role() {
+        let acls = Canned::json(
+            200,
+            json!({"paging": {"count": 100, "start": 0}, "elements": [
+                {"role": "ADMINISTRATOR", "organization": "urn:li:organization:2414183",
+                 "state": "APPROVED", "roleAssignee": "urn:li:person:782bbtaQ"},
+                {"role": "ANALYST", "organization": "urn:li:organization:5555",
+                 "state": "APPROVED", "roleAssignee": "urn:li:person:782bbtaQ"}]}),
+        );
+        let org = Canned::json(200, json!({"id": 2414183, "localizedName": "Acme Coffee"}));
+        let server = TestServer::start(vec![
+            ("/rest/organizationAcls", acls.clone()),
+            ("/rest/organizations/2414183", org),
+            ("/rest/organizationAcls", acls),
+        ])
+        .await;
+        let endpoints = ProviderEndpoints {
+            api_base_url: Some(server.base.clone()),
+            ..Default::default()
+        };
+        let a = app(ProviderType::Linkedin, endpoints, Some("s3cret"));
+        let t = Token::new(TOKEN);
+        let want = |id| Some(Wanted { id, kind: None });
+        match identify(&http(), &a, &t, want("urn:li:organization:2414183")).await {
+            Identity::Known { account, ids } => {
+                assert_eq!(account.name.as_deref(), Some("Acme Coffee"));
+                assert_eq!(ids, ["urn:li:organization:2414183"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let seen = server
+            .seen()
+            .into_iter()
+            .find(|s| s.path == "/rest/organizationAcls")
+            .unwrap();
+        assert_eq!(seen.query["q"], "roleAssignee");
+        assert_eq!(seen.query["state"], "APPROVED");
+        assert_eq!(seen.headers["authorization"], format!("Bearer {TOKEN}"));
+        // An analyst of the other organization is not its administrator.
+        let id = identify(&http(), &a, &t, want("urn:li:organization:5555")).await;
+        assert!(
+            matches!(&id, Identity::Unknown(m) if m.contains("not an administrator")),
+            "{id:?}"
+        );
     }
 
     #[tokio::test]

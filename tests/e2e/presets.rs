@@ -477,6 +477,70 @@ async fn linkedin_member_through_the_controller_and_the_callback() {
     .await;
 }
 
+/// A LinkedIn organization page: named by the Organization Lookup API, and a login is written
+/// only for one of the organization's administrators (Organization Access Control API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linkedin_organization_page_through_the_controller_and_the_callback() {
+    if support::skip() {
+        return;
+    }
+    run(Case {
+        prefix: "preset-liorg",
+        type_: ProviderType::Linkedin,
+        endpoints: |b| ProviderEndpoints {
+            introspection_url: Some(format!("{b}/oauth/v2/introspectToken")),
+            token_url: Some(format!("{b}/oauth/v2/accessToken")),
+            api_base_url: Some(b.to_owned()),
+            ..Default::default()
+        },
+        check_path: "/oauth/v2/introspectToken",
+        valid: answer(
+            200,
+            json!({"active": true, "client_id": "app-id", "status": "active",
+                   "expires_at": 4_102_444_800_i64, "auth_type": "3L",
+                   "scope": "r_organization_admin,w_organization_social"}),
+        ),
+        limited: answer(429, json!({"status": 429, "message": "Too many requests"})),
+        revoked: answer(200, json!({"active": false, "status": "revoked"})),
+        revoked_reason: "Revoked",
+        account: "urn:li:organization:2414183",
+        account_name: Some("Acme Coffee"),
+        required: &["w_organization_social"],
+        scopes_granted: "True",
+        exchange: vec![
+            (
+                "/oauth/v2/accessToken",
+                answer(
+                    200,
+                    json!({"access_token": "li-org-access-3c1", "expires_in": 5_184_000,
+                           "scope": "r_organization_admin,w_organization_social"}),
+                ),
+            ),
+            (
+                "/rest/organizationAcls",
+                answer(
+                    200,
+                    json!({"paging": {"count": 100, "start": 0}, "elements": [
+                        {"role": "ADMINISTRATOR", "organization": "urn:li:organization:2414183",
+                         "state": "APPROVED", "roleAssignee": "urn:li:person:782bbtaQ"}]}),
+                ),
+            ),
+            (
+                "/rest/organizations/2414183",
+                answer(
+                    200,
+                    json!({"id": 2414183, "localizedName": "Acme Coffee",
+                           "vanityName": "acme-coffee", "versionTag": "11"}),
+                ),
+            ),
+        ],
+        new_token: "li-org-access-3c1",
+        token_path: "/oauth/v2/accessToken",
+        client_id_param: "client_id",
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_workspace_through_the_controller_and_the_callback() {
     if support::skip() {
