@@ -225,10 +225,9 @@ pub trait Validator: Send + Sync {
         app: &'a App,
         token: &'a Token,
         verdict: &'a mut Verdict,
-        wanted: Option<Wanted<'a>>,
+        _wanted: Option<Wanted<'a>>,
         known: Option<&'a ReportedAccount>,
     ) -> BoxFuture<'a, ()> {
-        let _ = wanted;
         name_by_id(self, http, app, token, verdict, known).boxed()
     }
 
