@@ -764,7 +764,7 @@ async fn finish(
     // Conditioned on the version read, so a check's write in between is never overwritten.
     let mut attempts = 0;
     loop {
-        let current = conns.get_status(&name).await?;
+        let current = conns.get(&name).await?;
         let status = write::reauthorized(current.status.as_ref(), account, granted, now);
         let version = current.resource_version();
         match write::apply(conns, &name, &status, version.as_deref()).await {
