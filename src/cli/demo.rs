@@ -13,7 +13,7 @@ use std::pin::pin;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser};
+use clap::Args;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -26,7 +26,8 @@ use relink::api::{
 };
 use relink::sandbox::{Grant, Sandbox, SandboxConfig};
 
-use crate::status_cmd::{config_for, human_duration};
+use super::run::OperatorConfig;
+use super::status::{config_for, human_duration};
 
 /// Field manager of everything the demo writes.
 const MANAGER: &str = "relink-demo";
@@ -180,14 +181,14 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         }
     };
 
-    let run_args = operator_args(&ns, stage.callback, stage.metrics, stage.sandbox.addr())?;
-    super::init_logging(run_args.log_format, &run_args.log_level);
+    let config = operator_config(&ns, stage.callback, stage.metrics, stage.sandbox.addr());
+    super::init_logging(config.log_format, &config.log_level);
     say(&format!(
         "[5/6] Starting the relink operator (watching namespace {ns}; OAuth callback on \
          http://{})",
         stage.callback
     ));
-    let mut operator = pin!(super::run_operator(run_args));
+    let mut operator = pin!(super::run::run(config));
     let flow = show(&client, &args, &stage);
     let mut operator_done = false;
     let why = tokio::select! {
@@ -385,45 +386,25 @@ fn version(v: &k8s_openapi::apimachinery::pkg::version::Info) -> String {
     }
 }
 
-/// `relink run` flags for the in-process operator.
-fn operator_args(
+/// The configuration of the in-process operator: watching only `ns`, calling the sandbox,
+/// listening on the demo's ports.
+fn operator_config(
     ns: &str,
     callback: SocketAddr,
     metrics: SocketAddr,
     sandbox: SocketAddr,
-) -> Result<super::RunArgs, String> {
-    let public = format!("http://{}", public_addr(callback));
-    let (callback, metrics, allowed) = (
-        callback.to_string(),
-        metrics.to_string(),
-        sandbox.ip().to_string(),
-    );
-    let argv = [
-        "relink",
-        "run",
-        "--namespace",
-        ns,
-        "--operator-namespace",
-        ns,
-        "--allow-namespaced-endpoint-hosts",
-        &allowed,
-        "--callback-addr",
-        &callback,
-        "--public-url",
-        &public,
-        "--metrics-addr",
-        &metrics,
-        "--log-level",
+) -> OperatorConfig {
+    OperatorConfig {
+        namespace: vec![ns.to_owned()],
+        operator_namespace: ns.to_owned(),
+        allow_namespaced_endpoint_hosts: vec![sandbox.ip().to_string()],
+        callback_addr: callback,
+        public_url: format!("http://{}", public_addr(callback)),
+        metrics_addr: metrics,
         // Quiet: the demo's own output is what the user reads. (A local control plane has a
         // self-signed certificate, which kube warns about on every connection.)
-        "warn,kube_client::client::tls=error",
-    ];
-    match super::Cli::try_parse_from(argv) {
-        Ok(super::Cli {
-            command: super::Command::Run(args),
-        }) => Ok(*args),
-        Ok(_) => Err("internal error: `relink run` flags did not parse as `run`".to_owned()),
-        Err(e) => Err(format!("internal error: {e}")),
+        log_level: "warn,kube_client::client::tls=error".to_owned(),
+        ..OperatorConfig::default()
     }
 }
 
@@ -942,11 +923,11 @@ mod tests {
     }
 
     #[test]
-    fn operator_flags_parse() {
+    fn the_operator_watches_the_demo_namespace_and_calls_the_sandbox() {
         let cb: SocketAddr = "127.0.0.1:8081".parse().expect("addr");
         let m: SocketAddr = "127.0.0.1:9000".parse().expect("addr");
         let sb: SocketAddr = "127.0.0.1:8090".parse().expect("addr");
-        let args = operator_args("relink-demo", cb, m, sb).expect("flags parse");
+        let args = operator_config("relink-demo", cb, m, sb);
         assert_eq!(args.namespace, ["relink-demo"]);
         assert_eq!(args.operator_namespace, "relink-demo");
         assert_eq!(args.public_url, "http://127.0.0.1:8081");

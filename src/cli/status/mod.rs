@@ -26,7 +26,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use relink::api::{
     CHECK_REQUESTED_ANNOTATION, ChannelConnection, ChannelConnectionStatus, ConditionType,
-    REAUTHORIZE_REQUESTED_ANNOTATION, REFRESH_REQUESTED_ANNOTATION, Reason, parse_duration,
+    REAUTHORIZE_REQUESTED_ANNOTATION, REFRESH_REQUESTED_ANNOTATION, Reason,
 };
 
 /// Shown under `relink status --help` and `relink check --help`.
@@ -101,7 +101,7 @@ pub struct CheckArgs {
     #[arg(long, conflicts_with = "wait")]
     no_wait: bool,
     /// How long to wait for the operator (e.g. `30s`, `2m`).
-    #[arg(long, default_value = "60s", value_parser = timeout)]
+    #[arg(long, default_value = "60s", value_parser = super::duration)]
     timeout: Duration,
 }
 
@@ -118,7 +118,7 @@ pub struct ReauthArgs {
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// How long to wait for the operator to publish the link (e.g. `30s`, `2m`).
-    #[arg(long, default_value = "60s", value_parser = timeout)]
+    #[arg(long, default_value = "60s", value_parser = super::duration)]
     timeout: Duration,
 }
 
@@ -162,10 +162,6 @@ async fn run_reauth(args: &ReauthArgs) -> Result<bool, String> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-fn timeout(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// How many Events the detailed view shows.

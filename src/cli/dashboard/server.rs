@@ -220,7 +220,7 @@ async fn events(State(app): State<Arc<App>>, Query(t): Query<Target>) -> Respons
     let Some(conn) = shown(&app, &t) else {
         return not_shown(&t);
     };
-    match crate::status_cmd::events_about(&app.dashboard.client, &conn).await {
+    match crate::cli::status::events_about(&app.dashboard.client, &conn).await {
         Ok(list) => {
             let lines: Vec<EventLine> = list
                 .iter()
@@ -228,8 +228,8 @@ async fn events(State(app): State<Arc<App>>, Query(t): Query<Target>) -> Respons
                 .map(|e| EventLine {
                     type_: e.type_.clone().unwrap_or_default(),
                     reason: e.reason.clone().unwrap_or_default(),
-                    note: crate::status_cmd::one_line(e.note.as_deref().unwrap_or_default()),
-                    time: crate::status_cmd::event_time(e)
+                    note: crate::cli::status::one_line(e.note.as_deref().unwrap_or_default()),
+                    time: crate::cli::status::event_time(e)
                         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
                     count: e.series.as_ref().map(|s| s.count).unwrap_or(1),
                 })
@@ -252,7 +252,7 @@ async fn check(State(app): State<Arc<App>>, axum::Json(t): axum::Json<Target>) -
         );
     }
     let api: Api<ChannelConnection> = Api::namespaced(app.dashboard.client.clone(), &t.namespace);
-    match crate::status_cmd::request_check(&api, &t.namespace, &t.name, jiff::Timestamp::now())
+    match crate::cli::status::request_check(&api, &t.namespace, &t.name, jiff::Timestamp::now())
         .await
     {
         Ok(value) => axum::Json(serde_json::json!({ "requested": value })).into_response(),

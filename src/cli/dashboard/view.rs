@@ -12,7 +12,7 @@ use relink::api::{
 };
 use serde::Serialize;
 
-use crate::status_cmd::what_to_do;
+use crate::cli::status::what_to_do;
 
 /// The colour of a row: what a person reads first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -329,7 +329,7 @@ pub fn connection_row(
         reason_text,
         message: ready
             .filter(|_| state != State::Ready)
-            .map(|r| crate::status_cmd::one_line(&r.message))
+            .map(|r| crate::cli::status::one_line(&r.message))
             .unwrap_or_default(),
         hint,
         missing_scopes: status.missing_scopes.clone(),
