@@ -243,11 +243,15 @@ pub async fn run(config: OperatorConfig) -> Result<(), String> {
         let _ = stop_tx.send(true);
     });
     let probes = serve_probes(&config, metrics.clone(), ready.clone(), &stop_rx).await?;
-    let key = StateKey::load_or_create(&client, &config.operator_namespace, &config.state_key_secret)
-        .await
-        .map_err(|e| {
-            format!("{e} (the operator namespace is set by --operator-namespace / POD_NAMESPACE)")
-        })?;
+    let key = StateKey::load_or_create(
+        &client,
+        &config.operator_namespace,
+        &config.state_key_secret,
+    )
+    .await
+    .map_err(|e| {
+        format!("{e} (the operator namespace is set by --operator-namespace / POD_NAMESPACE)")
+    })?;
     let reauth = Reauth {
         key,
         public_url: config.public_url.clone(),
@@ -292,7 +296,12 @@ async fn serve_probes(
 ) -> Result<JoinHandle<std::io::Result<()>>, String> {
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
-        .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", config.metrics_addr))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on --metrics-addr {}: {e}",
+                config.metrics_addr
+            )
+        })?;
     info!(
         metrics = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "serving /metrics, /healthz and /readyz"
@@ -423,5 +432,4 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.settings().per_namespace_concurrency, 12);
     }
-
 }
