@@ -13,7 +13,6 @@ mod refresh;
 mod schedule;
 mod secrets;
 pub mod status;
-pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +37,7 @@ use crate::api::{
 };
 use crate::notify::Notifier;
 use crate::providers::Http;
+use crate::tokens;
 use crate::reauth::Reauth;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ConnectionLabels;

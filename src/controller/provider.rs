@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::warn;
 
-use super::tokens::{ResolvedProvider, load_app};
+use crate::tokens::{ResolvedProvider, load_app};
 use super::{Context, Error};
 use crate::api::{
     ChannelProvider, ChannelProviderStatus, ClusterChannelProvider, ConditionType, FIELD_MANAGER,

@@ -19,7 +19,7 @@ use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
 use super::status::{CheckContext, Outcome, next_status};
 use super::status::{needs_login, track_reauthorization};
-use super::tokens::{ResolvedProvider, load_app, read_key};
+use crate::tokens::{ResolvedProvider, load_app, read_key};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, Timings,
 };
@@ -584,7 +584,7 @@ async fn gather_and_check(
     };
     let validator = validator_for(app.settings.type_);
     let mut refresh = Refresher::new(ctx, conn, ns, &app, &secret);
-    let refresh_expires_at = super::tokens::refresh_expires_at(&secret);
+    let refresh_expires_at = crate::tokens::refresh_expires_at(&secret);
     let mut expires_at = refresh.started.expires_at;
     // Every secret this check handles: provider text is scrubbed of all of them.
     let read_tokens = [

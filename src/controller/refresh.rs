@@ -24,7 +24,7 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{info, warn};
 
 use super::Context;
-use super::tokens::{WriteError, parse_expiry, read_key, tokens_issued_at, write_tokens};
+use crate::tokens::{WriteError, parse_expiry, read_key, tokens_issued_at, write_tokens};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, ProviderType, Reason, Timings, TokenSecretRef,
 };

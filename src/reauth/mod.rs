@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::api::{ChannelConnection, ProviderType};
-use crate::controller::tokens::ResolvedProvider;
+use crate::tokens::ResolvedProvider;
 use crate::providers::{App, Endpoint};
 pub use state::{ProviderBinding, StateClaims, StateError, StateKey};
 
