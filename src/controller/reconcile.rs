@@ -97,8 +97,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     debug!(namespace = %ns, name = %name, why, "check due");
 
     let started = Instant::now();
-    let timings = conn.spec.timings();
-    let keys = conn.spec.secret_ref.problem();
+    let timings = conn.spec.validate();
     let nothing_called = |outcome| Gathered {
         outcome,
         observed: observed.clone(),
@@ -111,9 +110,6 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
         Err(message) => nothing_called(Outcome::InvalidSpec {
             message: message.clone(),
-        }),
-        Ok(_) if keys.is_some() => nothing_called(Outcome::InvalidSpec {
-            message: keys.clone().unwrap_or_default(),
         }),
         Ok(t) => {
             let provider = resolve_provider(ctx, &conn, &ns);
