@@ -536,7 +536,11 @@ mod tests {
         let mut spec = ChannelConnectionSpec::new("app", "tok");
         assert_eq!(spec.validate(), spec.timings());
         spec.secret_ref.refresh_token_key = "access_token".into();
-        assert!(spec.validate().unwrap_err().contains("spec.secretRef.accessTokenKey"));
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .contains("spec.secretRef.accessTokenKey")
+        );
         spec.check_interval = "1s".into();
         assert!(spec.validate().unwrap_err().contains("checkInterval"));
     }

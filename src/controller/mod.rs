@@ -37,10 +37,10 @@ use crate::api::{
 };
 use crate::notify::Notifier;
 use crate::providers::Http;
-use crate::tokens;
 use crate::reauth::Reauth;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ConnectionLabels;
+use crate::tokens;
 
 pub use reconcile::Error;
 pub use schedule::{Due, Observed, due};

@@ -19,12 +19,12 @@ use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
 use super::status::{CheckContext, Outcome, next_status};
 use super::status::{needs_login, track_reauthorization};
-use crate::tokens::{ResolvedProvider, load_app, read_key};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, Timings,
 };
 use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
+use crate::tokens::{ResolvedProvider, load_app, read_key};
 
 /// Failures of the operator itself (not of the provider): retried by [`error_policy`].
 #[derive(Debug, thiserror::Error)]

@@ -30,12 +30,12 @@ use crate::api::{
 };
 use crate::controller::access::{self, SecretLabel};
 use crate::controller::status::{LoginFit, describe, expected_account, login_fit, reached_ids};
-use crate::tokens::{ResolvedProvider, WriteError, load_app, write_tokens_labelled};
 use crate::providers::{
     App, Http, Identity, Renewal, Verdict, facebook_page_token, identify, validator_for,
 };
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CallbackLabels;
+use crate::tokens::{ResolvedProvider, WriteError, load_app, write_tokens_labelled};
 
 /// What the callback server needs.
 pub struct CallbackContext {

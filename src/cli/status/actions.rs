@@ -116,7 +116,7 @@ async fn wait_until_handled(
             api.get_opt(name).await.map_err(api_error)?.ok_or_else(|| {
                 format!("channelconnection {ns}/{name} was deleted while waiting")
             })?;
-        if handled(&conn, &value) {
+        if handled(&conn, value) {
             return Ok(conn);
         }
         if tokio::time::Instant::now() >= deadline {

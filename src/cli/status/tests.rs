@@ -2,8 +2,8 @@ use super::actions::publishes_event;
 use super::cluster::select_events;
 use super::render::*;
 use super::*;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use relink::api::{
     AccountRef, CHECK_REQUESTED_ANNOTATION, ChannelConnectionSpec, ChannelConnectionStatus,
 };
