@@ -154,7 +154,8 @@ fn start() -> Result<ControlPlane, String> {
     }
     let cp = ControlPlane { plan };
     let crds = checked_in_crds()?;
-    rt.block_on(install_crds(&cp.client(), &crds, "relink-e2e"))?;
+    // The client lives on the starter runtime: build it there.
+    rt.block_on(async { install_crds(&cp.client(), &crds, "relink-e2e").await })?;
     eprintln!("[e2e] installed {} CRD(s)", crds.len());
     Ok(cp)
 }
