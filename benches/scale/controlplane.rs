@@ -75,7 +75,7 @@ impl ControlPlane {
             apiserver,
             etcd,
         };
-        harness::install_crds(&cp.client()?, &relink::api::crds(), "relink-bench")
+        relink::api::install_crds(&cp.client()?, &relink::api::crds(), "relink-bench")
             .await
             .map_err(|e| anyhow!(e))?;
         Ok(cp)

@@ -294,18 +294,8 @@ async fn serve_probes(
     ready: Arc<AtomicBool>,
     stop: &watch::Receiver<bool>,
 ) -> Result<JoinHandle<std::io::Result<()>>, String> {
-    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on --metrics-addr {}: {e}",
-                config.metrics_addr
-            )
-        })?;
-    info!(
-        metrics = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        "serving /metrics, /healthz and /readyz"
-    );
+    let (listener, addr) = bind("--metrics-addr", config.metrics_addr).await?;
+    info!(metrics = %addr, "serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(telemetry::server::serve(
         listener,
         metrics,
@@ -314,25 +304,26 @@ async fn serve_probes(
     )))
 }
 
+/// A listener on `addr` (given by `flag`) and the address it got.
+async fn bind(flag: &str, addr: SocketAddr) -> Result<(tokio::net::TcpListener, String), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {flag} {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    Ok((listener, bound))
+}
+
 /// The OAuth callback on `--callback-addr`.
 async fn serve_callback(
     config: &OperatorConfig,
     context: CallbackContext,
     stop: &watch::Receiver<bool>,
 ) -> Result<JoinHandle<std::io::Result<()>>, String> {
-    let listener = tokio::net::TcpListener::bind(config.callback_addr)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on --callback-addr {}: {e}",
-                config.callback_addr
-            )
-        })?;
-    info!(
-        callback = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        public_url = %config.public_url,
-        "serving the OAuth callback"
-    );
+    let (listener, addr) = bind("--callback-addr", config.callback_addr).await?;
+    info!(callback = %addr, public_url = %config.public_url, "serving the OAuth callback");
     Ok(tokio::spawn(reauth::callback::serve(
         listener,
         Arc::new(context),

@@ -284,12 +284,7 @@ fn hint(
     match state {
         State::Ready => String::new(),
         _ if status.reauth_url.is_some() => {
-            let who = c
-                .spec
-                .account
-                .as_ref()
-                .map(|a| format!(" as someone who manages {}", a.label()))
-                .unwrap_or_default();
+            let who = crate::cli::status::as_manager(c);
             format!("Reconnect: log in{who} and grant every permission asked.")
         }
         State::Degraded if trouble => what_to_do(Reason::ProviderUnavailable.as_str()).to_owned(),

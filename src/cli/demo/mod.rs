@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use relink::api::{CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType};
 use relink::sandbox::{Sandbox, SandboxConfig};
@@ -240,7 +239,7 @@ async fn prepare(client: &Client, args: &DemoArgs, api_url: &str) -> Result<Stag
     say(&format!("ok (Kubernetes {version})"));
 
     start("[2/6] Installing the relink CRDs (server-side apply) … ");
-    install_crds(client).await?;
+    relink::api::install_crds(client, &relink::api::crds(), MANAGER).await?;
     say("ok");
 
     start(&format!("[3/6] Creating namespace {} … ", args.namespace));
@@ -307,39 +306,6 @@ async fn wait_for_api(client: &Client) -> Result<String, String> {
         "the Kubernetes API did not answer for 60 s ({last}); check the kube context (or run \
          scripts/demo, which starts a local control plane)"
     ))
-}
-
-async fn install_crds(client: &Client) -> Result<(), String> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply(MANAGER).force();
-    let crds = relink::api::crds();
-    for crd in &crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &pp, &Patch::Apply(crd))
-            .await
-            .map_err(|e| format!("cannot install CRD {name}: {e}"))?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for crd in &crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        loop {
-            let established = api.get(&name).await.ok().is_some_and(|c| {
-                c.status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("CRD {name} is not Established after 30 s"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    Ok(())
 }
 
 /// Creates the namespace; `Ok(false)` when it was already there.

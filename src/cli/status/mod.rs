@@ -31,7 +31,7 @@ mod tests;
 
 use cluster::{api_error, connections_in, get_connection};
 pub(crate) use cluster::{client_for, config_for, event_time, events_about, request_check};
-pub(crate) use render::{human_duration, one_line, what_to_do};
+pub(crate) use render::{as_manager, human_duration, one_line, what_to_do};
 use render::{render, render_detail, summarize};
 
 /// Shown under `relink status --help` and `relink check --help`.

@@ -428,6 +428,15 @@ fn events_section(events: &Result<Vec<Event>, String>, now: jiff::Timestamp) -> 
     )
 }
 
+/// ` as someone who manages ACCOUNT`, for "log in" advice; empty without `spec.account`.
+pub(crate) fn as_manager(c: &ChannelConnection) -> String {
+    c.spec
+        .account
+        .as_ref()
+        .map(|a| format!(" as someone who manages {}", a.label()))
+        .unwrap_or_default()
+}
+
 /// The one line saying what to do about `c`.
 pub(super) fn advice(
     c: &ChannelConnection,
@@ -435,12 +444,7 @@ pub(super) fn advice(
     status: &ChannelConnectionStatus,
 ) -> String {
     if status.reauth_url.is_some() {
-        let who = c
-            .spec
-            .account
-            .as_ref()
-            .map(|a| format!(" as someone who manages {}", a.label()))
-            .unwrap_or_default();
+        let who = as_manager(c);
         let first = if summary.reason == "AccountActionRequired" {
             "finish what the provider's website asks of the account, then "
         } else {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-use super::controlplane::{Plan, find_binaries, install_crds, tail, watchdog};
+use super::controlplane::{Plan, find_binaries, tail, watchdog};
 
 const MISSING: &str = "kube-apiserver/etcd not found: run `scripts/controlplane ensure` (builds them once, ~10 min) or set KUBEBUILDER_ASSETS; set RELINK_SKIP_E2E=1 to skip e2e tests";
 
@@ -155,7 +155,7 @@ fn start() -> Result<ControlPlane, String> {
     let cp = ControlPlane { plan };
     let crds = checked_in_crds()?;
     // The client lives on the starter runtime: build it there.
-    rt.block_on(async { install_crds(&cp.client(), &crds, "relink-e2e").await })?;
+    rt.block_on(async { relink::api::install_crds(&cp.client(), &crds, "relink-e2e").await })?;
     eprintln!("[e2e] installed {} CRD(s)", crds.len());
     Ok(cp)
 }

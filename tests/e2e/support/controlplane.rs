@@ -3,7 +3,7 @@
 //! this file with `#[path]`. Each caller spawns the two processes its own way (the e2e tests
 //! for the life of the test binary, the benchmark once per size); what they share is here: the
 //! binaries, the ports, the folder with its token, key and kubeconfig, the flags, waiting for
-//! `/readyz`, installing CRDs.
+//! `/readyz` (CRDs are installed with `relink::api::install_crds`).
 //!
 //! Ports are picked below Linux's ephemeral range ([`free_port`]): a port the kernel handed out
 //! for `127.0.0.1:0` can be handed out again before the process that should bind it does.
@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
 use rand::Rng;
 
 /// Folder holding both `kube-apiserver` and `etcd`: `$KUBEBUILDER_ASSETS`, else
@@ -292,43 +290,6 @@ current-context: {what}
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-}
-
-/// Server-side applies `crds` (field manager `manager`) and waits until each is Established.
-pub async fn install_crds(
-    client: &kube::Client,
-    crds: &[CustomResourceDefinition],
-    manager: &str,
-) -> Result<(), String> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply(manager).force();
-    for crd in crds {
-        let name = crd.metadata.name.as_deref().ok_or("CRD without a name")?;
-        api.patch(name, &pp, &Patch::Apply(crd))
-            .await
-            .map_err(|e| format!("apply CRD {name}: {e}"))?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for crd in crds {
-        let name = crd.metadata.name.as_deref().unwrap_or_default();
-        loop {
-            let established = api.get(name).await.ok().is_some_and(|c| {
-                c.status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("CRD {name} not Established after 30 s"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    Ok(())
 }
 
 /// `GET path` with an optional Accept header. `http` is not a direct dependency, so this
