@@ -34,10 +34,10 @@ use clap::Parser;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use relink::api::{CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType};
 
-use controlplane::ControlPlane;
+use controlplane::{ControlPlane, free_port};
 use fixtures::{Conn, NS, OPERATOR_NS};
 use measure::{OperatorCounters, call_stats};
-use procs::{Daemon, cpu_time, free_port, memory_kib};
+use procs::{Daemon, cpu_time, memory_kib};
 
 /// The check interval of every benchmark connection (`spec.checkInterval: 15m`).
 pub const INTERVAL_SECS: f64 = 900.0;

@@ -8,3 +8,4 @@ pub mod sandbox;
 pub mod server;
 pub mod telemetry;
 pub mod text;
+pub mod tokens;

@@ -62,19 +62,23 @@ pub async fn serve(
     }
 }
 
-/// Headers for every page: nothing loads from elsewhere, no framing, no referrer carrying the
-/// callback's `code` and `state`, nothing cached.
-async fn security_headers(mut response: Response) -> Response {
-    let h = response.headers_mut();
-    let set = |v: &'static str| HeaderValue::from_static(v);
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        set("default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
-    );
+/// The callback's and the metrics listener's Content-Security-Policy: nothing loads from
+/// elsewhere, inline styles only.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// Headers for every page: `csp`, no framing, no referrer carrying the callback's `code` and
+/// `state`, nothing cached, no content sniffing. The dashboard passes its own `csp`.
+pub fn set_security_headers(h: &mut axum::http::HeaderMap, csp: &'static str) {
+    let set = HeaderValue::from_static;
+    h.insert(CONTENT_SECURITY_POLICY, set(csp));
     h.insert(X_FRAME_OPTIONS, set("DENY"));
     h.insert(REFERRER_POLICY, set("no-referrer"));
     h.insert(CACHE_CONTROL, set("no-store"));
     h.insert(X_CONTENT_TYPE_OPTIONS, set("nosniff"));
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    set_security_headers(response.headers_mut(), PAGE_CSP);
     response
 }
 

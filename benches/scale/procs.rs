@@ -181,10 +181,3 @@ pub fn memory_kib(pid: u32) -> Result<(u64, u64)> {
     };
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
-
-/// A free TCP port on 127.0.0.1 (released before use; fine for a local benchmark).
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}

@@ -131,8 +131,20 @@ impl ChannelConnectionSpec {
         }
     }
 
-    /// The typed durations, or a message naming the field and its allowed range (shown with
-    /// reason `InvalidSpec`).
+    /// The one check of a spec beyond what the API server's schema enforces: its typed
+    /// durations, or the first problem, named with its field for reason `InvalidSpec` (a
+    /// duration out of range, then the token keys). The controller decides with it; the rest of
+    /// the code gets the [`Timings`] it returns.
+    pub fn validate(&self) -> Result<Timings, String> {
+        let timings = self.timings()?;
+        match self.secret_ref.problem() {
+            Some(problem) => Err(problem),
+            None => Ok(timings),
+        }
+    }
+
+    /// The typed durations, or a message naming the field and its allowed range (part of
+    /// [`Self::validate`]; alone where only the durations matter).
     pub fn timings(&self) -> Result<Timings, String> {
         use super::duration::{
             CHECK_INTERVAL_RANGE, KEEP_ALIVE_RANGE, MAX_AGE_RANGE, REFRESH_BEFORE_RANGE,
@@ -535,6 +547,20 @@ mod tests {
             refresh_token_key: r.into(),
             expires_at_key: e.into(),
         }
+    }
+
+    #[test]
+    fn validation_names_the_first_problem_durations_then_keys() {
+        let mut spec = ChannelConnectionSpec::new("app", "tok");
+        assert_eq!(spec.validate(), spec.timings());
+        spec.secret_ref.refresh_token_key = "access_token".into();
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .contains("spec.secretRef.accessTokenKey")
+        );
+        spec.check_interval = "1s".into();
+        assert!(spec.validate().unwrap_err().contains("checkInterval"));
     }
 
     #[test]

@@ -71,6 +71,46 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
+/// Server-side applies `crds` (field manager `manager`) and waits up to 30 s until each is
+/// Established, so objects of the kinds can be created right after. Used by `relink demo`, the
+/// e2e tests and the benchmark.
+pub async fn install_crds(
+    client: &kube::Client,
+    crds: &[CustomResourceDefinition],
+    manager: &str,
+) -> Result<(), String> {
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply(manager).force();
+    for crd in crds {
+        let name = crd.metadata.name.as_deref().unwrap_or_default();
+        api.patch(name, &pp, &Patch::Apply(crd))
+            .await
+            .map_err(|e| format!("cannot install CRD {name}: {e}"))?;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for crd in crds {
+        let name = crd.metadata.name.as_deref().unwrap_or_default();
+        loop {
+            let established = api.get(name).await.ok().is_some_and(|c| {
+                c.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("CRD {name} is not Established after 30 s"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
 /// The CRDs as one multi-document YAML stream, exactly what `relink crd` prints and `crds/` holds.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let mut out = String::new();

@@ -13,7 +13,6 @@ mod refresh;
 mod schedule;
 mod secrets;
 pub mod status;
-pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +40,7 @@ use crate::providers::Http;
 use crate::reauth::Reauth;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ConnectionLabels;
+use crate::tokens;
 
 pub use reconcile::Error;
 pub use schedule::{Due, Observed, due};

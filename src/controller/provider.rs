@@ -14,13 +14,13 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::warn;
 
-use super::tokens::{ResolvedProvider, load_app};
 use super::{Context, Error};
 use crate::api::{
     ChannelProvider, ChannelProviderStatus, ClusterChannelProvider, ConditionType, FIELD_MANAGER,
     Reason, set_condition,
 };
 use crate::providers::Endpoint;
+use crate::tokens::{ResolvedProvider, load_app};
 
 pub async fn reconcile_namespaced(
     p: Arc<ChannelProvider>,

@@ -17,10 +17,10 @@ use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
 use super::status::{CheckContext, Outcome, next_status};
 use super::status::{needs_login, track_reauthorization};
-use super::tokens::{ResolvedProvider, load_app, read_key};
 use crate::api::{ChannelConnection, ChannelConnectionStatus, ProviderKind, Reason, Timings};
 use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
+use crate::tokens::{ResolvedProvider, load_app, read_key};
 
 /// Failures of the operator itself (not of the provider): retried by [`error_policy`].
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +93,7 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     debug!(namespace = %ns, name = %name, why, "check due");
 
     let started = Instant::now();
-    let timings = conn.spec.timings();
-    let keys = conn.spec.secret_ref.problem();
+    let timings = conn.spec.validate();
     let nothing_called = |outcome| Gathered {
         outcome,
         observed: observed.clone(),
@@ -107,9 +106,6 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
         Err(message) => nothing_called(Outcome::InvalidSpec {
             message: message.clone(),
-        }),
-        Ok(_) if keys.is_some() => nothing_called(Outcome::InvalidSpec {
-            message: keys.clone().unwrap_or_default(),
         }),
         Ok(t) => {
             let provider = resolve_provider(ctx, &conn, &ns);
@@ -570,7 +566,7 @@ async fn gather_and_check(
     };
     let validator = validator_for(app.settings.type_);
     let mut refresh = Refresher::new(ctx, conn, ns, &app, &secret);
-    let refresh_expires_at = super::tokens::refresh_expires_at(&secret);
+    let refresh_expires_at = crate::tokens::refresh_expires_at(&secret);
     let mut expires_at = refresh.started.expires_at;
     // Every secret this check handles: provider text is scrubbed of all of them.
     let read_tokens = [

@@ -24,12 +24,12 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{info, warn};
 
 use super::Context;
-use super::tokens::{WriteError, parse_expiry, read_key, tokens_issued_at, write_tokens};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, ProviderType, Reason, Timings, TokenSecretRef,
 };
 use crate::providers::{App, NewTokens, Renewal, Token, Verdict, validator_for};
 use crate::telemetry::metrics::ResultLabels;
+use crate::tokens::{WriteError, parse_expiry, read_key, tokens_issued_at, write_tokens};
 
 /// Waits before each re-read of the Secret after the provider refused a refresh token
 /// (`invalid_grant`): about 7.5 seconds in all for a writer that refreshed with the same token

@@ -107,6 +107,12 @@ impl SecretVersions {
     }
 }
 
+impl crate::tokens::KnownVersions for SecretVersions {
+    fn version(&self, namespace: &str, name: &str) -> Option<String> {
+        SecretVersions::version(self, namespace, name)
+    }
+}
+
 fn key(s: &PartialObjectMeta<Secret>) -> Key {
     (s.namespace().unwrap_or_default(), s.name_any())
 }

@@ -32,12 +32,12 @@ use crate::controller::access::{self, SecretLabel};
 use crate::controller::status::{
     LoginFit, describe, expected_account, login_fit, reached_ids, write,
 };
-use crate::controller::tokens::{ResolvedProvider, WriteError, load_app, write_tokens_labelled};
 use crate::providers::{
     App, Http, Identity, Renewal, Verdict, Wanted, facebook_asset_token, identify, validator_for,
 };
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::CallbackLabels;
+use crate::tokens::{ResolvedProvider, WriteError, load_app, write_tokens_labelled};
 
 /// What the callback server needs.
 pub struct CallbackContext {

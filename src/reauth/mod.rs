@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::api::{ChannelConnection, ProviderType};
-use crate::controller::tokens::ResolvedProvider;
 use crate::providers::{App, Endpoint};
+use crate::tokens::ResolvedProvider;
 pub use state::{ProviderBinding, StateClaims, StateError, StateKey};
 
 /// RFC 7636 S256 code challenge of a verifier: BASE64URL-NOPAD(SHA256(verifier)).

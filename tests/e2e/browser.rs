@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde_json::{Value, json};
 
+use crate::fixtures::TestConnection;
 use crate::fixtures::{Scenario, Validation};
 use crate::support;
 
@@ -328,7 +329,8 @@ async fn a_person_heals_a_revoked_channel_in_a_real_browser() {
         panic!("{MISSING_BROWSER}");
     };
 
-    let (mut sc, public) = Scenario::start_with_callback("browser").await;
+    let mut sc = Scenario::builder("browser").callback().start().await;
+    let public = sc.public_url.clone().expect("the callback\'s URL");
     let dir = support::control_plane().dir().join(&sc.ns);
     std::fs::create_dir_all(dir.join("profile")).expect("create browser dir");
     // Screenshots outlive the control plane's temp dir: they are the test's artifacts.
@@ -343,8 +345,13 @@ async fn a_person_heals_a_revoked_channel_in_a_real_browser() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read", "write"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read", "write"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read", "write"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;

@@ -40,7 +40,8 @@ use relink::sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value as Json, json};
 use serde_yaml::Value as Yaml;
 
-use crate::fixtures::{Scenario, Validation, connection_spec, open};
+use crate::fixtures::TestConnection;
+use crate::fixtures::{Scenario, Validation, open};
 use crate::support::{self, Operator};
 
 const HELM_HINT: &str = "no usable Helm CLI: run `scripts/helm` (fetches helm v3.17.3 once from \
@@ -976,6 +977,8 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
         sandbox,
         operator,
         tokens: Vec::new(),
+        public_url: None,
+        flags: Vec::new(),
     };
 
     // A connection through a namespaced provider: checked, Ready, an Event.
@@ -986,8 +989,13 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
         &[("access_token", &t.access_token), ("note", "kept")],
     )
     .await;
-    sc.connection("chan", "app", "tok", "page-1", &["read", "write"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read", "write"]),
+    )
+    .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert_eq!(s.reauth_url, None);
     let conn = sc.connections().get("chan").await.expect("connection");
@@ -1059,7 +1067,12 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
     let t2 = sc.issue("page-2", &["read"]);
     sc.secret("tok2", &[("access_token", &t2.access_token)])
         .await;
-    let mut spec = connection_spec(&cluster_provider, "tok2", "page-2", &["read"]);
+    let mut spec = TestConnection::default()
+        .provider(&cluster_provider)
+        .secret("tok2")
+        .account("page-2")
+        .requires(&["read"])
+        .spec();
     spec.provider_ref.kind = ProviderKind::ClusterChannelProvider;
     sc.apply_connection("via-cluster", spec).await;
     sc.wait_ready_reason("via-cluster", "Valid").await;
@@ -1122,7 +1135,10 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
     outside
         .create(
             &PostParams::default(),
-            &ChannelConnection::new("outside", connection_spec("app", "tok", "page-1", &[])),
+            &ChannelConnection::new(
+                "outside",
+                TestConnection::default().account("page-1").spec(),
+            ),
         )
         .await
         .expect("a connection elsewhere");

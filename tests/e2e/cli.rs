@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::fixtures::TestConnection;
 use crate::fixtures::{Scenario, Validation};
 use crate::support;
 
@@ -95,19 +96,31 @@ async fn status_and_check_explain_one_connection() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("cli").await;
+    let mut sc = Scenario::builder("cli").start().await;
     sc.provider("app", Validation::Introspection).await;
     let good = sc.issue("page-1", &["read", "write"]);
     sc.secret("good-token", &[("access_token", &good.access_token)])
         .await;
-    sc.connection("good", "app", "good-token", "page-1", &["read", "write"])
-        .await;
+    sc.apply_connection(
+        "good",
+        TestConnection::default()
+            .secret("good-token")
+            .account("page-1")
+            .requires(&["read", "write"]),
+    )
+    .await;
     let bad = sc.issue("page-2", &["read", "write"]);
     sc.sandbox.revoke(&bad.access_token);
     sc.secret("bad-token", &[("access_token", &bad.access_token)])
         .await;
-    sc.connection("bad", "app", "bad-token", "page-2", &["read", "write"])
-        .await;
+    sc.apply_connection(
+        "bad",
+        TestConnection::default()
+            .secret("bad-token")
+            .account("page-2")
+            .requires(&["read", "write"]),
+    )
+    .await;
     sc.wait_ready_reason("good", "Valid").await;
     let link = sc
         .wait_ready_reason("bad", "Revoked")
@@ -277,12 +290,17 @@ async fn reauth_publishes_a_link_for_a_healthy_connection_until_someone_logs_in(
     if support::skip() {
         return;
     }
-    let (mut sc, _public) = Scenario::start_with_callback("cli-reauth").await;
+    let mut sc = Scenario::builder("cli-reauth").callback().start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert_eq!(s.reauth_url, None, "a healthy connection has no link");
     let ns = sc.ns.clone();
@@ -344,7 +362,7 @@ async fn refresh_renews_a_token_far_from_expiry_and_shows_the_verdict() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("cli-refresh").await;
+    let mut sc = Scenario::builder("cli-refresh").start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     let refresh = t
@@ -359,8 +377,13 @@ async fn refresh_renews_a_token_far_from_expiry_and_shows_the_verdict() {
         ],
     )
     .await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     let ns = sc.ns.clone();
 

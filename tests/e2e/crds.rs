@@ -8,7 +8,7 @@ use relink::api::{
 };
 use serde_json::json;
 
-use crate::fixtures::connection_spec;
+use crate::fixtures::TestConnection;
 use crate::support;
 
 fn connection_resource() -> ApiResource {
@@ -216,7 +216,11 @@ async fn printer_columns_show_status_at_a_glance() {
     let api: Api<ChannelConnection> = Api::namespaced(client.clone(), &ns);
     let conn = ChannelConnection::new(
         "acme",
-        connection_spec("facebook-app", "tok", "1234", &["pages_manage_posts"]),
+        TestConnection::default()
+            .provider("facebook-app")
+            .account("1234")
+            .requires(&["pages_manage_posts"])
+            .spec(),
     );
     api.create(&PostParams::default(), &conn).await.unwrap();
 

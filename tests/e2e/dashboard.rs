@@ -21,7 +21,8 @@ use relink::sandbox::Grant;
 use serde_json::{Value, json};
 
 use crate::browser::{self, Chromedriver, WebDriver};
-use crate::fixtures::{Scenario, Validation, connection_spec};
+use crate::fixtures::TestConnection;
+use crate::fixtures::{Scenario, Validation};
 use crate::support;
 
 const RELINK: &str = env!("CARGO_BIN_EXE_relink");
@@ -323,7 +324,7 @@ async fn a_person_watches_and_heals_channels_on_the_dashboard() {
         }
         panic!("{}", browser::MISSING_BROWSER);
     };
-    let (mut sc, _public) = Scenario::start_with_callback("dash").await;
+    let mut sc = Scenario::builder("dash").callback().start().await;
     let ns = sc.ns.clone();
     let cp = support::control_plane();
     let dir = cp.dir().join(&ns);
@@ -340,8 +341,14 @@ async fn a_person_watches_and_heals_channels_on_the_dashboard() {
     let shop = sc.issue("page-1", &["read", "write"]);
     sc.secret("shop-token", &[("access_token", &shop.access_token)])
         .await;
-    sc.connection("shop", "app", "shop-token", "page-1", &["read", "write"])
-        .await;
+    sc.apply_connection(
+        "shop",
+        TestConnection::default()
+            .secret("shop-token")
+            .account("page-1")
+            .requires(&["read", "write"]),
+    )
+    .await;
     let support_token = sc.issue("page-2", &["read"]);
     sc.sandbox.revoke(&support_token.access_token);
     sc.secret(
@@ -349,7 +356,11 @@ async fn a_person_watches_and_heals_channels_on_the_dashboard() {
         &[("access_token", &support_token.access_token)],
     )
     .await;
-    let mut spec = connection_spec("app", "support-token", "page-2", &["read"]);
+    let mut spec = TestConnection::default()
+        .secret("support-token")
+        .account("page-2")
+        .requires(&["read"])
+        .spec();
     if let Some(a) = spec.account.as_mut() {
         a.display_name = Some("<b>Support</b> & co".into());
     }
@@ -364,8 +375,14 @@ async fn a_person_watches_and_heals_channels_on_the_dashboard() {
     sc.tokens.push(news.access_token.clone());
     sc.secret("news-token", &[("access_token", &news.access_token)])
         .await;
-    sc.connection("news", "app", "news-token", "page-3", &["read"])
-        .await;
+    sc.apply_connection(
+        "news",
+        TestConnection::default()
+            .secret("news-token")
+            .account("page-3")
+            .requires(&["read"]),
+    )
+    .await;
     let group = ChannelGroup::new(
         "campaign",
         ChannelGroupSpec {

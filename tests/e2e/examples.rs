@@ -22,7 +22,7 @@ use relink::api::{ChannelConnection, ChannelGroup};
 use relink::sandbox::IssuedTokens;
 use serde_json::{Value as Json, json};
 
-use crate::fixtures::{Scenario, browser, operator_args};
+use crate::fixtures::{Scenario, browser};
 use crate::support;
 
 /// Where the sandbox set expects `relink sandbox --listen 127.0.0.1:8090`.
@@ -417,10 +417,8 @@ async fn sandbox_examples_work_with_the_operator() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "examples-sbx").await;
-    let args = operator_args(&ns);
-    let mut sc = Scenario::start_with(client.clone(), ns.clone(), &args).await;
+    let mut sc = Scenario::builder("examples-sbx").start().await;
+    let (client, ns) = (sc.client.clone(), sc.ns.clone());
     let base = sc.sandbox.base_url();
 
     // The README's `curl -XPOST localhost:8090/sandbox/tokens`.

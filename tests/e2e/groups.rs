@@ -7,6 +7,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use relink::api::{ChannelGroup, ChannelGroupSpec, ChannelGroupStatus};
 use serde_json::json;
 
+use crate::fixtures::TestConnection;
 use crate::fixtures::{Scenario, Validation};
 use crate::support;
 
@@ -49,7 +50,7 @@ async fn a_group_turns_orange_then_red_and_follows_its_members() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("groups").await;
+    let mut sc = Scenario::builder("groups").start().await;
     sc.provider("app", Validation::Introspection).await;
     let mut tokens = Vec::new();
     for (i, name) in ["facebook-page", "instagram", "x-account"]
@@ -62,12 +63,12 @@ async fn a_group_turns_orange_then_red_and_follows_its_members() {
             &[("access_token", &t.access_token)],
         )
         .await;
-        sc.connection(
+        sc.apply_connection(
             name,
-            "app",
-            &format!("{name}-token"),
-            &format!("acct-{i}"),
-            &["read"],
+            TestConnection::default()
+                .secret(&format!("{name}-token"))
+                .account(&format!("acct-{i}"))
+                .requires(&["read"]),
         )
         .await;
         let patch = json!({"metadata": {"labels": {"app": "campaign"}}});

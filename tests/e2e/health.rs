@@ -8,18 +8,25 @@ use relink::api::{ConditionType, ProviderEndpoints};
 use relink::sandbox::Mode;
 use serde_json::json;
 
+use crate::fixtures::TestConnection;
 use crate::fixtures::{Scenario, Validation};
 use crate::support;
 
 /// A scenario with provider `app` and a valid, fully scoped connection `chan` reaching `page-1`.
 async fn healthy(prefix: &str, validation: Validation) -> Scenario {
-    let mut sc = Scenario::start(prefix).await;
+    let mut sc = Scenario::builder(prefix).start().await;
     sc.provider("app", validation).await;
     let t = sc.issue("page-1", &["read", "write"]);
     sc.secret("chan-token", &[("access_token", &t.access_token)])
         .await;
-    sc.connection("chan", "app", "chan-token", "page-1", &["read", "write"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .secret("chan-token")
+            .account("page-1")
+            .requires(&["read", "write"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc
 }
@@ -92,8 +99,14 @@ async fn revoked_token_turns_connection_stalled() {
     let t = sc.issue("page-2", &["read", "write"]);
     sc.secret("other-token", &[("access_token", &t.access_token)])
         .await;
-    sc.connection("other", "app", "other-token", "page-2", &["read", "write"])
-        .await;
+    sc.apply_connection(
+        "other",
+        TestConnection::default()
+            .secret("other-token")
+            .account("page-2")
+            .requires(&["read", "write"]),
+    )
+    .await;
     sc.wait_ready_reason("other", "Valid").await;
 
     let token = sc.tokens[0].clone();
@@ -141,12 +154,17 @@ async fn missing_scope_is_reported_apart_from_expiry() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("scopes").await;
+    let mut sc = Scenario::builder("scopes").start().await;
     sc.provider("app", Validation::Userinfo).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read", "publish"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read", "publish"]),
+    )
+    .await;
     let s = sc.wait_ready_reason("chan", "ScopesMissing").await;
     assert_eq!(
         cond(&s, ConditionType::TokenValid),
@@ -174,10 +192,16 @@ async fn missing_secret_is_reported_and_recovers_when_created() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("nosecret").await;
+    let mut sc = Scenario::builder("nosecret").start().await;
     sc.provider("app", Validation::Introspection).await;
-    sc.connection("chan", "app", "later-token", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .secret("later-token")
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     let s = sc.wait_ready_reason("chan", "SecretNotFound").await;
     assert_eq!(
         cond(&s, ConditionType::Stalled),
@@ -204,12 +228,17 @@ async fn wrong_key_and_missing_provider_are_named() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("wrongkey").await;
+    let mut sc = Scenario::builder("wrongkey").start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     let s = sc.wait_ready_reason("chan", "SecretKeyMissing").await;
     assert!(
         s.condition(ConditionType::Ready)
@@ -218,8 +247,14 @@ async fn wrong_key_and_missing_provider_are_named() {
             .contains("access_token")
     );
 
-    sc.connection("orphan", "no-such-app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "orphan",
+        TestConnection::default()
+            .provider("no-such-app")
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     let s = sc.wait_ready_reason("orphan", "ProviderNotFound").await;
     assert_eq!(cond(&s, ConditionType::Stalled).0, "True");
     assert!(
@@ -413,16 +448,11 @@ async fn namespaced_provider_cannot_target_internal_addresses() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "ssrf").await;
     // No --allow-namespaced-endpoint-hosts: the default policy.
-    let mut args = crate::fixtures::operator_args(&ns);
-    let at = args
-        .iter()
-        .position(|a| a == "--allow-namespaced-endpoint-hosts")
-        .expect("flag present");
-    args.drain(at..at + 2);
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let mut sc = Scenario::builder("ssrf")
+        .without("--allow-namespaced-endpoint-hosts")
+        .start()
+        .await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
     sc.secret("loopback-client", &[("client_secret", "sandbox-secret")])
@@ -446,10 +476,22 @@ async fn namespaced_provider_cannot_target_internal_addresses() {
         },
     )
     .await;
-    sc.connection("via-loopback", "loopback", "tok", "page-1", &["read"])
-        .await;
-    sc.connection("via-metadata", "metadata", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "via-loopback",
+        TestConnection::default()
+            .provider("loopback")
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
+    sc.apply_connection(
+        "via-metadata",
+        TestConnection::default()
+            .provider("metadata")
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     for name in ["via-loopback", "via-metadata"] {
         let s = sc.wait_ready_reason(name, "ProviderNotReady").await;
         let msg = &s.condition(ConditionType::Ready).unwrap().message;
@@ -470,7 +512,7 @@ async fn a_rejected_application_is_reported_on_the_provider_not_as_a_relogin() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("badclient").await;
+    let mut sc = Scenario::builder("badclient").start().await;
     sc.provider("app", Validation::Introspection).await;
     let providers: kube::Api<relink::api::ChannelProvider> =
         kube::Api::namespaced(sc.client.clone(), &sc.ns);
@@ -498,8 +540,13 @@ async fn a_rejected_application_is_reported_on_the_provider_not_as_a_relogin() {
     sc.secret("app-client", &[("client_secret", "wrong")]).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     let s = sc.wait_ready_reason("chan", "ProviderNotReady").await;
     assert_eq!(
         s.reauth_url, None,
@@ -523,13 +570,16 @@ async fn max_age_asks_for_a_fresh_login_before_the_consent_gets_too_old() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("maxage").await;
+    let mut sc = Scenario::builder("maxage").start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
     // Consent counted from the connection's creation; the deadline (1h) is inside
     // refresh.before (24h): Expiring now, with a link, while the token works.
-    let mut spec = crate::fixtures::connection_spec("app", "tok", "page-1", &["read"]);
+    let mut spec = TestConnection::default()
+        .account("page-1")
+        .requires(&["read"])
+        .spec();
     spec.refresh.max_age = Some("1h".into());
     sc.apply_connection("chan", spec).await;
     let s = sc.wait_ready_reason("chan", "Expiring").await;

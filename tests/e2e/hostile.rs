@@ -9,7 +9,8 @@ use relink::api::{ChannelConnection, ConditionType, ProviderEndpoints};
 use relink::sandbox::Mode;
 use serde_json::json;
 
-use crate::fixtures::{self, Scenario, Validation, with_flag};
+use crate::fixtures::TestConnection;
+use crate::fixtures::{Scenario, Validation};
 use crate::support;
 
 /// The object from the issue: an interval no timestamp can hold.
@@ -24,13 +25,19 @@ async fn out_of_range_durations_are_refused_and_everyone_else_keeps_being_checke
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("hostile-spec").await;
+    let mut sc = Scenario::builder("hostile-spec").start().await;
     sc.provider("app", Validation::Introspection).await;
     let good = sc.issue("page-1", &["read"]);
     sc.secret("good-token", &[("access_token", &good.access_token)])
         .await;
-    sc.connection("good", "app", "good-token", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "good",
+        TestConnection::default()
+            .secret("good-token")
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("good", "Valid").await;
 
     let bad = sc.issue("page-2", &["read"]);
@@ -73,7 +80,11 @@ async fn out_of_range_durations_are_refused_and_everyone_else_keeps_being_checke
         ),
     ];
     for (name, interval, before, max_age, _, _) in &cases {
-        let mut spec = fixtures::connection_spec("app", "bad-token", "page-2", &["read"]);
+        let mut spec = TestConnection::default()
+            .secret("bad-token")
+            .account("page-2")
+            .requires(&["read"])
+            .spec();
         spec.check_interval = (*interval).into();
         spec.refresh.before = (*before).into();
         spec.refresh.max_age = max_age.map(str::to_owned);
@@ -130,7 +141,11 @@ async fn out_of_range_durations_are_refused_and_everyone_else_keeps_being_checke
     sc.wait_ready_reason("huge", "Valid").await;
 
     // What the schema can refuse, the API server refuses (no operator involved).
-    let mut spec = fixtures::connection_spec("app", "bad-token", "page-2", &["read"]);
+    let mut spec = TestConnection::default()
+        .secret("bad-token")
+        .account("page-2")
+        .requires(&["read"])
+        .spec();
     spec.check_interval = "99999999999999999h".into();
     let err = api
         .create(
@@ -148,12 +163,17 @@ async fn a_huge_retry_after_is_clamped_to_an_hour() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("hostile-wait").await;
+    let mut sc = Scenario::builder("hostile-wait").start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.set_mode(Mode::RetryAfter {
         seconds: 999_999_999_999,
@@ -193,17 +213,15 @@ async fn a_hanging_provider_does_not_delay_checks_of_other_providers() {
     if support::skip() {
         return;
     }
-    let cp = support::control_plane();
-    let client = cp.client();
-    let ns = support::test_namespace(&client, "hostile-hang").await;
     // Few slots and a long provider timeout: before the fix, the hanging provider's checks
     // took every controller slot for 30 s at a time.
-    let mut args = fixtures::operator_args(&ns);
-    args = with_flag(args, "--provider-timeout", "30s");
-    args = with_flag(args, "--concurrency", "4");
-    args = with_flag(args, "--per-provider-concurrency", "2");
-    args = with_flag(args, "--per-namespace-concurrency", "4");
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let mut sc = Scenario::builder("hostile-hang")
+        .flag("--provider-timeout", "30s")
+        .flag("--concurrency", "4")
+        .flag("--per-provider-concurrency", "2")
+        .flag("--per-namespace-concurrency", "4")
+        .start()
+        .await;
     let (hang_url, _hang) = hanging_server().await;
 
     sc.provider("app", Validation::Introspection).await;
@@ -219,11 +237,22 @@ async fn a_hanging_provider_does_not_delay_checks_of_other_providers() {
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
     for i in 0..8 {
-        sc.connection(&format!("stuck-{i}"), "stuck", "tok", "page-1", &["read"])
-            .await;
-    }
-    sc.connection("healthy", "app", "tok", "page-1", &["read"])
+        sc.apply_connection(
+            &format!("stuck-{i}"),
+            TestConnection::default()
+                .provider("stuck")
+                .account("page-1")
+                .requires(&["read"]),
+        )
         .await;
+    }
+    sc.apply_connection(
+        "healthy",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     let first = sc.wait_ready_reason("healthy", "Valid").await;
     assert!(first.last_check_time.is_some());
 
@@ -259,7 +288,7 @@ async fn a_rejected_application_is_asked_once_not_by_every_connection() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("hostile-client").await;
+    let mut sc = Scenario::builder("hostile-client").start().await;
     sc.provider("app", Validation::Introspection).await;
     // The client secret is wrong: the sandbox answers 401 invalid_client.
     sc.secret("app-client", &[("client_secret", "wrong")]).await;
@@ -267,8 +296,13 @@ async fn a_rejected_application_is_asked_once_not_by_every_connection() {
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
     sc.sandbox.clear_calls();
     for i in 0..20 {
-        sc.connection(&format!("chan-{i}"), "app", "tok", "page-1", &["read"])
-            .await;
+        sc.apply_connection(
+            &format!("chan-{i}"),
+            TestConnection::default()
+                .account("page-1")
+                .requires(&["read"]),
+        )
+        .await;
     }
     for i in 0..20 {
         let s = sc

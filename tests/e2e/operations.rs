@@ -5,7 +5,8 @@ use std::time::Duration;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::fixtures::{Scenario, Validation, open, operator_args, with_flag};
+use crate::fixtures::TestConnection;
+use crate::fixtures::{Scenario, Validation, open};
 use crate::support::{self, Operator};
 
 use crate::support::free_port;
@@ -15,15 +16,12 @@ async fn metrics_and_probes_describe_the_fleet() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "metrics").await;
     let port = free_port();
-    let args = with_flag(
-        operator_args(&ns),
-        "--metrics-addr",
-        &format!("127.0.0.1:{port}"),
-    );
-    let mut sc = Scenario::start_with(client, ns.clone(), &args).await;
+    let mut sc = Scenario::builder("metrics")
+        .flag("--metrics-addr", &format!("127.0.0.1:{port}"))
+        .start()
+        .await;
+    let ns = sc.ns.clone();
     let base = format!("http://127.0.0.1:{port}");
     support::eventually("/readyz", Duration::from_secs(20), || async {
         let (status, _) = try_open(&format!("{base}/readyz")).await?;
@@ -37,8 +35,13 @@ async fn metrics_and_probes_describe_the_fleet() {
     let exp = jiff::Timestamp::now().as_second() + 30 * 86_400;
     sc.sandbox.set_expires_at(&t.access_token, Some(exp));
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
 
     let (_, text) = open(&format!("{base}/metrics")).await;
@@ -100,12 +103,12 @@ async fn one_replica_leads_and_a_standby_takes_over() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "leader").await;
-    let mut args = operator_args(&ns);
-    args.extend(["--leader-elect", "--lease-duration", "4s"].map(str::to_owned));
-    let mut sc = Scenario::start_with(client, ns, &args).await;
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut sc = Scenario::builder("leader")
+        .switch("--leader-elect")
+        .flag("--lease-duration", "4s")
+        .start()
+        .await;
+    let refs: Vec<&str> = sc.flags.iter().map(String::as_str).collect();
     let mut other = Operator::start(&refs).await;
     support::eventually("one leader", Duration::from_secs(30), || async {
         let leaders = [sc.operator.output(), other.output()]
@@ -125,8 +128,13 @@ async fn one_replica_leads_and_a_standby_takes_over() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sc.sandbox.calls().len(), 1, "one check by one leader");
@@ -186,15 +194,21 @@ async fn json_logs_have_one_structured_line_per_check() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "jsonlog").await;
-    let args = with_flag(operator_args(&ns), "--log-format", "json");
-    let mut sc = Scenario::start_with(client, ns.clone(), &args).await;
+    let mut sc = Scenario::builder("jsonlog")
+        .flag("--log-format", "json")
+        .start()
+        .await;
+    let ns = sc.ns.clone();
     sc.provider("app", Validation::Userinfo).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.operator
         .wait_for_output("\"checked\"", Duration::from_secs(10))
@@ -220,21 +234,27 @@ async fn a_selector_shards_connections_between_operators() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "shard").await;
-    let args = with_flag(
-        operator_args(&ns),
-        "--selector",
-        "sharding.relink.dev/key=a",
-    );
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let mut sc = Scenario::builder("shard")
+        .flag("--selector", "sharding.relink.dev/key=a")
+        .start()
+        .await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("in-a", "app", "tok", "page-1", &["read"])
-        .await;
-    sc.connection("in-b", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "in-a",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
+    sc.apply_connection(
+        "in-b",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     for (name, shard) in [("in-a", "a"), ("in-b", "b")] {
         let patch = json!({"metadata": {"labels": {"sharding.relink.dev/key": shard}}});
         sc.connections()
@@ -294,12 +314,17 @@ async fn sigterm_during_a_check_finishes_it_before_exiting() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("sigterm").await;
+    let mut sc = Scenario::builder("sigterm").start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
 
     // The provider hangs; the operator's 2 s provider timeout ends the check.

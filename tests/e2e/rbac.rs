@@ -26,7 +26,7 @@ use kube::{Client, Resource};
 use relink::api::{ChannelConnection, ClusterChannelProvider};
 use serde_json::json;
 
-use crate::fixtures::connection_spec;
+use crate::fixtures::TestConnection;
 use crate::support;
 
 const SA: &str = "relink";
@@ -500,7 +500,14 @@ async fn operator_rules_grant_only_what_it_needs() {
     let conn = conns_admin
         .create(
             &PostParams::default(),
-            &ChannelConnection::new("acme", connection_spec("fb", "acme-token", "123", &[])),
+            &ChannelConnection::new(
+                "acme",
+                TestConnection::default()
+                    .provider("fb")
+                    .secret("acme-token")
+                    .account("123")
+                    .spec(),
+            ),
         )
         .await
         .expect("admin creates a connection");
@@ -801,7 +808,14 @@ async fn aggregated_roles_let_viewers_read_and_editors_declare_connections() {
     Api::<ChannelConnection>::namespaced(as_editor.clone(), n)
         .create(
             &PostParams::default(),
-            &ChannelConnection::new("shared", connection_spec("fb", "shared-token", "1", &[])),
+            &ChannelConnection::new(
+                "shared",
+                TestConnection::default()
+                    .provider("fb")
+                    .secret("shared-token")
+                    .account("1")
+                    .spec(),
+            ),
         )
         .await
         .expect("an editor declares a connection");

@@ -13,6 +13,7 @@ use kube::api::{Patch, PatchParams};
 use relink::api::ConditionType;
 use relink::sandbox::{Grant, SandboxConfig};
 
+use crate::fixtures::TestConnection;
 use crate::fixtures::{self, Scenario, Validation, operator_args};
 use crate::support::{self, Operator};
 
@@ -25,14 +26,15 @@ fn rotating() -> SandboxConfig {
 }
 
 async fn start(prefix: &str, config: SandboxConfig, args: &[(&str, &str)]) -> Scenario {
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, prefix).await;
     // Long enough for the answers the tests hold back at the provider.
-    let mut a = fixtures::with_flag(operator_args(&ns), "--provider-timeout", "10s");
-    for (flag, value) in args {
-        a = fixtures::with_flag(a, flag, value);
-    }
-    let sc = Scenario::start_with_sandbox(client, ns, &a, config).await;
+    let builder = Scenario::builder(prefix)
+        .flag("--provider-timeout", "10s")
+        .sandbox(config);
+    let sc = args
+        .iter()
+        .fold(builder, |b, (flag, value)| b.flag(flag, value))
+        .start()
+        .await;
     sc.provider("app", Validation::Introspection).await;
     sc
 }
@@ -154,10 +156,20 @@ async fn two_connections_on_one_secret_refresh_it_once() {
     let (_, rt) = due_secret(&mut sc, "tok", "page-1").await;
     // The provider holds its answer, so both connections are due while the refresh is open.
     sc.sandbox.hold_refreshes();
-    sc.connection("page", "app", "tok", "page-1", &["read"])
-        .await;
-    sc.connection("insta", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "page",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
+    sc.apply_connection(
+        "insta",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     wait_held(&sc, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sc.sandbox.held_refreshes(), 1, "the other connection waits");
@@ -199,8 +211,13 @@ async fn a_write_conflict_after_the_answer_keeps_the_rotated_tokens() {
     let mut sc = start("conflict", rotating(), &[]).await;
     let (at, rt) = due_secret(&mut sc, "tok", "page-1").await;
     sc.sandbox.hold_refreshes();
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     // The provider has rotated and holds the answer; meanwhile another tool changes the Secret.
     wait_held(&sc, 1).await;
     touch_other_key(&sc, "tok", "y").await;
@@ -237,8 +254,13 @@ async fn sigkill_after_the_provider_answered_recovers_within_the_reuse_grace() {
     let mut sc = start("sigkill", config, &[]).await;
     let (_, rt) = due_secret(&mut sc, "tok", "page-1").await;
     sc.sandbox.hold_refreshes();
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     wait_held(&sc, 1).await;
     // The provider has rotated the refresh token; the operator dies before writing the answer.
     sc.operator.kill().await;
@@ -265,12 +287,14 @@ async fn a_leader_handover_during_a_refresh_storm_revokes_no_token_family() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "handover").await;
-    let mut args = fixtures::with_flag(operator_args(&ns), "--provider-timeout", "10s");
-    args.extend(["--leader-elect", "--lease-duration", "4s"].map(str::to_owned));
-    let mut sc = Scenario::start_with_sandbox(client, ns, &args, rotating()).await;
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut sc = Scenario::builder("handover")
+        .flag("--provider-timeout", "10s")
+        .switch("--leader-elect")
+        .flag("--lease-duration", "4s")
+        .sandbox(rotating())
+        .start()
+        .await;
+    let refs: Vec<&str> = sc.flags.iter().map(String::as_str).collect();
     let mut other = Operator::start(&refs).await;
     const LEADING: &str = "leading: starting the controller";
     support::eventually("one leader", Duration::from_secs(30), || async {
@@ -288,12 +312,12 @@ async fn a_leader_handover_during_a_refresh_storm_revokes_no_token_family() {
     // The storm: every connection due at once, the provider holding its answers.
     sc.sandbox.hold_refreshes();
     for n in &names {
-        sc.connection(
+        sc.apply_connection(
             n,
-            "app",
-            &format!("{n}-tok"),
-            &format!("acct-{n}"),
-            &["read"],
+            TestConnection::default()
+                .secret(&format!("{n}-tok"))
+                .account(&format!("acct-{n}"))
+                .requires(&["read"]),
         )
         .await;
     }
@@ -368,8 +392,13 @@ async fn invalid_grant_racing_a_concurrent_refresh_is_no_false_alarm() {
     assert_eq!(status, 200);
     let (at2, rt2) = pair.expect("rotated pair");
     sc.tokens.extend([at2.clone(), rt2.clone()]);
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     support::eventually(
         "the operator's refresh refused",
         Duration::from_secs(30),
@@ -438,8 +467,13 @@ async fn a_conflicting_newer_token_from_another_writer_is_kept() {
     )
     .await;
     sc.sandbox.hold_refreshes();
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     wait_held(&sc, 1).await;
     // Meanwhile a person logs in again elsewhere: a new grant, valid for longer than the
     // answer relink is about to get.
@@ -489,8 +523,13 @@ async fn a_refresh_failing_while_the_token_works_is_reported_and_backs_off() {
     // First a healthy connection with nothing to refresh (no expiry recorded).
     sc.secret("tok", &[("access_token", &at), ("refresh_token", &rt)])
         .await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
 
     // Then the token nears its expiry while the token endpoint is down (checks still work).
@@ -556,7 +595,10 @@ async fn keep_alive_refreshes_an_idle_refresh_token() {
     // No expiry recorded: the access token never needs a refresh.
     sc.secret("tok", &[("access_token", &at), ("refresh_token", &rt)])
         .await;
-    let mut spec = fixtures::connection_spec("app", "tok", "page-1", &["read"]);
+    let mut spec = TestConnection::default()
+        .account("page-1")
+        .requires(&["read"])
+        .spec();
     spec.refresh.keep_alive = Some("720h".into());
     sc.apply_connection("chan", spec).await;
     sc.wait_ready_reason("chan", "Valid").await;
@@ -604,8 +646,13 @@ async fn sigterm_writes_a_refresh_that_got_its_answer_before_exiting() {
     let mut sc = start("sigterm", rotating(), &[]).await;
     let (at, rt) = due_secret(&mut sc, "tok", "page-1").await;
     sc.sandbox.hold_refreshes();
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     wait_held(&sc, 1).await;
     // SIGTERM arrives while the answer is on its way; it arrives a moment later.
     let sandbox = sc.sandbox.clone();
@@ -638,8 +685,13 @@ async fn sigkill_after_the_provider_answered_without_a_grace_period_needs_a_logi
     let mut sc = start("sigkill-nograce", rotating(), &[]).await;
     let (_, rt) = due_secret(&mut sc, "tok", "page-1").await;
     sc.sandbox.hold_refreshes();
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     wait_held(&sc, 1).await;
     sc.operator.kill().await;
     sc.sandbox.release_refreshes();
@@ -685,8 +737,13 @@ async fn an_expired_token_whose_refresh_meets_an_outage_is_no_alarm() {
         ],
     )
     .await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     let s = sc
         .wait_condition("chan", ConditionType::Reconciling, "ProviderUnavailable")
         .await;

@@ -9,7 +9,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use relink::api::{ALLOW_ACCOUNT_CHANGE_ANNOTATION, ChannelConnectionSpec, ProviderRef};
 
-use crate::fixtures::{Scenario, Validation, connection_spec, open};
+use crate::fixtures::TestConnection;
+use crate::fixtures::{Scenario, Validation, open};
 use crate::support;
 
 async fn secret_version(sc: &Scenario, name: &str) -> Option<String> {
@@ -62,7 +63,12 @@ async fn link_other_than(sc: &Scenario, name: &str, old: &str) -> String {
 
 /// A connection whose spec names no account: the account is learnt from the provider.
 fn unpinned_spec(provider: &str, secret: &str) -> ChannelConnectionSpec {
-    let mut spec = connection_spec(provider, secret, "unused", &["read"]);
+    let mut spec = TestConnection::default()
+        .provider(provider)
+        .secret(secret)
+        .account("unused")
+        .requires(&["read"])
+        .spec();
     spec.account = None;
     spec
 }
@@ -74,13 +80,21 @@ async fn a_login_with_another_account_is_refused_and_names_the_expected_one() {
     }
     let port = support::free_port();
     let metrics = format!("127.0.0.1:{port}");
-    let (mut sc, _) =
-        Scenario::start_with_callback_flags("trustwrong", &[("--metrics-addr", &metrics)]).await;
+    let mut sc = Scenario::builder("trustwrong")
+        .callback()
+        .flag("--metrics-addr", &metrics)
+        .start()
+        .await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;
@@ -147,7 +161,7 @@ async fn without_spec_account_the_first_login_is_pinned_and_another_is_refused()
     if support::skip() {
         return;
     }
-    let (mut sc, _) = Scenario::start_with_callback("trustpin").await;
+    let mut sc = Scenario::builder("trustpin").callback().start().await;
     sc.provider("app", Validation::Introspection).await;
     // Never worked, no spec.account: the Secret is missing and a person is asked to log in.
     sc.apply_connection("chan", unpinned_spec("app", "tok"))
@@ -198,7 +212,7 @@ async fn the_account_change_annotation_lets_the_next_login_change_the_account() 
     if support::skip() {
         return;
     }
-    let (mut sc, _) = Scenario::start_with_callback("trustchange").await;
+    let mut sc = Scenario::builder("trustchange").callback().start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("acct-a", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
@@ -251,12 +265,15 @@ async fn one_link_opened_twice_at_once_is_exchanged_once() {
     if support::skip() {
         return;
     }
-    let (mut sc, _) = Scenario::start_with_callback("trustrace").await;
+    let mut sc = Scenario::builder("trustrace").callback().start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
     // No refresh after the login: every call to the token endpoint is a code exchange.
-    let mut spec = connection_spec("app", "tok", "page-1", &["read"]);
+    let mut spec = TestConnection::default()
+        .account("page-1")
+        .requires(&["read"])
+        .spec();
     spec.refresh.enabled = false;
     sc.apply_connection("chan", spec).await;
     sc.wait_ready_reason("chan", "Valid").await;
@@ -297,13 +314,18 @@ async fn a_link_made_before_the_provider_changed_is_refused() {
     if support::skip() {
         return;
     }
-    let (mut sc, _) = Scenario::start_with_callback("trustmoved").await;
+    let mut sc = Scenario::builder("trustmoved").callback().start().await;
     sc.provider("app", Validation::Introspection).await;
     sc.provider("other", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;
@@ -390,7 +412,12 @@ async fn cluster_provider(sc: &Scenario, name: &str, allowed: serde_json::Value)
 }
 
 fn via_cluster_provider(provider: &str, secret: &str, scopes: &[&str]) -> ChannelConnectionSpec {
-    let mut spec = connection_spec(provider, secret, "page-1", scopes);
+    let mut spec = TestConnection::default()
+        .provider(provider)
+        .secret(secret)
+        .account("page-1")
+        .requires(scopes)
+        .spec();
     spec.provider_ref.kind = relink::api::ProviderKind::ClusterChannelProvider;
     spec
 }
@@ -403,8 +430,11 @@ async fn a_cluster_provider_serves_only_the_namespaces_and_scopes_it_allows() {
     let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
     let client = support::control_plane().client();
     let ns = support::test_namespace(&client, "trustshare").await;
-    let args = crate::notify::args_with_mail(&ns, &sink.url());
-    let mut sc = Scenario::start_with(client, ns.clone(), &args).await;
+    let mut sc = Scenario::builder("trustshare")
+        .in_namespace(client, ns.clone())
+        .args(crate::notify::args_with_mail(&ns, &sink.url()))
+        .start()
+        .await;
     let provider = format!("company-app-{ns}");
     let tenant_label = "relink.dev/e2e-tenant";
     cluster_provider(
@@ -493,19 +523,25 @@ async fn owners_outside_the_allowed_email_domains_are_never_mailed() {
     let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
     let client = support::control_plane().client();
     let ns = support::test_namespace(&client, "trustmail").await;
-    let args = crate::fixtures::with_flag(
-        crate::notify::args_with_mail(&ns, &sink.url()),
-        "--allowed-email-domains",
-        "Example.com",
-    );
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let mut sc = Scenario::builder("trustmail")
+        .in_namespace(client, ns.clone())
+        .args(crate::notify::args_with_mail(&ns, &sink.url()))
+        .flag("--allowed-email-domains", "Example.com")
+        .start()
+        .await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    let mut mixed = connection_spec("app", "tok", "page-1", &["read"]);
+    let mut mixed = TestConnection::default()
+        .account("page-1")
+        .requires(&["read"])
+        .spec();
     mixed.owners = vec!["owner@example.com".into(), "someone@elsewhere.test".into()];
     sc.apply_connection("mixed", mixed).await;
-    let mut outside = connection_spec("app", "tok", "page-1", &["read"]);
+    let mut outside = TestConnection::default()
+        .account("page-1")
+        .requires(&["read"])
+        .spec();
     outside.owners = vec!["x@elsewhere.test".into()];
     sc.apply_connection("outside", outside).await;
     sc.wait_ready_reason("mixed", "Valid").await;
@@ -712,14 +748,21 @@ async fn a_watch_namespaces_install_has_secret_access_only_there() {
         sandbox,
         operator,
         tokens: Vec::new(),
+        public_url: None,
+        flags: Vec::new(),
     };
     for ns in [&team_a, &team_b] {
         sc.ns = ns.clone();
         sc.provider("app", Validation::Introspection).await;
         let t = sc.issue("page-1", &["read"]);
         sc.secret("tok", &[("access_token", &t.access_token)]).await;
-        sc.connection("chan", "app", "tok", "page-1", &["read"])
-            .await;
+        sc.apply_connection(
+            "chan",
+            TestConnection::default()
+                .account("page-1")
+                .requires(&["read"]),
+        )
+        .await;
     }
     for ns in [&team_a, &team_b] {
         sc.ns = ns.clone();
@@ -736,12 +779,15 @@ async fn a_refresh_token_key_equal_to_the_access_token_key_is_refused() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("trustkeys").await;
+    let mut sc = Scenario::builder("trustkeys").start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("token", &t.access_token)]).await;
     let version = secret_version(&sc, "tok").await;
-    let mut spec = connection_spec("app", "tok", "page-1", &["read"]);
+    let mut spec = TestConnection::default()
+        .account("page-1")
+        .requires(&["read"])
+        .spec();
     spec.secret_ref.access_token_key = "token".into();
     spec.secret_ref.refresh_token_key = "token".into();
     sc.apply_connection("chan", spec).await;
@@ -766,19 +812,25 @@ async fn with_an_opt_in_label_only_labelled_token_secrets_are_used() {
     if support::skip() {
         return;
     }
-    let (mut sc, _) = Scenario::start_with_callback_flags(
-        "trustlabel",
-        &[("--secret-label", "relink.dev/token=true")],
-    )
-    .await;
+    let mut sc = Scenario::builder("trustlabel")
+        .callback()
+        .flag("--secret-label", "relink.dev/token=true")
+        .start()
+        .await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     // Someone else's Secret, which happens to hold a key named like a token.
     sc.secret("app-config", &[("access_token", &t.access_token)])
         .await;
     let version = secret_version(&sc, "app-config").await;
-    sc.connection("chan", "app", "app-config", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .secret("app-config")
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     let s = sc.wait_ready_reason("chan", "InvalidSpec").await;
     let message = &s
         .condition(relink::api::ConditionType::Ready)
@@ -801,8 +853,14 @@ async fn with_an_opt_in_label_only_labelled_token_secrets_are_used() {
     sc.wait_ready_reason("chan", "Valid").await;
 
     // A connection whose Secret does not exist yet: the login creates it, labelled.
-    sc.connection("fresh", "app", "fresh-token", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "fresh",
+        TestConnection::default()
+            .secret("fresh-token")
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("fresh", "SecretNotFound").await;
     let url = link(&sc, "fresh").await;
     let ok = sc.consent(&url, "page-1", true).await;
@@ -826,8 +884,14 @@ async fn with_an_opt_in_label_only_labelled_token_secrets_are_used() {
 
     // A link published while the Secret was missing cannot write into an unlabelled Secret
     // created meanwhile under that name.
-    sc.connection("late", "app", "late-token", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "late",
+        TestConnection::default()
+            .secret("late-token")
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("late", "SecretNotFound").await;
     let url = link(&sc, "late").await;
     sc.secret("late-token", &[("unrelated", "data")]).await;
@@ -845,29 +909,28 @@ async fn a_check_in_flight_does_not_bring_a_used_link_back() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "trustinflight").await;
-    let port = support::free_port();
-    let public = format!("http://127.0.0.1:{port}");
-    let mut args = crate::fixtures::operator_args(&ns);
-    for (flag, value) in [
-        ("--callback-addr", format!("127.0.0.1:{port}")),
-        ("--public-url", public.clone()),
-        ("--provider-timeout", "10s".to_owned()),
-    ] {
-        args = crate::fixtures::with_flag(args, flag, &value);
-    }
     // A slow provider keeps a check in flight while the link is used.
     let config = relink::sandbox::SandboxConfig {
         latency: Duration::from_secs(2),
         ..Default::default()
     };
-    let mut sc = Scenario::start_with_sandbox(client, ns, &args, config).await;
+    let mut sc = Scenario::builder("trustinflight")
+        .callback()
+        .flag("--provider-timeout", "10s")
+        .sandbox(config)
+        .start()
+        .await;
+    let _public = sc.public_url.clone().expect("the callback's URL");
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;
@@ -904,18 +967,16 @@ async fn an_account_the_answer_does_not_name_is_asked_for_never_assumed() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "trustmute").await;
-    let port = support::free_port();
-    let mut args = crate::fixtures::operator_args(&ns);
-    args = crate::fixtures::with_flag(args, "--callback-addr", &format!("127.0.0.1:{port}"));
-    args = crate::fixtures::with_flag(args, "--public-url", &format!("http://127.0.0.1:{port}"));
     // Introspection without `sub` (RFC 7662 makes it optional).
     let config = relink::sandbox::SandboxConfig {
         introspection_names_account: false,
         ..Default::default()
     };
-    let mut sc = Scenario::start_with_sandbox(client, ns, &args, config).await;
+    let mut sc = Scenario::builder("trustmute")
+        .callback()
+        .sandbox(config)
+        .start()
+        .await;
     let base = sc.sandbox.base_url();
     let endpoints = |userinfo: bool| relink::api::ProviderEndpoints {
         authorization_url: Some(format!("{base}/oauth/authorize")),
@@ -934,8 +995,14 @@ async fn an_account_the_answer_does_not_name_is_asked_for_never_assumed() {
     // The check names no account; at the callback relink asks userinfo who logged in.
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "asks", "tok", "page-1", &["read"])
-        .await;
+    sc.apply_connection(
+        "chan",
+        TestConnection::default()
+            .provider("asks")
+            .account("page-1")
+            .requires(&["read"]),
+    )
+    .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;

@@ -9,11 +9,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, Request, State};
-use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, ORIGIN, REFERRER_POLICY,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
-};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::header::{CONTENT_TYPE, HOST, ORIGIN};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -117,6 +114,9 @@ fn refusal(
     None
 }
 
+/// The dashboard's own script, style and JSON come from itself; nothing else loads.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let why = refusal(
         &app.token,
@@ -129,16 +129,7 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
         Some(why) => (StatusCode::FORBIDDEN, why).into_response(),
         None => next.run(request).await,
     };
-    let h = response.headers_mut();
-    let set = HeaderValue::from_static;
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        set("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
-    );
-    h.insert(X_FRAME_OPTIONS, set("DENY"));
-    h.insert(REFERRER_POLICY, set("no-referrer"));
-    h.insert(CACHE_CONTROL, set("no-store"));
-    h.insert(X_CONTENT_TYPE_OPTIONS, set("nosniff"));
+    relink::server::set_security_headers(response.headers_mut(), CSP);
     response
 }
 
@@ -220,7 +211,7 @@ async fn events(State(app): State<Arc<App>>, Query(t): Query<Target>) -> Respons
     let Some(conn) = shown(&app, &t) else {
         return not_shown(&t);
     };
-    match crate::status_cmd::events_about(&app.dashboard.client, &conn).await {
+    match crate::cli::status::events_about(&app.dashboard.client, &conn).await {
         Ok(list) => {
             let lines: Vec<EventLine> = list
                 .iter()
@@ -228,8 +219,8 @@ async fn events(State(app): State<Arc<App>>, Query(t): Query<Target>) -> Respons
                 .map(|e| EventLine {
                     type_: e.type_.clone().unwrap_or_default(),
                     reason: e.reason.clone().unwrap_or_default(),
-                    note: crate::status_cmd::one_line(e.note.as_deref().unwrap_or_default()),
-                    time: crate::status_cmd::event_time(e)
+                    note: crate::cli::status::one_line(e.note.as_deref().unwrap_or_default()),
+                    time: crate::cli::status::event_time(e)
                         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
                     count: e.series.as_ref().map(|s| s.count).unwrap_or(1),
                 })
@@ -252,7 +243,7 @@ async fn check(State(app): State<Arc<App>>, axum::Json(t): axum::Json<Target>) -
         );
     }
     let api: Api<ChannelConnection> = Api::namespaced(app.dashboard.client.clone(), &t.namespace);
-    match crate::status_cmd::request_check(&api, &t.namespace, &t.name, jiff::Timestamp::now())
+    match crate::cli::status::request_check(&api, &t.namespace, &t.name, jiff::Timestamp::now())
         .await
     {
         Ok(value) => axum::Json(serde_json::json!({ "requested": value })).into_response(),
@@ -267,7 +258,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_str(v).unwrap());
+            h.insert(*k, axum::http::HeaderValue::from_str(v).unwrap());
         }
         h
     }

@@ -166,7 +166,7 @@ pub fn main(args: DashboardArgs) -> ExitCode {
 }
 
 async fn run(args: DashboardArgs) -> Result<(), String> {
-    let client = crate::status_cmd::client_for(args.kubeconfig.as_deref()).await?;
+    let client = crate::cli::status::client_for(args.kubeconfig.as_deref()).await?;
     let scope = match (&args.namespace, args.all_namespaces) {
         (_, true) => Scope::All,
         (Some(ns), false) => Scope::Namespace(ns.clone()),
@@ -354,7 +354,7 @@ fn watch_error(e: &watcher::Error) -> String {
         | watcher::Error::WatchFailed(e) => kube_error(e),
         other => format!("The watch failed: {other}"),
     };
-    crate::status_cmd::one_line(&text)
+    crate::cli::status::one_line(&text)
 }
 
 /// A sentence for the page's banner: what went wrong between the dashboard and the API server.

@@ -8,11 +8,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use relink::api::{
-    ChannelConnection, ChannelGroup, ConditionType, ProviderKind, ProviderType, Reason,
+    ChannelConnection, ChannelConnectionStatus, ChannelGroup, ConditionType, ProviderKind,
+    ProviderType, Reason,
 };
 use serde::Serialize;
 
-use crate::status_cmd::what_to_do;
+use crate::cli::status::what_to_do;
 
 /// The colour of a row: what a person reads first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -222,21 +223,13 @@ fn rfc3339(t: Option<&Time>) -> Option<String> {
     t.map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
-/// The row of `c`. `provider_type` is the type of the provider object it names, when known;
-/// `check` whether the user may request a check in its namespace.
-pub fn connection_row(
-    c: &ChannelConnection,
-    provider_type: Option<ProviderType>,
-    check: Permission,
-) -> ConnectionRow {
-    let status = c.status.clone().unwrap_or_default();
+/// The row's state, its reason and the reason in words.
+fn verdict(c: &ChannelConnection, status: &ChannelConnectionStatus) -> (State, String, String) {
     let ready = status.condition(ConditionType::Ready);
     let stalled = status
         .condition(ConditionType::Stalled)
         .is_some_and(|s| s.status == "True");
-    let trouble = status
-        .condition(ConditionType::Reconciling)
-        .is_some_and(|r| r.status == "True" && r.reason == Reason::ProviderUnavailable.as_str());
+    let trouble = provider_trouble(status);
     let (state, reason, reason_words) = if c.spec.suspend {
         let r = Reason::Suspended;
         (State::Suspended, r.as_str().to_owned(), reason_text(r))
@@ -270,20 +263,47 @@ pub fn connection_row(
     } else {
         reason_words.to_owned()
     };
-    let hint = match state {
+    (state, reason, reason_text)
+}
+
+/// Whether the provider did not answer the last check (the verdict before it stands).
+fn provider_trouble(status: &ChannelConnectionStatus) -> bool {
+    status
+        .condition(ConditionType::Reconciling)
+        .is_some_and(|r| r.status == "True" && r.reason == Reason::ProviderUnavailable.as_str())
+}
+
+/// What the person looking at the row should do.
+fn hint(
+    c: &ChannelConnection,
+    status: &ChannelConnectionStatus,
+    state: State,
+    trouble: bool,
+    reason: &str,
+) -> String {
+    match state {
         State::Ready => String::new(),
         _ if status.reauth_url.is_some() => {
-            let who = c
-                .spec
-                .account
-                .as_ref()
-                .map(|a| format!(" as someone who manages {}", a.label()))
-                .unwrap_or_default();
+            let who = crate::cli::status::as_manager(c);
             format!("Reconnect: log in{who} and grant every permission asked.")
         }
         State::Degraded if trouble => what_to_do(Reason::ProviderUnavailable.as_str()).to_owned(),
-        _ => what_to_do(&reason).to_owned(),
-    };
+        _ => what_to_do(reason).to_owned(),
+    }
+}
+
+/// The row of `c`. `provider_type` is the type of the provider object it names, when known;
+/// `check` whether the user may request a check in its namespace.
+pub fn connection_row(
+    c: &ChannelConnection,
+    provider_type: Option<ProviderType>,
+    check: Permission,
+) -> ConnectionRow {
+    let status = c.status.clone().unwrap_or_default();
+    let ready = status.condition(ConditionType::Ready);
+    let trouble = provider_trouble(&status);
+    let (state, reason, reason_text) = verdict(c, &status);
+    let hint = hint(c, &status, state, trouble, &reason);
     let reported = status.account.clone().unwrap_or_default();
     let expected = c.spec.account.as_ref();
     let account_id = reported
@@ -329,7 +349,7 @@ pub fn connection_row(
         reason_text,
         message: ready
             .filter(|_| state != State::Ready)
-            .map(|r| crate::status_cmd::one_line(&r.message))
+            .map(|r| crate::cli::status::one_line(&r.message))
             .unwrap_or_default(),
         hint,
         missing_scopes: status.missing_scopes.clone(),

@@ -206,7 +206,7 @@ fn metrics(out: &mut String) {
 
 /// Every subcommand and flag, from the CLI definition; ports are the listeners' defaults.
 fn flags(out: &mut String) {
-    let cli = crate::Cli::command();
+    let cli = super::Cli::command();
     out.push_str("## Commands and flags\n\n");
     for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
         let _ = writeln!(

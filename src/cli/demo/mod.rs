@@ -13,27 +13,15 @@ use std::pin::pin;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use clap::Args;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
-use relink::api::{
-    AccountRef, CHECK_REQUESTED_ANNOTATION, ChannelConnection, ChannelConnectionSpec,
-    ChannelProvider, ChannelProviderSpec, ClientSecretRef, ConditionType, ProviderEndpoints,
-    ProviderKind, ProviderRef, ProviderType, RefreshPolicy, TokenSecretRef,
-};
-use relink::sandbox::{Grant, Sandbox, SandboxConfig};
+use relink::api::{CHECK_REQUESTED_ANNOTATION, ChannelConnection, ConditionType};
+use relink::sandbox::{Sandbox, SandboxConfig};
 
-use crate::status_cmd::{config_for, human_duration};
-
-/// Field manager of everything the demo writes.
-const MANAGER: &str = "relink-demo";
-/// The provider object every demo connection uses.
-const PROVIDER: &str = "sandbox-social";
-/// The connection the user heals in the browser.
-const BROKEN: &str = "acme-support-inbox";
+use super::run::OperatorConfig;
+use super::status::config_for;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -154,6 +142,12 @@ async fn stop_requested() -> Stop {
     }
 }
 
+mod objects;
+mod table;
+
+use objects::{BROKEN, CHANNELS, MANAGER, PROVIDER, create_objects};
+use table::print_table;
+
 /// What `prepare` set up.
 struct Stage {
     sandbox: Sandbox,
@@ -180,14 +174,14 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         }
     };
 
-    let run_args = operator_args(&ns, stage.callback, stage.metrics, stage.sandbox.addr())?;
-    super::init_logging(run_args.log_format, &run_args.log_level);
+    let config = operator_config(&ns, stage.callback, stage.metrics, stage.sandbox.addr());
+    super::init_logging(config.log_format, &config.log_level);
     say(&format!(
         "[5/6] Starting the relink operator (watching namespace {ns}; OAuth callback on \
          http://{})",
         stage.callback
     ));
-    let mut operator = pin!(super::run_operator(run_args));
+    let mut operator = pin!(super::run::run(config));
     let flow = show(&client, &args, &stage);
     let mut operator_done = false;
     let why = tokio::select! {
@@ -245,7 +239,7 @@ async fn prepare(client: &Client, args: &DemoArgs, api_url: &str) -> Result<Stag
     say(&format!("ok (Kubernetes {version})"));
 
     start("[2/6] Installing the relink CRDs (server-side apply) … ");
-    install_crds(client).await?;
+    relink::api::install_crds(client, &relink::api::crds(), MANAGER).await?;
     say("ok");
 
     start(&format!("[3/6] Creating namespace {} … ", args.namespace));
@@ -314,39 +308,6 @@ async fn wait_for_api(client: &Client) -> Result<String, String> {
     ))
 }
 
-async fn install_crds(client: &Client) -> Result<(), String> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply(MANAGER).force();
-    let crds = relink::api::crds();
-    for crd in &crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &pp, &Patch::Apply(crd))
-            .await
-            .map_err(|e| format!("cannot install CRD {name}: {e}"))?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for crd in &crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        loop {
-            let established = api.get(&name).await.ok().is_some_and(|c| {
-                c.status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("CRD {name} is not Established after 30 s"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    Ok(())
-}
-
 /// Creates the namespace; `Ok(false)` when it was already there.
 async fn ensure_namespace(client: &Client, name: &str) -> Result<bool, String> {
     let api: Api<Namespace> = Api::all(client.clone());
@@ -385,45 +346,25 @@ fn version(v: &k8s_openapi::apimachinery::pkg::version::Info) -> String {
     }
 }
 
-/// `relink run` flags for the in-process operator.
-fn operator_args(
+/// The configuration of the in-process operator: watching only `ns`, calling the sandbox,
+/// listening on the demo's ports.
+fn operator_config(
     ns: &str,
     callback: SocketAddr,
     metrics: SocketAddr,
     sandbox: SocketAddr,
-) -> Result<super::RunArgs, String> {
-    let public = format!("http://{}", public_addr(callback));
-    let (callback, metrics, allowed) = (
-        callback.to_string(),
-        metrics.to_string(),
-        sandbox.ip().to_string(),
-    );
-    let argv = [
-        "relink",
-        "run",
-        "--namespace",
-        ns,
-        "--operator-namespace",
-        ns,
-        "--allow-namespaced-endpoint-hosts",
-        &allowed,
-        "--callback-addr",
-        &callback,
-        "--public-url",
-        &public,
-        "--metrics-addr",
-        &metrics,
-        "--log-level",
+) -> OperatorConfig {
+    OperatorConfig {
+        namespace: vec![ns.to_owned()],
+        operator_namespace: ns.to_owned(),
+        allow_namespaced_endpoint_hosts: vec![sandbox.ip().to_string()],
+        callback_addr: callback,
+        public_url: format!("http://{}", public_addr(callback)),
+        metrics_addr: metrics,
         // Quiet: the demo's own output is what the user reads. (A local control plane has a
         // self-signed certificate, which kube warns about on every connection.)
-        "warn,kube_client::client::tls=error",
-    ];
-    match super::Cli::try_parse_from(argv) {
-        Ok(super::Cli {
-            command: super::Command::Run(args),
-        }) => Ok(*args),
-        Ok(_) => Err("internal error: `relink run` flags did not parse as `run`".to_owned()),
-        Err(e) => Err(format!("internal error: {e}")),
+        log_level: "warn,kube_client::client::tls=error".to_owned(),
+        ..OperatorConfig::default()
     }
 }
 
@@ -435,69 +376,6 @@ fn public_addr(addr: SocketAddr) -> SocketAddr {
         addr
     }
 }
-
-/// One demo channel: what its token looks like at the sandbox and what the user should see.
-struct Channel {
-    name: &'static str,
-    account_id: &'static str,
-    account_name: &'static str,
-    /// Granted at the sandbox.
-    scopes: &'static [&'static str],
-    /// Required by the connection.
-    required: &'static [&'static str],
-    expires_in_secs: Option<u64>,
-    refreshable: bool,
-    revoked: bool,
-    /// Said when the connection is created.
-    story: &'static str,
-}
-
-const CHANNELS: [Channel; 4] = [
-    Channel {
-        name: "acme-facebook-page",
-        account_id: "104839201122334",
-        account_name: "Acme Coffee",
-        scopes: &["pages_show_list", "pages_manage_posts"],
-        required: &["pages_show_list", "pages_manage_posts"],
-        expires_in_secs: Some(60 * 86_400),
-        refreshable: true,
-        revoked: false,
-        story: "a healthy page token",
-    },
-    Channel {
-        name: BROKEN,
-        account_id: "support@acme-coffee.example",
-        account_name: "Acme Coffee Support",
-        scopes: &["mail.read", "mail.send"],
-        required: &["mail.read", "mail.send"],
-        expires_in_secs: None,
-        refreshable: false,
-        revoked: true,
-        story: "a mailbox whose access was removed at the provider (revoked)",
-    },
-    Channel {
-        name: "acme-instagram",
-        account_id: "17841405822304914",
-        account_name: "@acmecoffee",
-        scopes: &["instagram_basic"],
-        required: &["instagram_basic", "instagram_content_publish"],
-        expires_in_secs: Some(60 * 86_400),
-        refreshable: true,
-        revoked: false,
-        story: "a token granted without the permission to publish",
-    },
-    Channel {
-        name: "acme-linkedin",
-        account_id: "urn:li:organization:2414183",
-        account_name: "Acme Coffee (LinkedIn)",
-        scopes: &["w_organization_social"],
-        required: &["w_organization_social"],
-        expires_in_secs: Some(12 * 3600),
-        refreshable: false,
-        revoked: false,
-        story: "a token that expires in 12 hours and cannot be refreshed",
-    },
-];
 
 /// Step 6 and the rest: the objects, the first verdicts, the table, the instructions, then a
 /// new table whenever a verdict changes. Returns only on error.
@@ -514,25 +392,7 @@ async fn show(client: &Client, args: &DemoArgs, stage: &Stage) -> Result<(), Str
     start("\nWaiting for relink to check each connection … ");
     let started = Instant::now();
     let conns: Api<ChannelConnection> = Api::namespaced(client.clone(), ns);
-    let mut seen = loop {
-        let verdicts = verdicts(&conns).await;
-        let done = CHANNELS.iter().all(|c| {
-            verdicts
-                .get(c.name)
-                .is_some_and(|(_, reason)| !reason.is_empty() && reason != "Checking")
-        });
-        if done {
-            break verdicts;
-        }
-        if started.elapsed() > Duration::from_secs(90) {
-            return Err(format!(
-                "no verdict for every connection after 90 s (so far: {verdicts:?}); is the operator \
-                 able to reach the sandbox at {}?",
-                stage.sandbox.base_url()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let seen = first_verdicts(&conns, stage).await?;
     say(&format!("done ({} s).\n", started.elapsed().as_secs()));
     print_table(client, ns).await?;
     let link = conns
@@ -543,10 +403,45 @@ async fn show(client: &Client, args: &DemoArgs, stage: &Stage) -> Result<(), Str
         .unwrap_or_default();
     say(&guide(args, &link, stage.callback));
 
+    follow(client, ns, &conns, seen).await
+}
+
+/// Every channel's first verdict, waiting up to 90 s.
+async fn first_verdicts(api: &Api<ChannelConnection>, stage: &Stage) -> Result<Verdicts, String> {
+    let started = Instant::now();
+    loop {
+        let verdicts = verdicts(api).await;
+        let done = CHANNELS.iter().all(|c| {
+            verdicts
+                .get(c.name)
+                .is_some_and(|(_, reason)| !reason.is_empty() && reason != "Checking")
+        });
+        if done {
+            return Ok(verdicts);
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            return Err(format!(
+                "no verdict for every connection after 90 s (so far: {verdicts:?}); is the operator \
+                 able to reach the sandbox at {}?",
+                stage.sandbox.base_url()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A new table whenever a verdict changes, and the news once the revoked channel is healed.
+/// Returns only on error.
+async fn follow(
+    client: &Client,
+    ns: &str,
+    conns: &Api<ChannelConnection>,
+    mut seen: Verdicts,
+) -> Result<(), String> {
     let mut warned = false;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = verdicts(&conns).await;
+        let now = verdicts(conns).await;
         if now.is_empty() {
             if !warned {
                 say("(cannot read the connections right now; retrying)");
@@ -584,8 +479,11 @@ async fn show(client: &Client, args: &DemoArgs, stage: &Stage) -> Result<(), Str
     }
 }
 
+/// `name → (Ready status, Ready reason)`.
+type Verdicts = BTreeMap<String, (String, String)>;
+
 /// `name → (Ready status, Ready reason)`; empty when the list failed.
-async fn verdicts(api: &Api<ChannelConnection>) -> BTreeMap<String, (String, String)> {
+async fn verdicts(api: &Api<ChannelConnection>) -> Verdicts {
     let Ok(list) = api.list(&ListParams::default()).await else {
         return BTreeMap::new();
     };
@@ -601,157 +499,6 @@ async fn verdicts(api: &Api<ChannelConnection>) -> BTreeMap<String, (String, Str
             (c.metadata.name.unwrap_or_default(), ready)
         })
         .collect()
-}
-
-/// The provider, its client secret, and for each channel a token Secret and a connection.
-/// Leftovers of an earlier run (connections, token Secrets) are replaced: their tokens belonged
-/// to a sandbox that is gone.
-async fn create_objects(client: &Client, ns: &str, sandbox: &Sandbox) -> Result<(), String> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let conns: Api<ChannelConnection> = Api::namespaced(client.clone(), ns);
-    let pp = PatchParams::apply(MANAGER).force();
-    for c in &CHANNELS {
-        delete_if_present(&conns, c.name).await?;
-        delete_if_present(&secrets, &format!("{}-token", c.name)).await?;
-    }
-
-    let client_secret = secret(
-        &format!("{PROVIDER}-client"),
-        &[("client_secret", &SandboxConfig::default().client_secret)],
-    );
-    secrets
-        .patch(
-            &format!("{PROVIDER}-client"),
-            &pp,
-            &Patch::Apply(&client_secret),
-        )
-        .await
-        .map_err(|e| format!("cannot write Secret {PROVIDER}-client: {e}"))?;
-    let base = sandbox.base_url();
-    let provider = ChannelProvider::new(
-        PROVIDER,
-        ChannelProviderSpec {
-            type_: ProviderType::OAuth2,
-            client_id: SandboxConfig::default().client_id,
-            client_secret_ref: Some(ClientSecretRef {
-                name: format!("{PROVIDER}-client"),
-                key: "client_secret".into(),
-                namespace: None,
-            }),
-            redirect_url: None,
-            scopes: vec![],
-            endpoints: ProviderEndpoints {
-                authorization_url: Some(format!("{base}/oauth/authorize")),
-                token_url: Some(format!("{base}/oauth/token")),
-                introspection_url: Some(format!("{base}/oauth/introspect")),
-                ..Default::default()
-            },
-            authorization_params: BTreeMap::new(),
-            refresh_token_lifetime: None,
-        },
-    );
-    Api::<ChannelProvider>::namespaced(client.clone(), ns)
-        .patch(PROVIDER, &pp, &Patch::Apply(&provider))
-        .await
-        .map_err(|e| format!("cannot apply ChannelProvider {PROVIDER}: {e}"))?;
-
-    for c in &CHANNELS {
-        let tokens = sandbox.issue(Grant {
-            account_id: c.account_id.into(),
-            account_name: c.account_name.into(),
-            scopes: c.scopes.iter().map(|s| (*s).to_owned()).collect(),
-            expires_in_secs: c.expires_in_secs,
-            refreshable: c.refreshable,
-        });
-        if let Some(at) = tokens.expires_at {
-            sandbox.set_expires_at(&tokens.access_token, Some(at));
-        }
-        if c.revoked {
-            sandbox.revoke(&tokens.access_token);
-        }
-        let expires_at = tokens.expires_at.map(|t| t.to_string());
-        let mut data = vec![("access_token", tokens.access_token.as_str())];
-        if let Some(rt) = &tokens.refresh_token {
-            data.push(("refresh_token", rt));
-        }
-        if let Some(at) = &expires_at {
-            data.push(("expires_at", at));
-        }
-        let name = format!("{}-token", c.name);
-        secrets
-            .create(&PostParams::default(), &secret(&name, &data))
-            .await
-            .map_err(|e| format!("cannot create Secret {name}: {e}"))?;
-        let conn = ChannelConnection::new(
-            c.name,
-            ChannelConnectionSpec {
-                provider_ref: ProviderRef {
-                    kind: ProviderKind::ChannelProvider,
-                    name: PROVIDER.into(),
-                },
-                account: Some(AccountRef {
-                    id: c.account_id.into(),
-                    display_name: Some(c.account_name.into()),
-                    kind: None,
-                }),
-                secret_ref: TokenSecretRef {
-                    name,
-                    access_token_key: "access_token".into(),
-                    refresh_token_key: "refresh_token".into(),
-                    expires_at_key: "expires_at".into(),
-                },
-                required_scopes: c.required.iter().map(|s| (*s).to_owned()).collect(),
-                check_interval: "5m".into(),
-                refresh: RefreshPolicy::default(),
-                owners: vec!["social-team@acme-coffee.example".into()],
-                notify: Default::default(),
-                suspend: false,
-            },
-        );
-        conns
-            .create(&PostParams::default(), &conn)
-            .await
-            .map_err(|e| format!("cannot create ChannelConnection {}: {e}", c.name))?;
-    }
-    Ok(())
-}
-
-fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/part-of".to_owned(),
-                MANAGER.to_owned(),
-            )])),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        ..Default::default()
-    }
-}
-
-/// Deletes `name` and waits until it is gone (no finalizers on demo objects, so that is quick).
-async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), String>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-        Err(e) => return Err(format!("cannot replace {name} from an earlier run: {e}")),
-    }
-    for _ in 0..100 {
-        match api.get_opt(name).await {
-            Ok(None) => return Ok(()),
-            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    Err(format!("{name} from an earlier run is still being deleted"))
 }
 
 /// What the user does next, in plain words.
@@ -822,133 +569,16 @@ fn relink_command() -> String {
     exe.display().to_string()
 }
 
-/// `kubectl get channelconnections -n NS -o wide`, rendered from the server-side Table.
-async fn print_table(client: &Client, ns: &str) -> Result<(), String> {
-    let path = format!("/apis/relink.dev/v1alpha1/namespaces/{ns}/channelconnections");
-    let table = get_table(client, &path).await?;
-    say(&format!("$ kubectl get channelconnections -n {ns} -o wide"));
-    say(&render_table(&table, jiff::Timestamp::now()));
-    Ok(())
-}
-
-async fn get_table(client: &Client, path: &str) -> Result<serde_json::Value, String> {
-    let mut req = kube::core::Request::new("/")
-        .get("x", &Default::default())
-        .map_err(|e| format!("cannot build a request: {e}"))?;
-    *req.uri_mut() = path
-        .parse()
-        .map_err(|e| format!("bad request path {path}: {e}"))?;
-    req.headers_mut().insert(
-        reqwest::header::ACCEPT,
-        reqwest::header::HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"),
-    );
-    let text = client
-        .request_text(req)
-        .await
-        .map_err(|e| format!("cannot list the connections: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("the API answered something else: {e}"))
-}
-
-/// A `meta.k8s.io/v1` Table as `kubectl -o wide` prints it: every column, dates as ages.
-fn render_table(table: &serde_json::Value, now: jiff::Timestamp) -> String {
-    let empty = Vec::new();
-    let columns = table["columnDefinitions"].as_array().unwrap_or(&empty);
-    let rows = table["rows"].as_array().unwrap_or(&empty);
-    if rows.is_empty() {
-        return "No resources found.".to_owned();
-    }
-    let mut grid: Vec<Vec<String>> = vec![
-        columns
-            .iter()
-            .map(|c| c["name"].as_str().unwrap_or("").to_uppercase())
-            .collect(),
-    ];
-    for row in rows {
-        let cells = row["cells"].as_array().unwrap_or(&empty);
-        grid.push(
-            columns
-                .iter()
-                .enumerate()
-                .map(|(i, col)| cell(cells.get(i), col["type"].as_str(), now))
-                .collect(),
-        );
-    }
-    let widths: Vec<usize> = (0..columns.len())
-        .map(|i| {
-            grid.iter()
-                .map(|r| r.get(i).map_or(0, |s| s.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    grid.iter()
-        .map(|r| {
-            let line: String = r
-                .iter()
-                .zip(&widths)
-                .map(|(s, w)| format!("{s}{}   ", " ".repeat(w - s.chars().count())))
-                .collect();
-            line.trim_end().to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn cell(v: Option<&serde_json::Value>, type_: Option<&str>, now: jiff::Timestamp) -> String {
-    use serde_json::Value;
-    match v {
-        // kubectl leaves a custom column empty when its JSONPath finds nothing.
-        None | Some(Value::Null) => String::new(),
-        // The server usually sends dates as ages already ("62s"); a timestamp becomes one.
-        Some(Value::String(s)) if type_ == Some("date") => match s.parse::<jiff::Timestamp>() {
-            Ok(t) => human_duration(now.as_second() - t.as_second()),
-            Err(_) => s.clone(),
-        },
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn tables_print_like_kubectl_wide() {
-        let now: jiff::Timestamp = "2026-01-01T12:00:00Z".parse().expect("time");
-        let table = json!({
-            "kind": "Table",
-            "columnDefinitions": [
-                {"name": "Name", "type": "string", "priority": 0},
-                {"name": "READY", "type": "string", "priority": 0},
-                {"name": "LAST CHECK", "type": "date", "priority": 0},
-                {"name": "REAUTH URL", "type": "string", "priority": 1},
-            ],
-            "rows": [
-                {"cells": ["a", "True", "2026-01-01T11:59:30Z", null]},
-                {"cells": ["bb", "False", "5m", "http://x/y"]},
-            ],
-        });
-        let text = render_table(&table, now);
-        assert_eq!(
-            text,
-            "NAME   READY   LAST CHECK   REAUTH URL\n\
-             a      True    30s\n\
-             bb     False   5m           http://x/y"
-        );
-        assert_eq!(
-            render_table(&json!({"rows": []}), now),
-            "No resources found."
-        );
-    }
-
-    #[test]
-    fn operator_flags_parse() {
+    fn the_operator_watches_the_demo_namespace_and_calls_the_sandbox() {
         let cb: SocketAddr = "127.0.0.1:8081".parse().expect("addr");
         let m: SocketAddr = "127.0.0.1:9000".parse().expect("addr");
         let sb: SocketAddr = "127.0.0.1:8090".parse().expect("addr");
-        let args = operator_args("relink-demo", cb, m, sb).expect("flags parse");
+        let args = operator_config("relink-demo", cb, m, sb);
         assert_eq!(args.namespace, ["relink-demo"]);
         assert_eq!(args.operator_namespace, "relink-demo");
         assert_eq!(args.public_url, "http://127.0.0.1:8081");
