@@ -13,6 +13,10 @@ use super::decide::News;
 /// The owners (sorted, lowercased) and the news: what makes notices one message.
 pub type Key = (Vec<String>, News);
 
+/// Most channels one grouped email lists; a notice past it goes in an email of its own, so a
+/// message (and its `X-Relink-Connection` header) stays a size mail servers take.
+pub const MAX_BATCH: usize = 100;
+
 /// Open batches, each waiting for its window to close.
 #[derive(Default)]
 pub struct Batches {
@@ -20,13 +24,16 @@ pub struct Batches {
 }
 
 impl Batches {
-    /// Adds an email delivery to its batch; true when it opened the batch (the caller then
-    /// flushes it once the window has passed).
-    pub fn add(&self, key: Key, delivery: Delivery) -> bool {
+    /// Adds an email delivery to its batch: `Ok(true)` when it opened the batch (the caller then
+    /// flushes it once the window has passed), `Err(delivery)` when the batch is full.
+    pub fn add(&self, key: Key, delivery: Delivery) -> Result<bool, Box<Delivery>> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let batch = open.entry(key).or_default();
+        if batch.len() >= MAX_BATCH {
+            return Err(Box::new(delivery));
+        }
         batch.push(delivery);
-        batch.len() == 1
+        Ok(batch.len() == 1)
     }
 
     /// Closes the batch and returns what it holds.
@@ -65,5 +72,49 @@ mod tests {
         );
         assert_eq!(key(&["a@x.io"], News::Recovery), None);
         assert_eq!(key(&["a@x.io"], News::ExpiryWarning), None);
+    }
+
+    fn delivery(name: &str) -> Delivery {
+        let news = News::Problem(Reason::Revoked);
+        Delivery {
+            conn: crate::api::ChannelConnection::new(
+                name,
+                crate::api::ChannelConnectionSpec::new("meta", "tokens"),
+            ),
+            notice: crate::notify::message::Notice {
+                news,
+                namespace: "marketing".into(),
+                name: name.into(),
+                provider_name: "meta".into(),
+                provider_type: None,
+                display_name: name.into(),
+                account_id: None,
+                reauth_url: None,
+                detail: None,
+                missing_scopes: vec![],
+                expires_at: None,
+                since: None,
+                now: jiff::Timestamp::UNIX_EPOCH,
+                also_broken: vec![],
+            },
+            targets: vec![super::super::Channel::Email],
+        }
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_max_batch_and_hands_back_the_rest() {
+        let batches = Batches::default();
+        let k = key(&["a@x.io"], News::Problem(Reason::Revoked)).unwrap();
+        assert!(matches!(batches.add(k.clone(), delivery("c0")), Ok(true)));
+        for i in 1..MAX_BATCH {
+            assert!(matches!(
+                batches.add(k.clone(), delivery(&format!("c{i}"))),
+                Ok(false)
+            ));
+        }
+        let past = batches.add(k.clone(), delivery("past")).unwrap_err();
+        assert_eq!(past.notice.name, "past");
+        assert_eq!(batches.take(&k).len(), MAX_BATCH);
+        assert!(batches.take(&k).is_empty());
     }
 }

@@ -285,7 +285,11 @@ impl Notifier {
             targets: vec![Channel::Email],
             ..delivery.clone()
         };
-        if self.batches.add(key.clone(), email) {
+        let opened = match self.batches.add(key.clone(), email) {
+            Ok(opened) => opened,
+            Err(_full) => return Some(delivery),
+        };
+        if opened {
             let (this, slots, http) = (self.clone(), slots.clone(), http.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(window).await;
