@@ -428,13 +428,10 @@ async fn a_cluster_provider_serves_only_the_namespaces_and_scopes_it_allows() {
         return;
     }
     let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "trustshare").await;
-    let mut sc = Scenario::builder("trustshare")
-        .in_namespace(client, ns.clone())
-        .args(crate::notify::args_with_mail(&ns, &sink.url()))
+    let mut sc = crate::notify::mailing("trustshare", &sink.url())
         .start()
         .await;
+    let ns = sc.ns.clone();
     let provider = format!("company-app-{ns}");
     let tenant_label = "relink.dev/e2e-tenant";
     cluster_provider(
@@ -521,11 +518,7 @@ async fn owners_outside_the_allowed_email_domains_are_never_mailed() {
         return;
     }
     let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "trustmail").await;
-    let mut sc = Scenario::builder("trustmail")
-        .in_namespace(client, ns.clone())
-        .args(crate::notify::args_with_mail(&ns, &sink.url()))
+    let mut sc = crate::notify::mailing("trustmail", &sink.url())
         .flag("--allowed-email-domains", "Example.com")
         .start()
         .await;
