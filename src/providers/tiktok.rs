@@ -9,8 +9,8 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::answer::{account, aliases, clip};
-use super::oauth2::transport;
-use super::{App, Endpoint, Grant, Http, Token, Validator, Verdict};
+use super::oauth2::{transport, userinfo_url};
+use super::{App, Grant, Http, Token, Validator, Verdict};
 use crate::api::Reason;
 
 pub struct TikTok;
@@ -52,10 +52,9 @@ struct ApiError {
 }
 
 async fn check(http: &Http, app: &App, token: &Token) -> Verdict {
-    let Some(url) = app.endpoint(Endpoint::Userinfo) else {
-        return Verdict::Misconfigured {
-            message: "the provider has no probe URL (spec.endpoints.userinfoUrl)".into(),
-        };
+    let url = match userinfo_url(app) {
+        Ok(url) => url,
+        Err(v) => return v,
     };
     let req = http
         .request(app.trusted, Method::GET, &url)

@@ -419,6 +419,7 @@ fn helm_lint_and_template_render_every_option() {
     assert_eq!(flag(&args, "--metrics-addr"), Some("0.0.0.0:8080"));
     assert_eq!(flag(&args, "--callback-addr"), Some("0.0.0.0:8081"));
     assert_eq!(flag(&args, "--public-url"), None);
+    assert_eq!(flag(&args, "--notification-batch-window"), Some("60s"));
     let sa = r.service_account();
     assert_eq!(sa, "r-relink");
     r.get("ServiceAccount", &sa);
@@ -490,7 +491,7 @@ fn helm_lint_and_template_render_every_option() {
             "smtp": {"url": "smtps://mail.example.com:465", "from": "relink@example.com",
                      "credentialsSecret": "smtp"},
             "config": {"allowNamespacedEndpointHosts": ["oauth.internal", "10.0.0.7"],
-                       "selector": "shard=a"},
+                       "selector": "shard=a", "notificationBatchWindow": "0s"},
             "extraArgs": ["--reauth-link-ttl=72h"],
             "extraEnv": [{"name": "EXTRA", "value": "1"}],
         })
@@ -511,6 +512,7 @@ fn helm_lint_and_template_render_every_option() {
         Some("oauth.internal,10.0.0.7")
     );
     assert_eq!(flag(&args, "--selector"), Some("shard=a"));
+    assert_eq!(flag(&args, "--notification-batch-window"), Some("0s"));
     assert_eq!(
         flag(&args, "--smtp-url"),
         Some("smtps://mail.example.com:465")
