@@ -134,13 +134,11 @@ struct UserInfo {
     error: Option<String>,
 }
 
-/// The probe URL (`spec.endpoints.userinfoUrl`) of a provider checked by reading the signed-in
-/// account, or the verdict that there is none.
-pub(super) fn userinfo_url(app: &App) -> Result<String, Verdict> {
-    app.endpoint(Endpoint::Userinfo)
-        .ok_or_else(|| Verdict::Misconfigured {
-            message: "the provider has no probe URL (spec.endpoints.userinfoUrl)".into(),
-        })
+/// The verdict on a provider checked by reading the signed-in account without a probe URL.
+pub(super) fn no_userinfo_url() -> Verdict {
+    Verdict::Misconfigured {
+        message: "the provider has no probe URL (spec.endpoints.userinfoUrl)".into(),
+    }
 }
 
 /// `GET url` with the token as bearer, asking for JSON: the answer, or the verdict on a call
@@ -158,13 +156,16 @@ pub(super) async fn get_as_bearer(
     http.send(req).await.map_err(transport)
 }
 
-/// `GET userinfoUrl` with the token as bearer ([`userinfo_url`], [`get_as_bearer`]).
+/// `GET userinfoUrl` with the token as bearer ([`get_as_bearer`]).
 pub(super) async fn get_userinfo(
     http: &Http,
     app: &App,
     token: &Token,
 ) -> Result<Response, Verdict> {
-    get_as_bearer(http, app, &userinfo_url(app)?, token).await
+    let Some(url) = app.endpoint(Endpoint::Userinfo) else {
+        return Err(no_userinfo_url());
+    };
+    get_as_bearer(http, app, &url, token).await
 }
 
 /// The answer's `WWW-Authenticate` challenge; empty when none.

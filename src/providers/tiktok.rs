@@ -9,8 +9,8 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::answer::{account, aliases, clip};
-use super::oauth2::{transport, userinfo_url};
-use super::{App, Grant, Http, Token, Validator, Verdict};
+use super::oauth2::{no_userinfo_url, transport};
+use super::{App, Endpoint, Grant, Http, Token, Validator, Verdict};
 use crate::api::Reason;
 
 pub struct TikTok;
@@ -52,9 +52,8 @@ struct ApiError {
 }
 
 async fn check(http: &Http, app: &App, token: &Token) -> Verdict {
-    let url = match userinfo_url(app) {
-        Ok(url) => url,
-        Err(v) => return v,
+    let Some(url) = app.endpoint(Endpoint::Userinfo) else {
+        return no_userinfo_url();
     };
     let req = http
         .request(app.trusted, Method::GET, &url)

@@ -34,7 +34,7 @@ use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use relink::api::{
     ChannelConnection, ClientSecretRef, ClusterChannelProvider, ClusterChannelProviderSpec,
-    ConditionType, ProviderEndpoints, ProviderKind, ProviderType,
+    ConditionType, ProviderKind, ProviderType,
 };
 use relink::sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value as Json, json};
@@ -1037,12 +1037,11 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
         .create(&PostParams::default(), &client_secret)
         .await
         .expect("client secret in the release namespace");
-    let base = sc.sandbox.base_url();
     let ccp = ClusterChannelProvider::new(
         &cluster_provider,
         ClusterChannelProviderSpec {
             type_: ProviderType::OAuth2,
-            client_id: "relink-sandbox".into(),
+            client_id: SandboxConfig::default().client_id,
             client_secret_ref: Some(ClientSecretRef {
                 name: format!("{cluster_provider}-client"),
                 key: "client_secret".into(),
@@ -1050,12 +1049,7 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
             }),
             redirect_url: None,
             scopes: vec![],
-            endpoints: ProviderEndpoints {
-                authorization_url: Some(format!("{base}/oauth/authorize")),
-                token_url: Some(format!("{base}/oauth/token")),
-                introspection_url: Some(format!("{base}/oauth/introspect")),
-                ..Default::default()
-            },
+            endpoints: sc.sandbox.endpoints(),
             authorization_params: BTreeMap::new(),
             refresh_token_lifetime: None,
             allowed_namespaces: None,

@@ -455,10 +455,6 @@ async fn namespaced_provider_cannot_target_internal_addresses() {
         .await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.secret("loopback-client", &[("client_secret", "sandbox-secret")])
-        .await;
-    sc.secret("metadata-client", &[("client_secret", "sandbox-secret")])
-        .await;
     let base = sc.sandbox.base_url();
     sc.provider_with(
         "loopback",

@@ -225,7 +225,6 @@ async fn a_hanging_provider_does_not_delay_checks_of_other_providers() {
     let (hang_url, _hang) = hanging_server().await;
 
     sc.provider("app", Validation::Introspection).await;
-    sc.secret("stuck-client", &[("client_secret", "x")]).await;
     sc.provider_with(
         "stuck",
         ProviderEndpoints {

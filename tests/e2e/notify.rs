@@ -586,8 +586,6 @@ async fn a_huge_error_that_echoes_the_token_is_clipped_scrubbed_and_told_once() 
     let sink = SmtpSink::start("127.0.0.1:0").await;
     let mut sc = mailing("notify-huge", &sink.url()).start().await;
     let (url, _server) = echoing_provider().await;
-    sc.secret("echo-client", &[("client_secret", "sandbox-secret")])
-        .await;
     sc.provider_with(
         "echo",
         relink::api::ProviderEndpoints {

@@ -978,11 +978,7 @@ async fn an_account_the_answer_does_not_name_is_asked_for_never_assumed() {
         userinfo_url: userinfo.then(|| format!("{base}/oauth/userinfo")),
         ..Default::default()
     };
-    sc.secret("asks-client", &[("client_secret", "sandbox-secret")])
-        .await;
     sc.provider_with("asks", endpoints(true)).await;
-    sc.secret("mute-client", &[("client_secret", "sandbox-secret")])
-        .await;
     sc.provider_with("mute", endpoints(false)).await;
 
     // The check names no account; at the callback relink asks userinfo who logged in.
