@@ -72,11 +72,7 @@ pub fn renew_standard<'a>(
                 message: "no refresh token is stored".into(),
             };
         };
-        let form = vec![
-            ("grant_type", "refresh_token".to_owned()),
-            ("refresh_token", refresh.expose().to_owned()),
-        ];
-        token_request(http, app, form).await
+        token_request(http, app, refresh_form(refresh)).await
     }
     .boxed()
 }
@@ -94,6 +90,14 @@ pub fn exchange_code_standard<'a>(
         token_request(http, app, form).await
     }
     .boxed()
+}
+
+/// The form of an RFC 6749 §6 refresh.
+pub(super) fn refresh_form(refresh: &Token) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", "refresh_token".to_owned()),
+        ("refresh_token", refresh.expose().to_owned()),
+    ]
 }
 
 /// The form of an RFC 6749 §4.1.3 code exchange (with the PKCE verifier when one was used).

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::answer::{account, aliases, clip, wait_until_header};
 use super::oauth2::{common_failures, get_userinfo};
-use super::token::{code_form, token_request};
+use super::token::{code_form, refresh_form, token_request};
 use super::{App, Grant, Http, Renewal, Token, Validator, Verdict};
 use crate::api::Reason;
 
@@ -37,11 +37,8 @@ impl Validator for X {
                     message: "no refresh token is stored (X issues one only with the offline.access scope)".into(),
                 };
             };
-            let form = vec![
-                ("grant_type", "refresh_token".to_owned()),
-                ("refresh_token", refresh.expose().to_owned()),
-                ("client_id", app.settings.client_id.clone()),
-            ];
+            let mut form = refresh_form(refresh);
+            form.push(("client_id", app.settings.client_id.clone()));
             dead_value(token_request(http, app, form).await)
         }
         .boxed()
