@@ -156,6 +156,8 @@ async fn refresh_rotates() {
     );
 }
 
+/// The whole authorization-code flow as one client walks it (consent, exchange, use, refresh,
+/// reuse): long, but one story read top to bottom.
 #[tokio::test]
 async fn authorization_code_flow() {
     let (sb, c) = sandbox().await;
