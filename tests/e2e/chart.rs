@@ -991,13 +991,8 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
         &[("access_token", &t.access_token), ("note", "kept")],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read", "write"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read", "write"]))
+        .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert_eq!(s.reauth_url, None);
     let conn = sc.connections().get("chan").await.expect("connection");

@@ -16,12 +16,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use relink::api::{
-    ChannelProvider, ChannelProviderSpec, ClientSecretRef, ConditionType, ProviderEndpoints,
-    ProviderType, REAUTHORIZE_REQUESTED_ANNOTATION, REFRESH_REQUESTED_ANNOTATION,
+    ChannelProviderSpec, ConditionType, ProviderEndpoints, ProviderType,
+    REAUTHORIZE_REQUESTED_ANNOTATION, REFRESH_REQUESTED_ANNOTATION,
 };
 use serde_json::{Value, json};
 
-use crate::fixtures::{Scenario, TestConnection, open};
+use crate::fixtures::{Scenario, TestConnection, open, provider_spec};
 use crate::support;
 
 /// One canned answer.
@@ -159,33 +159,11 @@ async fn apply_app(
     endpoints: ProviderEndpoints,
     refresh_token_lifetime: Option<&str>,
 ) {
-    sc.secret("app-client", &[("client_secret", "s3cret-client")])
-        .await;
-    let provider = ChannelProvider::new(
-        "app",
-        ChannelProviderSpec {
-            type_,
-            client_id: "app-id".into(),
-            client_secret_ref: Some(ClientSecretRef {
-                name: "app-client".into(),
-                key: "client_secret".into(),
-                namespace: None,
-            }),
-            redirect_url: None,
-            scopes: vec![],
-            endpoints,
-            authorization_params: Default::default(),
-            refresh_token_lifetime: refresh_token_lifetime.map(str::to_owned),
-        },
-    );
-    Api::<ChannelProvider>::namespaced(sc.client.clone(), &sc.ns)
-        .patch(
-            "app",
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&provider),
-        )
-        .await
-        .expect("provider applies");
+    let spec = ChannelProviderSpec {
+        refresh_token_lifetime: refresh_token_lifetime.map(str::to_owned),
+        ..provider_spec("app", type_, "app-id", endpoints)
+    };
+    sc.apply_provider("app", spec, "s3cret-client").await;
 }
 
 /// Sets annotation `key` of connection `name` to a fresh value (a request to the operator).
@@ -215,9 +193,7 @@ async fn run(case: Case) {
     sc.tokens.push(old_token.clone());
     sc.tokens.push(case.new_token.to_owned());
     sc.secret("tok", &[("access_token", &old_token)]).await;
-    let chan = TestConnection::default()
-        .account(case.account)
-        .requires(case.required);
+    let chan = TestConnection::on(case.account, case.required);
     sc.apply_connection("chan", chan).await;
 
     // Valid: the account is the channel's, named where the preset's check names it.
@@ -740,9 +716,7 @@ async fn refresh_answer_scopes_decide_missing_scopes() {
         ],
     )
     .await;
-    let chan = TestConnection::default()
-        .account("2244994945")
-        .requires(&["tweet.write"]);
+    let chan = TestConnection::on("2244994945", &["tweet.write"]);
     sc.apply_connection("chan", chan).await;
     sc.wait_ready_reason("chan", "Valid").await;
 
@@ -805,10 +779,11 @@ async fn google_testing_app_refresh_token_warns_before_its_seventh_day() {
         .extend(["ya29.old-access", "ya29.new-access", "1//0new-refresh"].map(String::from));
     sc.secret("tok", &[("access_token", "ya29.old-access")])
         .await;
-    let mut spec = TestConnection::default()
-        .account("ann@example.com")
-        .requires(&["https://www.googleapis.com/auth/gmail.send"])
-        .spec();
+    let mut spec = TestConnection::on(
+        "ann@example.com",
+        &["https://www.googleapis.com/auth/gmail.send"],
+    )
+    .spec();
     spec.refresh.before = "170h".into();
     sc.apply_connection("chan", spec).await;
     // No refresh token yet: the one-hour access token itself is what ends.

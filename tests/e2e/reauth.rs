@@ -39,13 +39,8 @@ async fn revoked_connection_is_restored_through_the_reauth_link() {
         ],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read", "write"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read", "write"]))
+        .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert_eq!(s.reauth_url, None, "no link while healthy");
 
@@ -118,13 +113,8 @@ async fn forged_or_wrong_account_callbacks_change_nothing() {
     sc.provider("app", Validation::Userinfo).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;
@@ -203,13 +193,8 @@ async fn expiring_token_is_refreshed_ahead_of_time() {
         ],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     let s = support::eventually("a refresh", Duration::from_secs(30), || async {
         let s = sc.status("chan").await;
         (s.last_refresh_time.is_some() && s.condition(ConditionType::Ready).is_some()).then_some(s)
@@ -245,13 +230,8 @@ async fn expired_token_is_renewed_and_a_dead_refresh_token_asks_for_login() {
         &[("access_token", &t.access_token), ("refresh_token", &rt)],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert!(s.last_refresh_time.is_some());
 
@@ -293,13 +273,8 @@ async fn expired_links_and_logins_with_fewer_scopes_change_nothing() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read", "write"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read", "write"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read", "write"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;
@@ -390,13 +365,8 @@ async fn a_refresh_token_rotated_elsewhere_is_not_a_dead_one() {
         &[("access_token", &t.access_token), ("refresh_token", &rt1)],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
 
     // While the operator waits for its (slow) check of the expired token, another client
     // refreshes with the same refresh token and stores the rotated pair. The operator's own
@@ -453,13 +423,8 @@ async fn provider_down_during_refresh_is_not_a_dead_token() {
         &[("access_token", &t.access_token), ("refresh_token", &rt)],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
 
     // The token is now due for refresh, and the provider is down.

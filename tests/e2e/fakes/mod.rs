@@ -8,22 +8,18 @@ mod meta;
 pub(crate) use google::*;
 pub(crate) use meta::*;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use rand::Rng;
-use relink::api::{
-    ChannelProvider, ChannelProviderSpec, ClientSecretRef, ProviderEndpoints, ProviderType,
-};
+use relink::api::{ChannelProviderSpec, ProviderEndpoints, ProviderType};
 use serde_json::Value;
 
-use crate::fixtures::Scenario;
+use crate::fixtures::{Scenario, provider_spec};
 
 /// The redirect URI of an operator started without `--public-url`.
 pub(crate) const DEFAULT_CALLBACK: &str = "http://localhost:8081/oauth/callback";
@@ -186,30 +182,9 @@ pub(crate) async fn apply_provider(
     scopes: &[&str],
     endpoints: ProviderEndpoints,
 ) {
-    sc.secret(
-        &format!("{name}-client"),
-        &[("client_secret", client_secret)],
-    )
-    .await;
-    let p = ChannelProvider::new(
-        name,
-        ChannelProviderSpec {
-            type_,
-            client_id: client_id.into(),
-            client_secret_ref: Some(ClientSecretRef {
-                name: format!("{name}-client"),
-                key: "client_secret".into(),
-                namespace: None,
-            }),
-            redirect_url: None,
-            scopes: strings(scopes),
-            endpoints,
-            authorization_params: BTreeMap::new(),
-            refresh_token_lifetime: None,
-        },
-    );
-    Api::<ChannelProvider>::namespaced(sc.client.clone(), &sc.ns)
-        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&p))
-        .await
-        .expect("provider applies");
+    let spec = ChannelProviderSpec {
+        scopes: strings(scopes),
+        ..provider_spec(name, type_, client_id, endpoints)
+    };
+    sc.apply_provider(name, spec, client_secret).await;
 }
