@@ -52,6 +52,19 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
+/// An error and its causes, outermost first, joined by `: ` (what reqwest and hyper errors hide
+/// behind "error sending request").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod dashboard;
 mod demo;
+#[cfg(test)]
+mod fixtures;
 mod lease;
 mod preflight;
 mod reference;

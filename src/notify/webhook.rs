@@ -106,7 +106,7 @@ pub async fn send(http: &Http, target: &Target, notice: &Notice) -> Result<(), S
         } else if e.is_connect() {
             "cannot connect".to_owned()
         } else {
-            error_chain(&e)
+            crate::text::error_chain(&e)
         };
         format!("webhook POST to host {host:?} failed: {what}")
     })?;
@@ -120,17 +120,6 @@ pub async fn send(http: &Http, target: &Target, notice: &Notice) -> Result<(), S
             status.as_u16()
         ))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

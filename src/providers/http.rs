@@ -164,7 +164,7 @@ impl Http {
         if e.is_timeout() {
             return TransportError::Timeout(self.config.timeout);
         }
-        let text = error_chain(&e);
+        let text = crate::text::error_chain(&e);
         if text.contains(POLICY_MARKER) {
             return TransportError::Policy(text);
         }
@@ -176,17 +176,6 @@ impl Http {
 }
 
 const POLICY_MARKER: &str = "resolves only to non-public addresses";
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
 
 /// Resolves names for tenant providers and drops addresses the policy refuses.
 struct PolicyResolver(EndpointPolicy);

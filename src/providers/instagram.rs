@@ -196,33 +196,43 @@ async fn short_lived(
     if resp.status == 200
         && let Some(at) = entry.get("access_token").and_then(Value::as_str)
     {
-        let scopes = match entry.get("permissions") {
-            Some(Value::String(s)) => Some(super::split_scopes(s)),
-            Some(Value::Array(a)) => Some(
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        };
-        return Renewal::Renewed(NewTokens {
-            access_token: Token::new(at),
-            refresh_token: None,
-            expires_at: entry
-                .get("expires_in")
-                .and_then(Value::as_i64)
-                .and_then(in_secs),
-            scopes,
-            refresh_expires_at: None,
-        });
+        return Renewal::Renewed(short_lived_tokens(&entry, at));
     }
+    refusal(resp.status, &body, secret)
+}
+
+/// The tokens of a successful exchange (`entry`: the flat answer or its `data[0]`).
+fn short_lived_tokens(entry: &Value, at: &str) -> NewTokens {
+    let scopes = match entry.get("permissions") {
+        Some(Value::String(s)) => Some(super::split_scopes(s)),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    };
+    NewTokens {
+        access_token: Token::new(at),
+        refresh_token: None,
+        expires_at: entry
+            .get("expires_in")
+            .and_then(Value::as_i64)
+            .and_then(in_secs),
+        scopes,
+        refresh_expires_at: None,
+    }
+}
+
+/// A code exchange that issued no token, by Instagram's error message.
+fn refusal(status: u16, body: &Value, secret: &Token) -> Renewal {
     let message = body
         .get("error_message")
         .or_else(|| body.pointer("/error/message"))
         .and_then(Value::as_str)
         .map(|m| clip(m, &[secret]))
-        .unwrap_or_else(|| format!("HTTP {}", resp.status));
-    match resp.status {
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    match status {
         400 | 401 if message.contains("redirect_uri") || message.contains("client") => {
             Renewal::Misconfigured {
                 message: format!("Instagram refused the token request: {message}"),

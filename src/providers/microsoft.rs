@@ -6,13 +6,11 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use reqwest::Method;
-use reqwest::header::WWW_AUTHENTICATE;
 use serde::Deserialize;
 
 use super::answer::{account, aliases, clip, jwt_scopes};
-use super::oauth2::{common_failures, transport};
-use super::{App, Endpoint, Grant, Http, Token, Validator, Verdict};
+use super::oauth2::{challenge, common_failures, get_userinfo};
+use super::{App, Grant, Http, Response, Token, Validator, Verdict};
 use crate::api::Reason;
 
 pub struct Microsoft;
@@ -52,28 +50,46 @@ struct GraphErrorBody {
 }
 
 async fn check(http: &Http, app: &App, token: &Token) -> Verdict {
-    let Some(url) = app.endpoint(Endpoint::Userinfo) else {
-        return Verdict::Misconfigured {
-            message: "the provider has no probe URL (spec.endpoints.userinfoUrl)".into(),
-        };
-    };
-    let req = http
-        .request(app.trusted, Method::GET, &url)
-        .header("Accept", "application/json")
-        .bearer_auth(token.expose());
-    let resp = match http.send(req).await {
+    let resp = match get_userinfo(http, app, token).await {
         Ok(r) => r,
-        Err(e) => return transport(e),
+        Err(v) => return v,
     };
     if let Some(v) = common_failures(&resp, "Microsoft Graph") {
         return v;
     }
-    let challenge = resp
-        .headers
-        .get(WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    if resp.status == 200 {
+        return signed_in(resp.json::<Me>(), token);
+    }
+    refusal(&resp, token)
+}
+
+/// The verdict on Graph's `/me` answering 200.
+fn signed_in(me: Option<Me>, token: &Token) -> Verdict {
+    match me {
+        Some(me) if me.id.is_some() => Verdict::Valid(Grant {
+            target_ids: aliases([
+                me.id.clone(),
+                me.mail.clone(),
+                me.user_principal_name.clone(),
+            ]),
+            account: account(
+                me.id,
+                me.mail.or(me.user_principal_name).or(me.display_name),
+            ),
+            // Work and school tokens are JWTs whose `scp` lists the delegated permissions.
+            scopes: jwt_scopes(token),
+            ..Grant::default()
+        }),
+        _ => Verdict::Transient {
+            message: "Microsoft Graph answered HTTP 200 with an unreadable body".into(),
+            retry_after: None,
+        },
+    }
+}
+
+/// The verdict on Graph's `/me` refusing the token (any status but 200, 429 and 5xx).
+fn refusal(resp: &Response, token: &Token) -> Verdict {
+    let challenge = challenge(resp);
     let error = resp.json::<GraphError>().map(|e| e.error);
     let what = error
         .as_ref()
@@ -81,26 +97,6 @@ async fn check(http: &Http, app: &App, token: &Token) -> Verdict {
         .unwrap_or_else(|| format!("HTTP {}", resp.status));
     let lower = what.to_lowercase();
     match resp.status {
-        200 => match resp.json::<Me>() {
-            Some(me) if me.id.is_some() => Verdict::Valid(Grant {
-                target_ids: aliases([
-                    me.id.clone(),
-                    me.mail.clone(),
-                    me.user_principal_name.clone(),
-                ]),
-                account: account(
-                    me.id,
-                    me.mail.or(me.user_principal_name).or(me.display_name),
-                ),
-                // Work and school tokens are JWTs whose `scp` lists the delegated permissions.
-                scopes: jwt_scopes(token),
-                ..Grant::default()
-            }),
-            _ => Verdict::Transient {
-                message: "Microsoft Graph answered HTTP 200 with an unreadable body".into(),
-                retry_after: None,
-            },
-        },
         // Conditional Access wants more (MFA, a compliant device): only the person can satisfy it.
         401 if challenge.contains("insufficient_claims") => Verdict::Invalid {
             reason: Reason::AccountActionRequired,

@@ -7,8 +7,9 @@ use reqwest::Method;
 use reqwest::header::WWW_AUTHENTICATE;
 use serde::Deserialize;
 
+use super::answer::account;
 use super::{App, Endpoint, Grant, Http, Response, Token, Validator, Verdict, split_scopes};
-use crate::api::{Reason, ReportedAccount};
+use crate::api::Reason;
 
 pub struct OAuth2;
 
@@ -133,24 +134,58 @@ struct UserInfo {
     error: Option<String>,
 }
 
-pub(super) async fn probe(http: &Http, app: &App, url: &str, token: &Token) -> Verdict {
+/// The verdict on a provider checked by reading the signed-in account without a probe URL.
+pub(super) fn no_userinfo_url() -> Verdict {
+    Verdict::Misconfigured {
+        message: "the provider has no probe URL (spec.endpoints.userinfoUrl)".into(),
+    }
+}
+
+/// `GET url` with the token as bearer, asking for JSON: the answer, or the verdict on a call
+/// that got none.
+pub(super) async fn get_as_bearer(
+    http: &Http,
+    app: &App,
+    url: &str,
+    token: &Token,
+) -> Result<Response, Verdict> {
     let req = http
         .request(app.trusted, Method::GET, url)
         .header("Accept", "application/json")
         .bearer_auth(token.expose());
-    let resp = match http.send(req).await {
+    http.send(req).await.map_err(transport)
+}
+
+/// `GET userinfoUrl` with the token as bearer ([`get_as_bearer`]).
+pub(super) async fn get_userinfo(
+    http: &Http,
+    app: &App,
+    token: &Token,
+) -> Result<Response, Verdict> {
+    let Some(url) = app.endpoint(Endpoint::Userinfo) else {
+        return Err(no_userinfo_url());
+    };
+    get_as_bearer(http, app, &url, token).await
+}
+
+/// The answer's `WWW-Authenticate` challenge; empty when none.
+pub(super) fn challenge(resp: &Response) -> String {
+    resp.headers
+        .get(WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub(super) async fn probe(http: &Http, app: &App, url: &str, token: &Token) -> Verdict {
+    let resp = match get_as_bearer(http, app, url, token).await {
         Ok(r) => r,
-        Err(e) => return transport(e),
+        Err(v) => return v,
     };
     if let Some(v) = common_failures(&resp, "userinfo") {
         return v;
     }
-    let challenge = resp
-        .headers
-        .get(WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let challenge = challenge(&resp);
     match resp.status {
         200 => match resp.json::<UserInfo>() {
             Some(u) if u.error.is_none() => Verdict::Valid(Grant {
@@ -184,10 +219,6 @@ pub(super) async fn probe(http: &Http, app: &App, url: &str, token: &Token) -> V
             retry_after: None,
         },
     }
-}
-
-fn account(id: Option<String>, name: Option<String>) -> Option<ReportedAccount> {
-    (id.is_some() || name.is_some()).then_some(ReportedAccount { id, name })
 }
 
 /// 429 and 5xx mean "try later" at any endpoint.

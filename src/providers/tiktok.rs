@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::answer::{account, aliases, clip};
-use super::oauth2::transport;
+use super::oauth2::{no_userinfo_url, transport};
 use super::{App, Endpoint, Grant, Http, Token, Validator, Verdict};
 use crate::api::Reason;
 
@@ -53,9 +53,7 @@ struct ApiError {
 
 async fn check(http: &Http, app: &App, token: &Token) -> Verdict {
     let Some(url) = app.endpoint(Endpoint::Userinfo) else {
-        return Verdict::Misconfigured {
-            message: "the provider has no probe URL (spec.endpoints.userinfoUrl)".into(),
-        };
+        return no_userinfo_url();
     };
     let req = http
         .request(app.trusted, Method::GET, &url)

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::oauth2::{ErrorBody, common_failures, transport};
-use super::{App, ClientAuth, Endpoint, Http, RenewStyle, Token, Verdict, split_scopes};
+use super::{App, ClientAuth, Endpoint, Http, RenewStyle, Token, split_scopes};
 
 /// Tokens the provider issued.
 #[derive(Clone, Debug)]
@@ -72,11 +72,7 @@ pub fn renew_standard<'a>(
                 message: "no refresh token is stored".into(),
             };
         };
-        let form = vec![
-            ("grant_type", "refresh_token".to_owned()),
-            ("refresh_token", refresh.expose().to_owned()),
-        ];
-        token_request(http, app, form).await
+        token_request(http, app, refresh_form(refresh)).await
     }
     .boxed()
 }
@@ -90,17 +86,35 @@ pub fn exchange_code_standard<'a>(
     code_verifier: Option<&'a str>,
 ) -> BoxFuture<'a, Renewal> {
     async move {
-        let mut form = vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
-            ("redirect_uri", redirect_uri.to_owned()),
-        ];
-        if let Some(v) = code_verifier {
-            form.push(("code_verifier", v.to_owned()));
-        }
+        let form = code_form(code, redirect_uri, code_verifier);
         token_request(http, app, form).await
     }
     .boxed()
+}
+
+/// The form of an RFC 6749 §6 refresh.
+pub(super) fn refresh_form(refresh: &Token) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", "refresh_token".to_owned()),
+        ("refresh_token", refresh.expose().to_owned()),
+    ]
+}
+
+/// The form of an RFC 6749 §4.1.3 code exchange (with the PKCE verifier when one was used).
+pub(super) fn code_form(
+    code: &str,
+    redirect_uri: &str,
+    code_verifier: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut form = vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code.to_owned()),
+        ("redirect_uri", redirect_uri.to_owned()),
+    ];
+    if let Some(v) = code_verifier {
+        form.push(("code_verifier", v.to_owned()));
+    }
+    form
 }
 
 #[derive(Deserialize)]
@@ -157,10 +171,10 @@ pub(super) async fn token_request(
     }
     let resp = match http.send(req.form(&form)).await {
         Ok(r) => r,
-        Err(e) => return from_verdict(transport(e)),
+        Err(e) => return super::answer::renewal(transport(e)),
     };
     if let Some(v) = common_failures(&resp, "token") {
-        return from_verdict(v);
+        return super::answer::renewal(v);
     }
     if resp.status == 200
         && let Some(t) = resp.json::<TokenAnswer>()
@@ -232,24 +246,6 @@ pub(super) fn classify_error(e: &ErrorBody) -> Renewal {
         | "invalid_scope" => Renewal::Misconfigured { message },
         _ => Renewal::Transient {
             message,
-            retry_after: None,
-        },
-    }
-}
-
-fn from_verdict(v: Verdict) -> Renewal {
-    match v {
-        Verdict::Transient {
-            message,
-            retry_after,
-        } => Renewal::Transient {
-            message,
-            retry_after,
-        },
-        Verdict::Misconfigured { message } => Renewal::Misconfigured { message },
-        Verdict::Invalid { message, .. } => Renewal::Rejected { message },
-        Verdict::Valid(_) => Renewal::Transient {
-            message: "unexpected answer from the token endpoint".into(),
             retry_after: None,
         },
     }

@@ -4,13 +4,12 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use reqwest::Method;
 use serde::Deserialize;
 
 use super::answer::{account, aliases, clip, wait_until_header};
-use super::oauth2::{common_failures, transport};
-use super::token::token_request;
-use super::{App, Endpoint, Grant, Http, Renewal, Token, Validator, Verdict};
+use super::oauth2::{common_failures, get_userinfo};
+use super::token::{code_form, refresh_form, token_request};
+use super::{App, Grant, Http, Renewal, Token, Validator, Verdict};
 use crate::api::Reason;
 
 pub struct X;
@@ -38,11 +37,8 @@ impl Validator for X {
                     message: "no refresh token is stored (X issues one only with the offline.access scope)".into(),
                 };
             };
-            let form = vec![
-                ("grant_type", "refresh_token".to_owned()),
-                ("refresh_token", refresh.expose().to_owned()),
-                ("client_id", app.settings.client_id.clone()),
-            ];
+            let mut form = refresh_form(refresh);
+            form.push(("client_id", app.settings.client_id.clone()));
             dead_value(token_request(http, app, form).await)
         }
         .boxed()
@@ -57,15 +53,8 @@ impl Validator for X {
         code_verifier: Option<&'a str>,
     ) -> BoxFuture<'a, Renewal> {
         async move {
-            let mut form = vec![
-                ("grant_type", "authorization_code".to_owned()),
-                ("code", code.to_owned()),
-                ("redirect_uri", redirect_uri.to_owned()),
-                ("client_id", app.settings.client_id.clone()),
-            ];
-            if let Some(v) = code_verifier {
-                form.push(("code_verifier", v.to_owned()));
-            }
+            let mut form = code_form(code, redirect_uri, code_verifier);
+            form.push(("client_id", app.settings.client_id.clone()));
             dead_value(token_request(http, app, form).await)
         }
         .boxed()
@@ -111,18 +100,9 @@ struct Problem {
 }
 
 async fn check(http: &Http, app: &App, token: &Token) -> Verdict {
-    let Some(url) = app.endpoint(Endpoint::Userinfo) else {
-        return Verdict::Misconfigured {
-            message: "the provider has no probe URL (spec.endpoints.userinfoUrl)".into(),
-        };
-    };
-    let req = http
-        .request(app.trusted, Method::GET, &url)
-        .header("Accept", "application/json")
-        .bearer_auth(token.expose());
-    let resp = match http.send(req).await {
+    let resp = match get_userinfo(http, app, token).await {
         Ok(r) => r,
-        Err(e) => return transport(e),
+        Err(v) => return v,
     };
     if resp.status == 429 {
         return Verdict::Transient {

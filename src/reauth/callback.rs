@@ -419,67 +419,96 @@ async fn heal_other_pages(
     };
     let mut healed = Vec::new();
     for other in list.items {
-        let broken = other
-            .status
-            .as_ref()
-            .is_some_and(crate::controller::status::needs_login);
-        if other.uid() == conn.uid()
-            || other.spec.provider_ref != conn.spec.provider_ref
-            || other.spec.suspend
-            || !broken
-            || other.spec.secret_ref.problem().is_some()
-        {
-            continue;
-        }
-        let Some(page) = expected_account(&other.spec, other.status.as_ref())
-            .and_then(|a| a.id)
-            .filter(|id| granted.contains(id) && Some(id) != person.as_ref())
-        else {
+        let Some(page) = sibling_page(conn, &other, &granted, person.as_deref()) else {
             continue;
         };
-        let who = format!(
-            "{}/{}",
-            other.namespace().unwrap_or_default(),
-            other.name_any()
-        );
-        let asset = Wanted {
-            id: &page,
-            kind: kind_of(&other),
-        };
-        let Ok((token, account)) =
-            facebook_asset_token(&ctx.http, app, &login.access_token, asset).await
-        else {
-            continue;
-        };
-        let tokens = crate::providers::NewTokens {
-            access_token: token,
-            refresh_token: None,
-            expires_at: None,
-            scopes: login.scopes.clone(),
-            refresh_expires_at: None,
-        };
-        if write(ctx, &other, &tokens, &who).await.is_err() {
-            continue;
-        }
-        match finish(
-            ctx,
-            conns,
-            &other,
-            &account,
-            None,
-            tokens.scopes.as_deref(),
-            now,
-        )
-        .await
-        {
-            Ok(()) => {
-                info!(connection = %who, account = ?account.id, "re-authorized by the same login as another Page");
-                healed.push(other.name_any());
-            }
-            Err(e) => warn!(connection = %who, error = %e, "healed Page's status not written"),
+        if heal_page(ctx, conns, &other, app, login, &page, now).await {
+            healed.push(other.name_any());
         }
     }
     healed
+}
+
+/// The Page of `other` when it is a broken connection of the same provider as `conn`, not
+/// suspended, whose Page (not the person who logged in) the login granted.
+fn sibling_page(
+    conn: &ChannelConnection,
+    other: &ChannelConnection,
+    granted: &[String],
+    person: Option<&str>,
+) -> Option<String> {
+    let broken = other
+        .status
+        .as_ref()
+        .is_some_and(crate::controller::status::needs_login);
+    if other.uid() == conn.uid()
+        || other.spec.provider_ref != conn.spec.provider_ref
+        || other.spec.suspend
+        || !broken
+        || other.spec.secret_ref.problem().is_some()
+    {
+        return None;
+    }
+    expected_account(&other.spec, other.status.as_ref())
+        .and_then(|a| a.id)
+        .filter(|id| granted.contains(id) && Some(id.as_str()) != person)
+}
+
+/// Writes the token of `page` (asked with the login's user token) into `other`'s Secret and
+/// records the login on it; whether it is healed.
+async fn heal_page(
+    ctx: &CallbackContext,
+    conns: &Api<ChannelConnection>,
+    other: &ChannelConnection,
+    app: &App,
+    login: &crate::providers::NewTokens,
+    page: &str,
+    now: jiff::Timestamp,
+) -> bool {
+    let who = format!(
+        "{}/{}",
+        other.namespace().unwrap_or_default(),
+        other.name_any()
+    );
+    let asset = Wanted {
+        id: page,
+        kind: kind_of(other),
+    };
+    let Ok((token, account)) =
+        facebook_asset_token(&ctx.http, app, &login.access_token, asset).await
+    else {
+        return false;
+    };
+    let tokens = crate::providers::NewTokens {
+        access_token: token,
+        refresh_token: None,
+        expires_at: None,
+        scopes: login.scopes.clone(),
+        refresh_expires_at: None,
+    };
+    if write(ctx, other, &tokens, &who).await.is_err() {
+        return false;
+    }
+    match finish(
+        ctx,
+        conns,
+        other,
+        &account,
+        None,
+        tokens.scopes.as_deref(),
+        now,
+    )
+    .await
+    {
+        Ok(()) => {
+            info!(connection = %who, account = ?account.id, "re-authorized by the same login as another Page");
+            true
+        }
+        Err(e) => {
+            warn!(connection = %who, error = %e, "healed Page's status not written");
+            false
+        }
+    }
 }
 
 /// For a Facebook Page connection (its expected account is not the person who logged in), the

@@ -13,6 +13,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::api::{ChannelProviderSpec, ClientSecretRef, ProviderEndpoints, ProviderType};
 use server::{Inner, router};
 use store::Store;
 
@@ -174,6 +176,36 @@ impl Sandbox {
     /// `http://IP:PORT`, to configure as the provider endpoint.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The endpoints of a provider that logs people in here and checks tokens by introspection.
+    pub fn endpoints(&self) -> ProviderEndpoints {
+        let base = self.base_url();
+        ProviderEndpoints {
+            authorization_url: Some(format!("{base}/oauth/authorize")),
+            token_url: Some(format!("{base}/oauth/token")),
+            introspection_url: Some(format!("{base}/oauth/introspect")),
+            ..Default::default()
+        }
+    }
+
+    /// An `oauth2` `ChannelProvider` for the sandbox's client ([`Self::endpoints`]), its client
+    /// secret in key `client_secret` of Secret `client_secret` (the demo, the tests).
+    pub fn provider_spec(&self, client_secret: &str) -> ChannelProviderSpec {
+        ChannelProviderSpec {
+            type_: ProviderType::OAuth2,
+            client_id: self.inner.config.client_id.clone(),
+            client_secret_ref: Some(ClientSecretRef {
+                name: client_secret.to_owned(),
+                key: "client_secret".into(),
+                namespace: None,
+            }),
+            redirect_url: None,
+            scopes: vec![],
+            endpoints: self.endpoints(),
+            authorization_params: BTreeMap::new(),
+            refresh_token_lifetime: None,
+        }
     }
 
     /// Issues tokens as if the user had completed consent, for the sandbox's client.

@@ -33,13 +33,23 @@ fn grant(account: &str, scopes: &[&str]) -> Grant {
 }
 
 async fn introspect(sb: &Sandbox, c: &reqwest::Client, token: &str) -> Value {
+    introspection(sb, c, token).await.json().await.unwrap()
+}
+
+/// `POST /oauth/introspect` as the sandbox's client.
+async fn introspection(sb: &Sandbox, c: &reqwest::Client, token: &str) -> reqwest::Response {
     c.post(format!("{}/oauth/introspect", sb.base_url()))
         .basic_auth("relink-sandbox", Some("sandbox-secret"))
         .form(&[("token", token)])
         .send()
         .await
         .unwrap()
-        .json()
+}
+
+async fn userinfo(sb: &Sandbox, c: &reqwest::Client, token: &str) -> reqwest::Response {
+    c.get(format!("{}/oauth/userinfo", sb.base_url()))
+        .bearer_auth(token)
+        .send()
         .await
         .unwrap()
 }
@@ -69,10 +79,7 @@ async fn issue_introspect_revoke_userinfo() {
     assert_eq!(v["scope"], "pages.read profile");
     assert_eq!(v["exp"], t.expires_at.unwrap());
 
-    let ui = c
-        .get(format!("{}/oauth/userinfo", sb.base_url()))
-        .bearer_auth(&t.access_token);
-    let r = ui.send().await.unwrap();
+    let r = userinfo(&sb, &c, &t.access_token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["name"], "page-1 name");
 
@@ -81,12 +88,7 @@ async fn issue_introspect_revoke_userinfo() {
         introspect(&sb, &c, &t.access_token).await,
         json!({ "active": false })
     );
-    let r = c
-        .get(format!("{}/oauth/userinfo", sb.base_url()))
-        .bearer_auth(&t.access_token)
-        .send()
-        .await
-        .unwrap();
+    let r = userinfo(&sb, &c, &t.access_token).await;
     assert_eq!(r.status(), 401);
     assert_eq!(
         r.headers()["www-authenticate"],
@@ -103,12 +105,7 @@ async fn issue_introspect_revoke_userinfo() {
 
     let t2 = sb.issue(grant("page-2", &["x"]));
     sb.set_scopes(&t2.access_token, &[]);
-    let r = c
-        .get(format!("{}/oauth/userinfo", sb.base_url()))
-        .bearer_auth(&t2.access_token)
-        .send()
-        .await
-        .unwrap();
+    let r = userinfo(&sb, &c, &t2.access_token).await;
     assert_eq!(r.status(), 403);
     assert_eq!(
         r.headers()["www-authenticate"],
@@ -159,6 +156,8 @@ async fn refresh_rotates() {
     );
 }
 
+/// The whole authorization-code flow as one client walks it (consent, exchange, use, refresh,
+/// reuse): long, but one story read top to bottom.
 #[tokio::test]
 async fn authorization_code_flow() {
     let (sb, c) = sandbox().await;
@@ -308,10 +307,7 @@ async fn modes_and_calls() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(sb.mode(), Mode::Status { code: 503 });
-    let ui = c
-        .get(format!("{}/oauth/userinfo", sb.base_url()))
-        .bearer_auth(&t.access_token);
-    assert_eq!(ui.send().await.unwrap().status(), 503);
+    assert_eq!(userinfo(&sb, &c, &t.access_token).await.status(), 503);
     sb.set_mode(Mode::Garbage);
     assert!(
         introspect_raw(&sb, &c, &t.access_token)
@@ -368,13 +364,7 @@ async fn modes_and_calls() {
 }
 
 async fn introspect_raw(sb: &Sandbox, c: &reqwest::Client, token: &str) -> String {
-    let r = c
-        .post(format!("{}/oauth/introspect", sb.base_url()))
-        .basic_auth("relink-sandbox", Some("sandbox-secret"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
+    let r = introspection(sb, c, token).await;
     assert_eq!(r.status(), 200);
     r.text().await.unwrap()
 }

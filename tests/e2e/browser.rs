@@ -345,13 +345,8 @@ async fn a_person_heals_a_revoked_channel_in_a_real_browser() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read", "write"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read", "write"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read", "write"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;

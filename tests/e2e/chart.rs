@@ -34,7 +34,7 @@ use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use relink::api::{
     ChannelConnection, ClientSecretRef, ClusterChannelProvider, ClusterChannelProviderSpec,
-    ConditionType, ProviderEndpoints, ProviderKind, ProviderType,
+    ConditionType, ProviderKind, ProviderType,
 };
 use relink::sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value as Json, json};
@@ -419,6 +419,7 @@ fn helm_lint_and_template_render_every_option() {
     assert_eq!(flag(&args, "--metrics-addr"), Some("0.0.0.0:8080"));
     assert_eq!(flag(&args, "--callback-addr"), Some("0.0.0.0:8081"));
     assert_eq!(flag(&args, "--public-url"), None);
+    assert_eq!(flag(&args, "--notification-batch-window"), Some("60s"));
     let sa = r.service_account();
     assert_eq!(sa, "r-relink");
     r.get("ServiceAccount", &sa);
@@ -490,7 +491,7 @@ fn helm_lint_and_template_render_every_option() {
             "smtp": {"url": "smtps://mail.example.com:465", "from": "relink@example.com",
                      "credentialsSecret": "smtp"},
             "config": {"allowNamespacedEndpointHosts": ["oauth.internal", "10.0.0.7"],
-                       "selector": "shard=a"},
+                       "selector": "shard=a", "notificationBatchWindow": "0s"},
             "extraArgs": ["--reauth-link-ttl=72h"],
             "extraEnv": [{"name": "EXTRA", "value": "1"}],
         })
@@ -511,6 +512,7 @@ fn helm_lint_and_template_render_every_option() {
         Some("oauth.internal,10.0.0.7")
     );
     assert_eq!(flag(&args, "--selector"), Some("shard=a"));
+    assert_eq!(flag(&args, "--notification-batch-window"), Some("0s"));
     assert_eq!(
         flag(&args, "--smtp-url"),
         Some("smtps://mail.example.com:465")
@@ -989,13 +991,8 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
         &[("access_token", &t.access_token), ("note", "kept")],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read", "write"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read", "write"]))
+        .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert_eq!(s.reauth_url, None);
     let conn = sc.connections().get("chan").await.expect("connection");
@@ -1035,12 +1032,11 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
         .create(&PostParams::default(), &client_secret)
         .await
         .expect("client secret in the release namespace");
-    let base = sc.sandbox.base_url();
     let ccp = ClusterChannelProvider::new(
         &cluster_provider,
         ClusterChannelProviderSpec {
             type_: ProviderType::OAuth2,
-            client_id: "relink-sandbox".into(),
+            client_id: SandboxConfig::default().client_id,
             client_secret_ref: Some(ClientSecretRef {
                 name: format!("{cluster_provider}-client"),
                 key: "client_secret".into(),
@@ -1048,12 +1044,7 @@ async fn helm_install_then_operator_runs_as_the_charts_service_account() {
             }),
             redirect_url: None,
             scopes: vec![],
-            endpoints: ProviderEndpoints {
-                authorization_url: Some(format!("{base}/oauth/authorize")),
-                token_url: Some(format!("{base}/oauth/token")),
-                introspection_url: Some(format!("{base}/oauth/introspect")),
-                ..Default::default()
-            },
+            endpoints: sc.sandbox.endpoints(),
             authorization_params: BTreeMap::new(),
             refresh_token_lifetime: None,
             allowed_namespaces: None,

@@ -294,13 +294,8 @@ async fn reauth_publishes_a_link_for_a_healthy_connection_until_someone_logs_in(
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert_eq!(s.reauth_url, None, "a healthy connection has no link");
     let ns = sc.ns.clone();
@@ -377,13 +372,8 @@ async fn refresh_renews_a_token_far_from_expiry_and_shows_the_verdict() {
         ],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     let ns = sc.ns.clone();
 

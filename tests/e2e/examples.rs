@@ -225,6 +225,7 @@ async fn every_example_is_accepted_by_the_api() {
     let files = yaml_files(&dir);
     for wanted in [
         "facebook-page.yaml",
+        "instagram-business.yaml",
         "gmail-mailbox.yaml",
         "outlook-mailbox.yaml",
         "slack-workspace.yaml",

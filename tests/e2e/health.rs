@@ -158,13 +158,8 @@ async fn missing_scope_is_reported_apart_from_expiry() {
     sc.provider("app", Validation::Userinfo).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read", "publish"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read", "publish"]))
+        .await;
     let s = sc.wait_ready_reason("chan", "ScopesMissing").await;
     assert_eq!(
         cond(&s, ConditionType::TokenValid),
@@ -232,13 +227,8 @@ async fn wrong_key_and_missing_provider_are_named() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     let s = sc.wait_ready_reason("chan", "SecretKeyMissing").await;
     assert!(
         s.condition(ConditionType::Ready)
@@ -455,10 +445,6 @@ async fn namespaced_provider_cannot_target_internal_addresses() {
         .await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.secret("loopback-client", &[("client_secret", "sandbox-secret")])
-        .await;
-    sc.secret("metadata-client", &[("client_secret", "sandbox-secret")])
-        .await;
     let base = sc.sandbox.base_url();
     sc.provider_with(
         "loopback",
@@ -540,13 +526,8 @@ async fn a_rejected_application_is_reported_on_the_provider_not_as_a_relogin() {
     sc.secret("app-client", &[("client_secret", "wrong")]).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     let s = sc.wait_ready_reason("chan", "ProviderNotReady").await;
     assert_eq!(
         s.reauth_url, None,
@@ -576,10 +557,7 @@ async fn max_age_asks_for_a_fresh_login_before_the_consent_gets_too_old() {
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
     // Consent counted from the connection's creation; the deadline (1h) is inside
     // refresh.before (24h): Expiring now, with a link, while the token works.
-    let mut spec = TestConnection::default()
-        .account("page-1")
-        .requires(&["read"])
-        .spec();
+    let mut spec = TestConnection::on("page-1", &["read"]).spec();
     spec.refresh.max_age = Some("1h".into());
     sc.apply_connection("chan", spec).await;
     let s = sc.wait_ready_reason("chan", "Expiring").await;

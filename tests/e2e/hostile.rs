@@ -167,13 +167,8 @@ async fn a_huge_retry_after_is_clamped_to_an_hour() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.set_mode(Mode::RetryAfter {
         seconds: 999_999_999_999,
@@ -225,7 +220,6 @@ async fn a_hanging_provider_does_not_delay_checks_of_other_providers() {
     let (hang_url, _hang) = hanging_server().await;
 
     sc.provider("app", Validation::Introspection).await;
-    sc.secret("stuck-client", &[("client_secret", "x")]).await;
     sc.provider_with(
         "stuck",
         ProviderEndpoints {
@@ -246,13 +240,8 @@ async fn a_hanging_provider_does_not_delay_checks_of_other_providers() {
         )
         .await;
     }
-    sc.apply_connection(
-        "healthy",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("healthy", TestConnection::on("page-1", &["read"]))
+        .await;
     let first = sc.wait_ready_reason("healthy", "Valid").await;
     assert!(first.last_check_time.is_some());
 
@@ -298,9 +287,7 @@ async fn a_rejected_application_is_asked_once_not_by_every_connection() {
     for i in 0..20 {
         sc.apply_connection(
             &format!("chan-{i}"),
-            TestConnection::default()
-                .account("page-1")
-                .requires(&["read"]),
+            TestConnection::on("page-1", &["read"]),
         )
         .await;
     }

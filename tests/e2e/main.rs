@@ -8,6 +8,7 @@ mod crds;
 mod dashboard;
 mod demo;
 mod examples;
+mod fakes;
 mod fixtures;
 mod groups;
 mod harness;

@@ -10,14 +10,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use kube::Client;
 use relink::api::{ConditionType, LocalObjectRef};
 use relink::sandbox::Mode;
 use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::fixtures::{self, Scenario, Validation};
+use crate::fixtures::{Scenario, ScenarioBuilder, TestConnection, Validation};
 use crate::support::{self, Operator};
 
 const OWNER: &str = "owner@example.com";
@@ -256,18 +255,11 @@ impl Drop for Receiver {
 
 // ---------------------------------------------------------------------------------------------
 
-pub(crate) fn args_with_mail(ns: &str, smtp_url: &str) -> Vec<String> {
-    let mut args = fixtures::operator_args(ns);
-    args.extend(["--smtp-url", smtp_url, "--smtp-from", "relink@example.com"].map(str::to_owned));
-    args
-}
-
-async fn start(prefix: &str, smtp_url: &str) -> (Client, String, Vec<String>) {
-    let cp = support::control_plane();
-    let client = cp.client();
-    let ns = support::test_namespace(&client, prefix).await;
-    let args = args_with_mail(&ns, smtp_url);
-    (client, ns, args)
+/// A scenario whose operator mails through the SMTP server at `smtp_url`.
+pub(crate) fn mailing(prefix: &str, smtp_url: &str) -> ScenarioBuilder {
+    Scenario::builder(prefix)
+        .flag("--smtp-url", smtp_url)
+        .flag("--smtp-from", "relink@example.com")
 }
 
 /// Provider `app`, token for `page-1`, connection `chan` (owners: owner@example.com), with a
@@ -277,7 +269,11 @@ async fn channel(sc: &mut Scenario, hook: Option<&Receiver>) -> String {
     let t = sc.issue("page-1", &["read"]);
     sc.secret("chan-token", &[("access_token", &t.access_token)])
         .await;
-    let mut spec = fixtures::connection_spec("app", "chan-token", "page-1", &["read"]);
+    let mut spec = TestConnection::default()
+        .secret("chan-token")
+        .account("page-1")
+        .requires(&["read"])
+        .spec();
     if let Some(r) = hook {
         sc.secret("hook", &[("address", &r.url()), ("token", HOOK_KEY)])
             .await;
@@ -355,8 +351,7 @@ async fn revocation_is_told_once_and_recovery_too() {
     }
     let sink = SmtpSink::start("127.0.0.1:0").await;
     let receiver = Receiver::start().await;
-    let (client, ns, args) = start("notify", &sink.url()).await;
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let mut sc = mailing("notify", &sink.url()).start().await;
     let token = channel(&mut sc, Some(&receiver)).await;
     assert!(
         sink.mails().is_empty(),
@@ -425,7 +420,7 @@ async fn revocation_is_told_once_and_recovery_too() {
     // A restart reads the record back from the status: still nothing new.
     let mut outputs = vec![sc.operator.output()];
     sc.operator.stop().await;
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let argv: Vec<&str> = sc.flags.iter().map(String::as_str).collect();
     sc.operator = Operator::start(&argv).await;
     check_now(&sc, "chan").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -492,10 +487,11 @@ async fn provider_outage_tells_nobody() {
     }
     let sink = SmtpSink::start("127.0.0.1:0").await;
     let receiver = Receiver::start().await;
-    let (client, ns, mut args) = start("notify-outage", &sink.url()).await;
     // Even with reminders every second, an outage is not news.
-    args.extend(["--reminder-interval", "1s"].map(str::to_owned));
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let mut sc = mailing("notify-outage", &sink.url())
+        .flag("--reminder-interval", "1s")
+        .start()
+        .await;
     channel(&mut sc, Some(&receiver)).await;
 
     sc.sandbox.set_mode(Mode::Status { code: 503 });
@@ -527,8 +523,7 @@ async fn mail_server_down_then_delivered_later() {
     // A port with nothing listening (yet).
     let port = crate::support::free_port();
     let url = format!("smtp://127.0.0.1:{port}");
-    let (client, ns, args) = start("notify-down", &url).await;
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let mut sc = mailing("notify-down", &url).start().await;
     let token = channel(&mut sc, None).await;
 
     sc.sandbox.revoke(&token);
@@ -589,11 +584,8 @@ async fn a_huge_error_that_echoes_the_token_is_clipped_scrubbed_and_told_once() 
         return;
     }
     let sink = SmtpSink::start("127.0.0.1:0").await;
-    let (client, ns, args) = start("notify-huge", &sink.url()).await;
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let mut sc = mailing("notify-huge", &sink.url()).start().await;
     let (url, _server) = echoing_provider().await;
-    sc.secret("echo-client", &[("client_secret", "sandbox-secret")])
-        .await;
     sc.provider_with(
         "echo",
         relink::api::ProviderEndpoints {
@@ -605,8 +597,11 @@ async fn a_huge_error_that_echoes_the_token_is_clipped_scrubbed_and_told_once() 
     let token = "tok-echoed-7f3a9c2e41";
     sc.tokens.push(token.to_owned());
     sc.secret("tok", &[("access_token", token)]).await;
-    sc.connection("chan", "echo", "tok", "page-1", &["read"])
-        .await;
+    let chan = TestConnection::default()
+        .provider("echo")
+        .account("page-1")
+        .requires(&["read"]);
+    sc.apply_connection("chan", chan).await;
 
     let s = sc.wait_ready_reason("chan", "Revoked").await;
     for c in &s.conditions {
@@ -650,9 +645,10 @@ async fn channels_broken_together_are_told_in_one_email() {
         return;
     }
     let sink = SmtpSink::start("127.0.0.1:0").await;
-    let (client, ns, args) = start("notify-group", &sink.url()).await;
-    let args = fixtures::with_flag(args, "--notification-batch-window", "10s");
-    let mut sc = Scenario::start_with(client, ns, &args).await;
+    let mut sc = mailing("notify-group", &sink.url())
+        .flag("--notification-batch-window", "10s")
+        .start()
+        .await;
     sc.provider("app", Validation::Introspection).await;
     let mut tokens = Vec::new();
     for (name, account) in [("first", "page-1"), ("second", "page-2")] {
@@ -662,8 +658,11 @@ async fn channels_broken_together_are_told_in_one_email() {
             &[("access_token", &t.access_token)],
         )
         .await;
-        let spec = fixtures::connection_spec("app", &format!("{name}-token"), account, &["read"]);
-        sc.apply_connection(name, spec).await;
+        let chan = TestConnection::default()
+            .secret(&format!("{name}-token"))
+            .account(account)
+            .requires(&["read"]);
+        sc.apply_connection(name, chan).await;
         sc.wait_ready_reason(name, "Valid").await;
         tokens.push(t.access_token);
     }

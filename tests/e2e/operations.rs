@@ -35,13 +35,8 @@ async fn metrics_and_probes_describe_the_fleet() {
     let exp = jiff::Timestamp::now().as_second() + 30 * 86_400;
     sc.sandbox.set_expires_at(&t.access_token, Some(exp));
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
 
     let (_, text) = open(&format!("{base}/metrics")).await;
@@ -128,13 +123,8 @@ async fn one_replica_leads_and_a_standby_takes_over() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sc.sandbox.calls().len(), 1, "one check by one leader");
@@ -202,13 +192,8 @@ async fn json_logs_have_one_structured_line_per_check() {
     sc.provider("app", Validation::Userinfo).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.operator
         .wait_for_output("\"checked\"", Duration::from_secs(10))
@@ -241,20 +226,10 @@ async fn a_selector_shards_connections_between_operators() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "in-a",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
-    sc.apply_connection(
-        "in-b",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("in-a", TestConnection::on("page-1", &["read"]))
+        .await;
+    sc.apply_connection("in-b", TestConnection::on("page-1", &["read"]))
+        .await;
     for (name, shard) in [("in-a", "a"), ("in-b", "b")] {
         let patch = json!({"metadata": {"labels": {"sharding.relink.dev/key": shard}}});
         sc.connections()
@@ -318,13 +293,8 @@ async fn sigterm_during_a_check_finishes_it_before_exiting() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
 
     // The provider hangs; the operator's 2 s provider timeout ends the check.

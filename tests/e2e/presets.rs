@@ -16,12 +16,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use relink::api::{
-    ChannelProvider, ChannelProviderSpec, ClientSecretRef, ConditionType, ProviderEndpoints,
-    ProviderType, REAUTHORIZE_REQUESTED_ANNOTATION, REFRESH_REQUESTED_ANNOTATION,
+    ChannelProviderSpec, ConditionType, ProviderEndpoints, ProviderType,
+    REAUTHORIZE_REQUESTED_ANNOTATION, REFRESH_REQUESTED_ANNOTATION,
 };
 use serde_json::{Value, json};
 
-use crate::fixtures::{Scenario, connection_spec, open};
+use crate::fixtures::{Scenario, TestConnection, open, provider_spec};
 use crate::support;
 
 /// One canned answer.
@@ -159,33 +159,11 @@ async fn apply_app(
     endpoints: ProviderEndpoints,
     refresh_token_lifetime: Option<&str>,
 ) {
-    sc.secret("app-client", &[("client_secret", "s3cret-client")])
-        .await;
-    let provider = ChannelProvider::new(
-        "app",
-        ChannelProviderSpec {
-            type_,
-            client_id: "app-id".into(),
-            client_secret_ref: Some(ClientSecretRef {
-                name: "app-client".into(),
-                key: "client_secret".into(),
-                namespace: None,
-            }),
-            redirect_url: None,
-            scopes: vec![],
-            endpoints,
-            authorization_params: Default::default(),
-            refresh_token_lifetime: refresh_token_lifetime.map(str::to_owned),
-        },
-    );
-    Api::<ChannelProvider>::namespaced(sc.client.clone(), &sc.ns)
-        .patch(
-            "app",
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&provider),
-        )
-        .await
-        .expect("provider applies");
+    let spec = ChannelProviderSpec {
+        refresh_token_lifetime: refresh_token_lifetime.map(str::to_owned),
+        ..provider_spec("app", type_, "app-id", endpoints)
+    };
+    sc.apply_provider("app", spec, "s3cret-client").await;
 }
 
 /// Sets annotation `key` of connection `name` to a fresh value (a request to the operator).
@@ -199,7 +177,8 @@ async fn annotate(sc: &Scenario, name: &str, key: &str) {
 }
 
 async fn run(case: Case) {
-    let (mut sc, public) = Scenario::start_with_callback(case.prefix).await;
+    let mut sc = Scenario::builder(case.prefix).callback().start().await;
+    let public = sc.public_url.clone().expect("callback served");
     let fake = Fake::start().await;
     fake.set(case.check_path, case.valid.clone());
     // The provider's other documented calls (userinfo, the long-lived exchange) answer all
@@ -214,11 +193,8 @@ async fn run(case: Case) {
     sc.tokens.push(old_token.clone());
     sc.tokens.push(case.new_token.to_owned());
     sc.secret("tok", &[("access_token", &old_token)]).await;
-    sc.apply_connection(
-        "chan",
-        connection_spec("app", "tok", case.account, case.required),
-    )
-    .await;
+    let chan = TestConnection::on(case.account, case.required);
+    sc.apply_connection("chan", chan).await;
 
     // Valid: the account is the channel's, named where the preset's check names it.
     let s = sc.wait_ready_reason("chan", "Valid").await;
@@ -698,7 +674,7 @@ async fn refresh_answer_scopes_decide_missing_scopes() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("preset-rscopes").await;
+    let mut sc = Scenario::builder("preset-rscopes").start().await;
     let fake = Fake::start().await;
     fake.set(
         "/2/users/me",
@@ -740,11 +716,8 @@ async fn refresh_answer_scopes_decide_missing_scopes() {
         ],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        connection_spec("app", "tok", "2244994945", &["tweet.write"]),
-    )
-    .await;
+    let chan = TestConnection::on("2244994945", &["tweet.write"]);
+    sc.apply_connection("chan", chan).await;
     sc.wait_ready_reason("chan", "Valid").await;
 
     // The refresh answer grants no tweet.write: the connection asks for a login with it.
@@ -781,7 +754,8 @@ async fn google_testing_app_refresh_token_warns_before_its_seventh_day() {
     if support::skip() {
         return;
     }
-    let (mut sc, public) = Scenario::start_with_callback("preset-gtest").await;
+    let mut sc = Scenario::builder("preset-gtest").callback().start().await;
+    let public = sc.public_url.clone().expect("callback served");
     let fake = Fake::start().await;
     let scope = "openid https://www.googleapis.com/auth/gmail.send https://www.googleapis.com/auth/userinfo.email";
     fake.set(
@@ -805,12 +779,11 @@ async fn google_testing_app_refresh_token_warns_before_its_seventh_day() {
         .extend(["ya29.old-access", "ya29.new-access", "1//0new-refresh"].map(String::from));
     sc.secret("tok", &[("access_token", "ya29.old-access")])
         .await;
-    let mut spec = connection_spec(
-        "app",
-        "tok",
+    let mut spec = TestConnection::on(
         "ann@example.com",
         &["https://www.googleapis.com/auth/gmail.send"],
-    );
+    )
+    .spec();
     spec.refresh.before = "170h".into();
     sc.apply_connection("chan", spec).await;
     // No refresh token yet: the one-hour access token itself is what ends.

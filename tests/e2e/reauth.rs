@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use relink::api::ConditionType;
 
-use crate::fixtures::{Scenario, Validation, open};
+use crate::fixtures::{Scenario, TestConnection, Validation, open};
 use crate::support;
 
 async fn secret_data(sc: &Scenario, name: &str) -> BTreeMap<String, String> {
@@ -27,7 +27,8 @@ async fn revoked_connection_is_restored_through_the_reauth_link() {
     if support::skip() {
         return;
     }
-    let (mut sc, public) = Scenario::start_with_callback("reauth").await;
+    let mut sc = Scenario::builder("reauth").callback().start().await;
+    let public = sc.public_url.clone().expect("callback served");
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read", "write"]);
     sc.secret(
@@ -38,7 +39,7 @@ async fn revoked_connection_is_restored_through_the_reauth_link() {
         ],
     )
     .await;
-    sc.connection("chan", "app", "tok", "page-1", &["read", "write"])
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read", "write"]))
         .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert_eq!(s.reauth_url, None, "no link while healthy");
@@ -107,11 +108,12 @@ async fn forged_or_wrong_account_callbacks_change_nothing() {
     if support::skip() {
         return;
     }
-    let (mut sc, public) = Scenario::start_with_callback("forged").await;
+    let mut sc = Scenario::builder("forged").callback().start().await;
+    let public = sc.public_url.clone().expect("callback served");
     sc.provider("app", Validation::Userinfo).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
         .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
@@ -175,7 +177,7 @@ async fn expiring_token_is_refreshed_ahead_of_time() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("refresh").await;
+    let mut sc = Scenario::builder("refresh").start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     let soon = jiff::Timestamp::now().as_second() + 1800;
@@ -191,7 +193,7 @@ async fn expiring_token_is_refreshed_ahead_of_time() {
         ],
     )
     .await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
         .await;
     let s = support::eventually("a refresh", Duration::from_secs(30), || async {
         let s = sc.status("chan").await;
@@ -216,7 +218,7 @@ async fn expired_token_is_renewed_and_a_dead_refresh_token_asks_for_login() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("renew").await;
+    let mut sc = Scenario::builder("renew").start().await;
     sc.provider("app", Validation::Introspection).await;
     // Expired access token, working refresh token: relink renews without waking anyone.
     let t = sc.issue("page-1", &["read"]);
@@ -228,7 +230,7 @@ async fn expired_token_is_renewed_and_a_dead_refresh_token_asks_for_login() {
         &[("access_token", &t.access_token), ("refresh_token", &rt)],
     )
     .await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
         .await;
     let s = sc.wait_ready_reason("chan", "Valid").await;
     assert!(s.last_refresh_time.is_some());
@@ -243,8 +245,14 @@ async fn expired_token_is_renewed_and_a_dead_refresh_token_asks_for_login() {
         &[("access_token", &t2.access_token), ("refresh_token", &rt2)],
     )
     .await;
-    sc.connection("dead", "app", "tok2", "page-2", &["read"])
-        .await;
+    sc.apply_connection(
+        "dead",
+        TestConnection::default()
+            .secret("tok2")
+            .account("page-2")
+            .requires(&["read"]),
+    )
+    .await;
     let s = sc.wait_ready_reason("dead", "RefreshFailed").await;
     assert_eq!(s.condition(ConditionType::Stalled).unwrap().status, "True");
     assert!(s.reauth_url.is_some(), "a link to log in again");
@@ -257,12 +265,15 @@ async fn expired_links_and_logins_with_fewer_scopes_change_nothing() {
     if support::skip() {
         return;
     }
-    let (mut sc, _) =
-        Scenario::start_with_callback_flags("linkttl", &[("--reauth-link-ttl", "3s")]).await;
+    let mut sc = Scenario::builder("linkttl")
+        .callback()
+        .flag("--reauth-link-ttl", "3s")
+        .start()
+        .await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read", "write"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.connection("chan", "app", "tok", "page-1", &["read", "write"])
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read", "write"]))
         .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
@@ -334,19 +345,16 @@ async fn a_refresh_token_rotated_elsewhere_is_not_a_dead_one() {
     if support::skip() {
         return;
     }
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "rotated").await;
-    let args = crate::fixtures::with_flag(
-        crate::fixtures::operator_args(&ns),
-        "--provider-timeout",
-        "10s",
-    );
     // Slow provider answers leave time for "another client" to rotate the refresh token first.
     let config = relink::sandbox::SandboxConfig {
         latency: Duration::from_secs(3),
         ..Default::default()
     };
-    let mut sc = Scenario::start_with_sandbox(client, ns, &args, config).await;
+    let mut sc = Scenario::builder("rotated")
+        .flag("--provider-timeout", "10s")
+        .sandbox(config)
+        .start()
+        .await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     let past = jiff::Timestamp::now().as_second() - 60;
@@ -357,7 +365,7 @@ async fn a_refresh_token_rotated_elsewhere_is_not_a_dead_one() {
         &[("access_token", &t.access_token), ("refresh_token", &rt1)],
     )
     .await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
         .await;
 
     // While the operator waits for its (slow) check of the expired token, another client
@@ -406,7 +414,7 @@ async fn provider_down_during_refresh_is_not_a_dead_token() {
     if support::skip() {
         return;
     }
-    let mut sc = Scenario::start("refreshdown").await;
+    let mut sc = Scenario::builder("refreshdown").start().await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     let rt = t.refresh_token.clone().unwrap();
@@ -415,7 +423,7 @@ async fn provider_down_during_refresh_is_not_a_dead_token() {
         &[("access_token", &t.access_token), ("refresh_token", &rt)],
     )
     .await;
-    sc.connection("chan", "app", "tok", "page-1", &["read"])
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
         .await;
     sc.wait_ready_reason("chan", "Valid").await;
 

@@ -156,20 +156,10 @@ async fn two_connections_on_one_secret_refresh_it_once() {
     let (_, rt) = due_secret(&mut sc, "tok", "page-1").await;
     // The provider holds its answer, so both connections are due while the refresh is open.
     sc.sandbox.hold_refreshes();
-    sc.apply_connection(
-        "page",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
-    sc.apply_connection(
-        "insta",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("page", TestConnection::on("page-1", &["read"]))
+        .await;
+    sc.apply_connection("insta", TestConnection::on("page-1", &["read"]))
+        .await;
     wait_held(&sc, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sc.sandbox.held_refreshes(), 1, "the other connection waits");
@@ -211,13 +201,8 @@ async fn a_write_conflict_after_the_answer_keeps_the_rotated_tokens() {
     let mut sc = start("conflict", rotating(), &[]).await;
     let (at, rt) = due_secret(&mut sc, "tok", "page-1").await;
     sc.sandbox.hold_refreshes();
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     // The provider has rotated and holds the answer; meanwhile another tool changes the Secret.
     wait_held(&sc, 1).await;
     touch_other_key(&sc, "tok", "y").await;
@@ -254,13 +239,8 @@ async fn sigkill_after_the_provider_answered_recovers_within_the_reuse_grace() {
     let mut sc = start("sigkill", config, &[]).await;
     let (_, rt) = due_secret(&mut sc, "tok", "page-1").await;
     sc.sandbox.hold_refreshes();
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     wait_held(&sc, 1).await;
     // The provider has rotated the refresh token; the operator dies before writing the answer.
     sc.operator.kill().await;
@@ -392,13 +372,8 @@ async fn invalid_grant_racing_a_concurrent_refresh_is_no_false_alarm() {
     assert_eq!(status, 200);
     let (at2, rt2) = pair.expect("rotated pair");
     sc.tokens.extend([at2.clone(), rt2.clone()]);
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     support::eventually(
         "the operator's refresh refused",
         Duration::from_secs(30),
@@ -467,13 +442,8 @@ async fn a_conflicting_newer_token_from_another_writer_is_kept() {
     )
     .await;
     sc.sandbox.hold_refreshes();
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     wait_held(&sc, 1).await;
     // Meanwhile a person logs in again elsewhere: a new grant, valid for longer than the
     // answer relink is about to get.
@@ -523,13 +493,8 @@ async fn a_refresh_failing_while_the_token_works_is_reported_and_backs_off() {
     // First a healthy connection with nothing to refresh (no expiry recorded).
     sc.secret("tok", &[("access_token", &at), ("refresh_token", &rt)])
         .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
 
     // Then the token nears its expiry while the token endpoint is down (checks still work).
@@ -595,10 +560,7 @@ async fn keep_alive_refreshes_an_idle_refresh_token() {
     // No expiry recorded: the access token never needs a refresh.
     sc.secret("tok", &[("access_token", &at), ("refresh_token", &rt)])
         .await;
-    let mut spec = TestConnection::default()
-        .account("page-1")
-        .requires(&["read"])
-        .spec();
+    let mut spec = TestConnection::on("page-1", &["read"]).spec();
     spec.refresh.keep_alive = Some("720h".into());
     sc.apply_connection("chan", spec).await;
     sc.wait_ready_reason("chan", "Valid").await;
@@ -646,13 +608,8 @@ async fn sigterm_writes_a_refresh_that_got_its_answer_before_exiting() {
     let mut sc = start("sigterm", rotating(), &[]).await;
     let (at, rt) = due_secret(&mut sc, "tok", "page-1").await;
     sc.sandbox.hold_refreshes();
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     wait_held(&sc, 1).await;
     // SIGTERM arrives while the answer is on its way; it arrives a moment later.
     let sandbox = sc.sandbox.clone();
@@ -685,13 +642,8 @@ async fn sigkill_after_the_provider_answered_without_a_grace_period_needs_a_logi
     let mut sc = start("sigkill-nograce", rotating(), &[]).await;
     let (_, rt) = due_secret(&mut sc, "tok", "page-1").await;
     sc.sandbox.hold_refreshes();
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     wait_held(&sc, 1).await;
     sc.operator.kill().await;
     sc.sandbox.release_refreshes();
@@ -737,13 +689,8 @@ async fn an_expired_token_whose_refresh_meets_an_outage_is_no_alarm() {
         ],
     )
     .await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     let s = sc
         .wait_condition("chan", ConditionType::Reconciling, "ProviderUnavailable")
         .await;

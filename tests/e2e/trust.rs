@@ -88,13 +88,8 @@ async fn a_login_with_another_account_is_refused_and_names_the_expected_one() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;
@@ -270,10 +265,7 @@ async fn one_link_opened_twice_at_once_is_exchanged_once() {
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
     // No refresh after the login: every call to the token endpoint is a code exchange.
-    let mut spec = TestConnection::default()
-        .account("page-1")
-        .requires(&["read"])
-        .spec();
+    let mut spec = TestConnection::on("page-1", &["read"]).spec();
     spec.refresh.enabled = false;
     sc.apply_connection("chan", spec).await;
     sc.wait_ready_reason("chan", "Valid").await;
@@ -319,13 +311,8 @@ async fn a_link_made_before_the_provider_changed_is_refused() {
     sc.provider("other", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;
@@ -428,13 +415,10 @@ async fn a_cluster_provider_serves_only_the_namespaces_and_scopes_it_allows() {
         return;
     }
     let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "trustshare").await;
-    let mut sc = Scenario::builder("trustshare")
-        .in_namespace(client, ns.clone())
-        .args(crate::notify::args_with_mail(&ns, &sink.url()))
+    let mut sc = crate::notify::mailing("trustshare", &sink.url())
         .start()
         .await;
+    let ns = sc.ns.clone();
     let provider = format!("company-app-{ns}");
     let tenant_label = "relink.dev/e2e-tenant";
     cluster_provider(
@@ -521,27 +505,17 @@ async fn owners_outside_the_allowed_email_domains_are_never_mailed() {
         return;
     }
     let sink = crate::notify::SmtpSink::start("127.0.0.1:0").await;
-    let client = support::control_plane().client();
-    let ns = support::test_namespace(&client, "trustmail").await;
-    let mut sc = Scenario::builder("trustmail")
-        .in_namespace(client, ns.clone())
-        .args(crate::notify::args_with_mail(&ns, &sink.url()))
+    let mut sc = crate::notify::mailing("trustmail", &sink.url())
         .flag("--allowed-email-domains", "Example.com")
         .start()
         .await;
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    let mut mixed = TestConnection::default()
-        .account("page-1")
-        .requires(&["read"])
-        .spec();
+    let mut mixed = TestConnection::on("page-1", &["read"]).spec();
     mixed.owners = vec!["owner@example.com".into(), "someone@elsewhere.test".into()];
     sc.apply_connection("mixed", mixed).await;
-    let mut outside = TestConnection::default()
-        .account("page-1")
-        .requires(&["read"])
-        .spec();
+    let mut outside = TestConnection::on("page-1", &["read"]).spec();
     outside.owners = vec!["x@elsewhere.test".into()];
     sc.apply_connection("outside", outside).await;
     sc.wait_ready_reason("mixed", "Valid").await;
@@ -756,13 +730,8 @@ async fn a_watch_namespaces_install_has_secret_access_only_there() {
         sc.provider("app", Validation::Introspection).await;
         let t = sc.issue("page-1", &["read"]);
         sc.secret("tok", &[("access_token", &t.access_token)]).await;
-        sc.apply_connection(
-            "chan",
-            TestConnection::default()
-                .account("page-1")
-                .requires(&["read"]),
-        )
-        .await;
+        sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+            .await;
     }
     for ns in [&team_a, &team_b] {
         sc.ns = ns.clone();
@@ -784,10 +753,7 @@ async fn a_refresh_token_key_equal_to_the_access_token_key_is_refused() {
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("token", &t.access_token)]).await;
     let version = secret_version(&sc, "tok").await;
-    let mut spec = TestConnection::default()
-        .account("page-1")
-        .requires(&["read"])
-        .spec();
+    let mut spec = TestConnection::on("page-1", &["read"]).spec();
     spec.secret_ref.access_token_key = "token".into();
     spec.secret_ref.refresh_token_key = "token".into();
     sc.apply_connection("chan", spec).await;
@@ -924,13 +890,8 @@ async fn a_check_in_flight_does_not_bring_a_used_link_back() {
     sc.provider("app", Validation::Introspection).await;
     let t = sc.issue("page-1", &["read"]);
     sc.secret("tok", &[("access_token", &t.access_token)]).await;
-    sc.apply_connection(
-        "chan",
-        TestConnection::default()
-            .account("page-1")
-            .requires(&["read"]),
-    )
-    .await;
+    sc.apply_connection("chan", TestConnection::on("page-1", &["read"]))
+        .await;
     sc.wait_ready_reason("chan", "Valid").await;
     sc.sandbox.revoke(&t.access_token);
     sc.request_check("chan").await;
@@ -985,11 +946,7 @@ async fn an_account_the_answer_does_not_name_is_asked_for_never_assumed() {
         userinfo_url: userinfo.then(|| format!("{base}/oauth/userinfo")),
         ..Default::default()
     };
-    sc.secret("asks-client", &[("client_secret", "sandbox-secret")])
-        .await;
     sc.provider_with("asks", endpoints(true)).await;
-    sc.secret("mute-client", &[("client_secret", "sandbox-secret")])
-        .await;
     sc.provider_with("mute", endpoints(false)).await;
 
     // The check names no account; at the callback relink asks userinfo who logged in.

@@ -463,10 +463,7 @@ pub fn counts(rows: &[ConnectionRow]) -> Counts {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-    use relink::api::{
-        AccountRef, ChannelConnectionSpec, ChannelConnectionStatus, ChannelGroupSpec,
-        ChannelGroupStatus, GroupMember,
-    };
+    use relink::api::{ChannelGroupSpec, ChannelGroupStatus, GroupMember};
 
     fn cond(type_: &str, status: &str, reason: &str) -> Condition {
         Condition {
@@ -480,24 +477,7 @@ mod tests {
     }
 
     fn conn(name: &str, conditions: Vec<Condition>, link: Option<&str>) -> ChannelConnection {
-        let mut c = ChannelConnection::new(
-            name,
-            ChannelConnectionSpec {
-                account: Some(AccountRef {
-                    id: "page-1".into(),
-                    display_name: Some("Page One".into()),
-                    kind: None,
-                }),
-                ..ChannelConnectionSpec::new("app", "tok")
-            },
-        );
-        c.metadata.namespace = Some("ns".into());
-        c.status = Some(ChannelConnectionStatus {
-            conditions,
-            reauth_url: link.map(str::to_owned),
-            ..Default::default()
-        });
-        c
+        crate::cli::fixtures::page_connection(name, conditions, link)
     }
 
     fn allowed() -> Permission {

@@ -8,9 +8,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use relink::api::{
-    AccountRef, ChannelConnection, ChannelConnectionSpec, ChannelProvider, ChannelProviderSpec,
-    ClientSecretRef, ProviderEndpoints, ProviderKind, ProviderRef, ProviderType, RefreshPolicy,
-    TokenSecretRef,
+    AccountRef, ChannelConnection, ChannelConnectionSpec, ChannelProvider, ProviderKind,
+    ProviderRef, RefreshPolicy, TokenSecretRef,
 };
 use relink::sandbox::{Grant, Sandbox, SandboxConfig};
 
@@ -112,28 +111,9 @@ pub(super) async fn create_objects(
         )
         .await
         .map_err(|e| format!("cannot write Secret {PROVIDER}-client: {e}"))?;
-    let base = sandbox.base_url();
     let provider = ChannelProvider::new(
         PROVIDER,
-        ChannelProviderSpec {
-            type_: ProviderType::OAuth2,
-            client_id: SandboxConfig::default().client_id,
-            client_secret_ref: Some(ClientSecretRef {
-                name: format!("{PROVIDER}-client"),
-                key: "client_secret".into(),
-                namespace: None,
-            }),
-            redirect_url: None,
-            scopes: vec![],
-            endpoints: ProviderEndpoints {
-                authorization_url: Some(format!("{base}/oauth/authorize")),
-                token_url: Some(format!("{base}/oauth/token")),
-                introspection_url: Some(format!("{base}/oauth/introspect")),
-                ..Default::default()
-            },
-            authorization_params: BTreeMap::new(),
-            refresh_token_lifetime: None,
-        },
+        sandbox.provider_spec(&format!("{PROVIDER}-client")),
     );
     Api::<ChannelProvider>::namespaced(client.clone(), ns)
         .patch(PROVIDER, &pp, &Patch::Apply(&provider))

@@ -4,9 +4,7 @@ use super::render::*;
 use super::*;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use relink::api::{
-    AccountRef, CHECK_REQUESTED_ANNOTATION, ChannelConnectionSpec, ChannelConnectionStatus,
-};
+use relink::api::{CHECK_REQUESTED_ANNOTATION, ChannelConnectionStatus};
 
 #[test]
 fn ages_read_like_kubectl() {
@@ -22,31 +20,18 @@ fn ages_read_like_kubectl() {
 
 fn connection(reason: &str, status: &str, reauth: Option<&str>) -> ChannelConnection {
     let now = jiff::Timestamp::now();
-    let mut c = ChannelConnection::new(
-        "chan",
-        ChannelConnectionSpec {
-            account: Some(AccountRef {
-                id: "page-1".into(),
-                display_name: Some("Page One".into()),
-                kind: None,
-            }),
-            ..ChannelConnectionSpec::new("app", "tok")
-        },
-    );
-    c.metadata.namespace = Some("ns".into());
-    c.status = Some(ChannelConnectionStatus {
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: status.into(),
-            reason: reason.into(),
-            message: format!("{reason} message"),
-            last_transition_time: Time(now),
-            observed_generation: None,
-        }],
-        reauth_url: reauth.map(str::to_owned),
-        last_check_time: Some(Time(now)),
-        ..Default::default()
-    });
+    let ready = Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: format!("{reason} message"),
+        last_transition_time: Time(now),
+        observed_generation: None,
+    };
+    let mut c = crate::cli::fixtures::page_connection("chan", vec![ready], reauth);
+    if let Some(s) = c.status.as_mut() {
+        s.last_check_time = Some(Time(now));
+    }
     c
 }
 
