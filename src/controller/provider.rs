@@ -52,19 +52,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     let label = resolved.label();
-    let problem = match load_app(&ctx.client, ctx.http.policy(), &resolved, None).await? {
-        Err(message) => Some(message),
-        Ok(app)
-            if app.endpoint(Endpoint::Introspection).is_none()
-                && app.endpoint(Endpoint::Userinfo).is_none()
-                && app.endpoint(Endpoint::ApiBase).is_none() =>
-        {
-            Some(format!(
-                "{label}: set spec.endpoints.introspectionUrl or spec.endpoints.userinfoUrl so tokens can be checked"
-            ))
-        }
-        Ok(_) => ctx.app_problem(&label),
-    };
+    let problem = problem(&resolved, ctx).await?;
     let old = old.unwrap_or_default();
     let mut status = old.clone();
     status.observed_generation = obj.meta().generation;
@@ -111,7 +99,7 @@ where
                     EventType::Warning
                 },
                 reason: reason.as_str().into(),
-                note: Some(message.chars().take(1000).collect()),
+                note: Some(crate::text::truncate(&message, crate::text::MAX_MESSAGE)),
                 action: "Validate".into(),
                 secondary: None,
             };
@@ -122,6 +110,27 @@ where
     }
     // Connection checks trigger re-evaluation when they learn something; this is a safety net.
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Why the provider cannot serve checks, if it cannot: its application does not load, has no
+/// endpoint to check tokens with, or was refused by the provider lately.
+async fn problem(resolved: &ResolvedProvider, ctx: &Context) -> Result<Option<String>, Error> {
+    let label = resolved.label();
+    Ok(
+        match load_app(&ctx.client, ctx.http.policy(), resolved, None).await? {
+            Err(message) => Some(message),
+            Ok(app)
+                if app.endpoint(Endpoint::Introspection).is_none()
+                    && app.endpoint(Endpoint::Userinfo).is_none()
+                    && app.endpoint(Endpoint::ApiBase).is_none() =>
+            {
+                Some(format!(
+                    "{label}: set spec.endpoints.introspectionUrl or spec.endpoints.userinfoUrl so tokens can be checked"
+                ))
+            }
+            Ok(_) => ctx.app_problem(&label),
+        },
+    )
 }
 
 pub fn error_policy<K: ResourceExt>(p: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action {

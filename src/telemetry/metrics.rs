@@ -85,6 +85,8 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    // Long by nature, not by logic: one registration (name, help, family) per metric, in the
+    // order of the struct, and nothing else.
     fn default() -> Self {
         let mut registry = Registry::with_prefix("relink");
         let m = Self {
