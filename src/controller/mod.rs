@@ -1,10 +1,12 @@
 //! The `ChannelConnection` controller: watches, caches and the shared [`Context`].
 //!
-//! Caches hold only what deciding "is a check due?" needs: connections (without
-//! `managedFields`), provider objects, and the `resourceVersion` of each Secret from a
-//! metadata-only watch. Secret data is read when a check is due.
+//! Caches hold only what deciding "is a check due?" needs: a slim copy of each connection
+//! (`cache.rs`), provider objects, and the `resourceVersion` of each Secret from a
+//! metadata-only watch. The whole connection and its Secret's data are read when a check is
+//! due.
 
 pub mod access;
+mod cache;
 mod group;
 mod index;
 mod provider;
@@ -25,7 +27,6 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -33,8 +34,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::api::{
-    ChannelConnection, ChannelConnectionStatus, ChannelGroup, ChannelProvider,
-    ClusterChannelProvider, ProviderKind,
+    ChannelConnection, ChannelGroup, ChannelProvider, ClusterChannelProvider, ProviderKind,
 };
 use crate::notify::Notifier;
 use crate::providers::Http;
@@ -91,22 +91,22 @@ pub struct Deps {
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub recorder: crate::telemetry::Publisher,
     pub http: Http,
     pub reauth: Reauth,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
     pub settings: Settings,
-    /// Connections (without managedFields), read by the group controller.
+    /// Slim connections (see `cache.rs`), read by the group controller.
     pub connections: Store<ChannelConnection>,
     pub providers: Store<ChannelProvider>,
     pub cluster_providers: Store<ClusterChannelProvider>,
     pub secrets: SecretVersions,
     /// Client secrets of providers, reused while their Secret is unchanged.
     pub client_secrets: tokens::ClientSecretCache,
-    /// Status written by this process and not yet seen back through the watch, keyed by uid:
-    /// it keeps a lagging cache from making a just-checked connection look due again.
-    written: Mutex<HashMap<String, ChannelConnectionStatus>>,
+    /// Status writes of this process not yet seen back through the watch: a lagging cache
+    /// must not make a just-checked connection look due again.
+    unseen: Arc<cache::Unseen>,
     provider_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     namespace_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Failed reconciles in a row per connection uid, for the error backoff.
@@ -327,6 +327,8 @@ pub async fn run(
     let group_store = group_controller.store();
     let (group_tx, group_rx) = futures::channel::mpsc::unbounded::<ObjectRef<ChannelGroup>>();
     let secret_index = Arc::new(index::SecretIndex::default());
+    let unseen = Arc::new(cache::Unseen::default());
+    let unseen_writer = unseen.clone();
     let index_writer = secret_index.clone();
     let conn_wc = match &settings.selector {
         Some(sel) => wc.clone().labels(sel),
@@ -334,17 +336,20 @@ pub async fn run(
     };
     let connections = watcher(api_for::<ChannelConnection>(&client, &ns), conn_wc)
         .default_backoff()
-        .modify(|c| c.managed_fields_mut().clear())
+        .modify(cache::slim)
         .reflect(conn_writer)
         .inspect_ok(move |event| {
             let changed = match event {
                 watcher::Event::Delete(c) => {
                     metrics.forget_connection(&connection_labels(c));
                     index_writer.delete(c);
+                    unseen_writer.forget(c);
                     c
                 }
                 watcher::Event::Apply(c) => {
                     index_writer.apply(c);
+                    // Forgets this process's writes the cache has caught up with.
+                    unseen_writer.behind(c);
                     c
                 }
                 // The first list: index it; groups are counted once their own list is in.
@@ -396,7 +401,7 @@ pub async fn run(
         provider_triggers,
         cluster_provider_triggers,
         connections: conn_store.clone(),
-        recorder: crate::telemetry::recorder(&client),
+        recorder: crate::telemetry::publisher(&client),
         client,
         http: deps.http,
         reauth: deps.reauth,
@@ -407,7 +412,7 @@ pub async fn run(
         cluster_providers: cluster_providers.clone(),
         secrets,
         client_secrets: tokens::ClientSecretCache::default(),
-        written: Mutex::default(),
+        unseen,
         provider_slots: Mutex::default(),
         namespace_slots: Mutex::default(),
         error_streaks: Mutex::default(),

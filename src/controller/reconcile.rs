@@ -75,82 +75,22 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
     result
 }
 
-async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let uid = conn.uid().unwrap_or_default();
-    let conn = with_latest_status(ctx, &uid, conn);
+async fn check_if_due(cached: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
-    let observed = ctx.observed(&conn);
-    let why = match schedule::due(&conn, &observed, now, ctx.settings.check_request_min_gap) {
-        Due::Idle => {
-            export_ready(ctx, &conn);
-            return Ok(Action::await_change());
-        }
-        Due::Later(wait) => {
-            // After a restart the gauge is there at once, without waiting for the next check.
-            export_ready(ctx, &conn);
-            return Ok(Action::requeue(wait));
-        }
-        Due::Now(why) => why,
+    let (conn, observed) = match due_object(ctx, cached, now).await? {
+        Ok(due) => due,
+        Err(action) => return Ok(action),
     };
-    let ns = conn.namespace().unwrap_or_default();
-    let name = conn.name_any();
-    debug!(namespace = %ns, name = %name, why, "check due");
-
+    let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
     let started = Instant::now();
     let timings = conn.spec.timings();
-    let keys = conn.spec.secret_ref.problem();
-    let nothing_called = |outcome| Gathered {
-        outcome,
-        observed: observed.clone(),
-        app: None,
-        provider: None,
-        refreshed: None,
-        refresh_expires_at: None,
+    let Some(g) = gather(ctx, &conn, &ns, observed, timings.as_ref()).await? else {
+        // The provider (or this namespace) has every slot busy: come back shortly rather than
+        // hold one of the controller's slots while waiting.
+        return Ok(Action::requeue(busy_retry()));
     };
-    let g = match &timings {
-        _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
-        Err(message) => nothing_called(Outcome::InvalidSpec {
-            message: message.clone(),
-        }),
-        Ok(_) if keys.is_some() => nothing_called(Outcome::InvalidSpec {
-            message: keys.clone().unwrap_or_default(),
-        }),
-        Ok(t) => {
-            let provider = resolve_provider(ctx, &conn, &ns);
-            // Held through the check, until what it learned about the application is recorded.
-            let slots = match &provider {
-                Some(p) => match ctx.try_slots(&ns, &p.label()) {
-                    Some(slots) => Some(slots),
-                    // The provider (or this namespace) has every slot busy: come back shortly
-                    // rather than hold one of the controller's slots while waiting.
-                    None => return Ok(Action::requeue(busy_retry())),
-                },
-                None => None,
-            };
-            let g = gather_and_check(&conn, ctx, &ns, observed.clone(), t, provider).await?;
-            learn_about_app(ctx, &g);
-            drop(slots);
-            g
-        }
-    };
-    let (outcome, observed) = (g.outcome, g.observed);
     let old = conn.status.clone().unwrap_or_default();
-    let cx = CheckContext {
-        spec: &conn.spec,
-        generation: conn.metadata.generation,
-        now,
-        check_request: schedule::check_request(&conn).map(str::to_owned),
-        refresh_request: schedule::refresh_request(&conn).map(str::to_owned),
-        observed_secret_version: observed.secret_version,
-        observed_provider_generation: observed.provider_generation,
-        refresh_before: timings
-            .as_ref()
-            .map(|t| t.refresh_before)
-            .unwrap_or_default(),
-        refresh_expires_at: g.refresh_expires_at,
-        consent_deadline: consent_deadline(&conn, timings.as_ref().ok()),
-    };
-    let (mut status, transition) = next_status(&old, &outcome, &cx);
+    let (mut status, transition) = next_status(&old, &g.outcome, &check_context(&conn, &g, now));
     if let Some(at) = g.refreshed {
         status.last_refresh_time = Some(Time(at));
     }
@@ -158,34 +98,16 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     let newly_requested =
         requested && old.pending_reauthorization != status.pending_reauthorization;
     let setup = g.app.as_ref().zip(g.provider.as_ref());
-    set_reauth_url(ctx, &conn, &outcome, setup, requested, &mut status, now);
-
-    let first_check = old.last_check_time.is_none();
-    let wait = {
-        let mut rng = rand::rng();
-        let interval = timings.map(|t| t.check_interval).unwrap_or_default();
-        match &outcome {
-            Outcome::Suspended | Outcome::InvalidSpec { .. } => None,
-            Outcome::Checked {
-                verdict: Verdict::Transient { retry_after, .. },
-                ..
-            } => Some(schedule::next_retry(
-                ctx.settings.retry_base,
-                interval,
-                status.consecutive_failures,
-                *retry_after,
-                &mut rng,
-            )),
-            Outcome::Checked {
-                refreshable: true, ..
-            } => Some(schedule::before_expiry(
-                schedule::next_regular(interval, first_check, &mut rng),
-                status.expires_at.as_ref().map(|t| t.0),
-                now,
-            )),
-            _ => Some(schedule::next_regular(interval, first_check, &mut rng)),
-        }
-    };
+    set_reauth_url(ctx, &conn, &g.outcome, setup, requested, &mut status, now);
+    let interval = timings.map(|t| t.check_interval).unwrap_or_default();
+    let wait = next_wait(
+        ctx,
+        &g.outcome,
+        &status,
+        interval,
+        old.last_check_time.is_none(),
+        now,
+    );
     status.next_check_time = wait.map(|w| Time(schedule::after(now, w)));
     let delivery = ctx.notifier.plan(&conn, &mut status, now).await;
 
@@ -193,11 +115,10 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     if let Some(d) = delivery {
         ctx.notifier.enqueue(d);
     }
-    record_metrics(ctx, &conn, &status, &outcome);
-    ctx.written
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(uid, status.clone());
+    record_metrics(ctx, &conn, &status, &g.outcome);
+    if let (Some(uid), Some(checked)) = (conn.uid(), &status.last_check_time) {
+        ctx.unseen.wrote(uid, checked.0);
+    }
     info!(
         namespace = %ns,
         name = %name,
@@ -230,6 +151,154 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         Some(w) => Action::requeue(w),
         None => Action::await_change(),
     })
+}
+
+/// The whole connection and its observed inputs when a check is due, else what to do instead.
+///
+/// The cache holds a slim copy (see `cache.rs`): once it says "due", the object is read from
+/// the API server, unless the cached copy never had a status (then it holds everything a check
+/// reads) and is not behind a write of this process. The read copy decides again, so a cache
+/// that lags behind this process's own write never causes a second check.
+async fn due_object(
+    ctx: &Context,
+    cached: Arc<ChannelConnection>,
+    now: jiff::Timestamp,
+) -> Result<Result<(Arc<ChannelConnection>, super::Observed), Action>, Error> {
+    let decide = |conn: &ChannelConnection| {
+        let observed = ctx.observed(conn);
+        let due = schedule::due(conn, &observed, now, ctx.settings.check_request_min_gap);
+        match due {
+            // After a restart the gauge is there at once, without waiting for the next check.
+            Due::Idle => Err((Action::await_change(), true)),
+            Due::Later(wait) => Err((Action::requeue(wait), true)),
+            Due::Now(why) => Ok((observed, why)),
+        }
+    };
+    let fresh = cached.status.is_none() && !ctx.unseen.behind(&cached);
+    let (conn, (observed, why)) = match decide(&cached) {
+        Err((action, _)) => {
+            export_ready(ctx, &cached);
+            return Ok(Err(action));
+        }
+        Ok(due) if fresh => (cached, due),
+        Ok(_) => {
+            let ns = cached.namespace().unwrap_or_default();
+            let api: Api<ChannelConnection> = Api::namespaced(ctx.client.clone(), &ns);
+            let Some(mut full) = api.get_opt(&cached.name_any()).await? else {
+                return Ok(Err(Action::await_change()));
+            };
+            full.metadata.managed_fields = None;
+            match decide(&full) {
+                Err((action, _)) => return Ok(Err(action)),
+                Ok(due) => (Arc::new(full), due),
+            }
+        }
+    };
+    debug!(namespace = ?conn.namespace(), name = %conn.name_any(), why, "check due");
+    Ok(Ok((conn, observed)))
+}
+
+/// The inputs a check needs (provider, slots, Secret, provider answer), or `None` when the
+/// provider or the namespace has no free slot.
+async fn gather(
+    ctx: &Context,
+    conn: &ChannelConnection,
+    ns: &str,
+    observed: super::Observed,
+    timings: Result<&Timings, &String>,
+) -> Result<Option<Gathered>, Error> {
+    let nothing_called = |outcome| Gathered {
+        outcome,
+        observed: observed.clone(),
+        app: None,
+        provider: None,
+        refreshed: None,
+        refresh_expires_at: None,
+    };
+    let keys = conn.spec.secret_ref.problem();
+    Ok(Some(match timings {
+        _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
+        Err(message) => nothing_called(Outcome::InvalidSpec {
+            message: message.clone(),
+        }),
+        Ok(_) if keys.is_some() => nothing_called(Outcome::InvalidSpec {
+            message: keys.unwrap_or_default(),
+        }),
+        Ok(t) => {
+            let provider = resolve_provider(ctx, conn, ns);
+            // Held through the check, until what it learned about the application is recorded.
+            let slots = match &provider {
+                Some(p) => match ctx.try_slots(ns, &p.label()) {
+                    Some(slots) => Some(slots),
+                    None => return Ok(None),
+                },
+                None => None,
+            };
+            let g = gather_and_check(conn, ctx, ns, observed.clone(), t, provider).await?;
+            learn_about_app(ctx, &g);
+            drop(slots);
+            g
+        }
+    }))
+}
+
+/// What `next_status` needs besides the old status and the outcome.
+fn check_context<'a>(
+    conn: &'a ChannelConnection,
+    g: &Gathered,
+    now: jiff::Timestamp,
+) -> CheckContext<'a> {
+    let timings = conn.spec.timings();
+    CheckContext {
+        spec: &conn.spec,
+        generation: conn.metadata.generation,
+        now,
+        check_request: schedule::check_request(conn).map(str::to_owned),
+        refresh_request: schedule::refresh_request(conn).map(str::to_owned),
+        observed_secret_version: g.observed.secret_version.clone(),
+        observed_provider_generation: g.observed.provider_generation,
+        refresh_before: timings
+            .as_ref()
+            .map(|t| t.refresh_before)
+            .unwrap_or_default(),
+        refresh_expires_at: g.refresh_expires_at,
+        consent_deadline: consent_deadline(conn, timings.as_ref().ok()),
+    }
+}
+
+/// When to check next after this outcome: a retry with backoff after a transient failure, the
+/// regular interval (earlier if the token expires first), or never for a spec that cannot be
+/// checked until it changes.
+fn next_wait(
+    ctx: &Context,
+    outcome: &Outcome,
+    status: &ChannelConnectionStatus,
+    interval: Duration,
+    first_check: bool,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
+    let mut rng = rand::rng();
+    match outcome {
+        Outcome::Suspended | Outcome::InvalidSpec { .. } => None,
+        Outcome::Checked {
+            verdict: Verdict::Transient { retry_after, .. },
+            ..
+        } => Some(schedule::next_retry(
+            ctx.settings.retry_base,
+            interval,
+            status.consecutive_failures,
+            *retry_after,
+            &mut rng,
+        )),
+        Outcome::Checked {
+            refreshable: true, ..
+        } => Some(schedule::before_expiry(
+            schedule::next_regular(interval, first_check, &mut rng),
+            status.expires_at.as_ref().map(|t| t.0),
+            now,
+        )),
+        _ => Some(schedule::next_regular(interval, first_check, &mut rng)),
+    }
 }
 
 /// `spec.refresh.maxAge` after the last consent: the last re-authorization through relink, else
@@ -358,51 +427,6 @@ fn record_metrics(
             })
             .inc();
     }
-}
-
-/// The cached object, with the status this process wrote if the cache has not caught up yet.
-fn with_latest_status(
-    ctx: &Context,
-    uid: &str,
-    conn: Arc<ChannelConnection>,
-) -> Arc<ChannelConnection> {
-    let mut written = ctx
-        .written
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(mine) = written.get(uid) else {
-        return conn;
-    };
-    let cached = conn.status.as_ref().and_then(|s| s.last_check_time.clone());
-    let cached_is_newer = match (&cached, &mine.last_check_time) {
-        (Some(c), Some(m)) => c.0 >= m.0,
-        (_, None) => true,
-        (None, Some(_)) => false,
-    };
-    if cached_is_newer
-        && conn.status.as_ref().map(|s| &s.observed_generation) == Some(&mine.observed_generation)
-    {
-        written.remove(uid);
-        return conn;
-    }
-    let mut merged = (*conn).clone();
-    let mut status = mine.clone();
-    // The OAuth callback writes these too (a link consumed or withdrawn, the account that logged
-    // in): the object's values win over this process's memory, so a used link is never carried
-    // back and a pinned account is not forgotten.
-    if let Some(object) = &conn.status {
-        status.reauth_url = object.reauth_url.clone();
-        if object.last_reauthorization != status.last_reauthorization {
-            // A login since this process's write: the scopes it granted come with it.
-            status.granted_scopes = object.granted_scopes.clone();
-        }
-        status.last_reauthorization = object.last_reauthorization.clone();
-        if object.account.is_some() {
-            status.account = object.account.clone();
-        }
-    }
-    merged.status = Some(status);
-    Arc::new(merged)
 }
 
 fn verdict_label(status: &ChannelConnectionStatus) -> String {
