@@ -62,6 +62,10 @@ pub struct Args {
     /// Secrets in other namespaces that have nothing to do with relink.
     #[arg(long, default_value_t = 10_000)]
     pub unrelated_secrets: usize,
+    /// Measure the largest size once more with this many unrelated Secrets (0: skip), to see
+    /// what Secrets relink does not use cost it.
+    #[arg(long, default_value_t = 0)]
+    pub heavy_secrets: usize,
     /// Revocations timed (median reported).
     #[arg(long, default_value_t = 10)]
     pub revocations: usize,
@@ -103,6 +107,8 @@ pub struct Args {
 #[derive(Clone, Debug, Default)]
 pub struct Run {
     pub n: usize,
+    /// Unrelated Secrets in the cluster.
+    pub unrelated: usize,
     pub create_secs: f64,
     pub bare_secs: f64,
     /// The minimal-operator loop after the run (GET Secret + provider call + status apply).
@@ -161,6 +167,9 @@ pub struct Restart {
     pub api: BTreeMap<String, f64>,
     pub cpu_secs: f64,
     pub hwm_kib: u64,
+    /// Peak RSS of the restarted operator at the end: after the refresh scenario, the
+    /// revocations and the Events both publish.
+    pub hwm_after_kib: u64,
     /// `relink_connection_ready` series the restarted operator exports (one per connection
     /// before the restart).
     pub ready_series: usize,
@@ -204,12 +213,20 @@ async fn main() -> ExitCode {
     let revision = report::revision();
     eprintln!("[bench] machine: {machine}");
     let mut runs = Vec::new();
-    for &n in &args.connections {
+    let mut sizes: Vec<(usize, usize)> = (args.connections.iter())
+        .map(|&n| (n, args.unrelated_secrets))
+        .collect();
+    if let Some(&largest) = args.connections.iter().max()
+        && args.heavy_secrets > 0
+    {
+        sizes.push((largest, args.heavy_secrets));
+    }
+    for (n, unrelated) in sizes {
         eprintln!(
-            "\n[bench] === {n} connections, {} unrelated Secrets, latency {} ms, concurrency {} ===",
-            args.unrelated_secrets, args.latency_ms, args.concurrency
+            "\n[bench] === {n} connections, {unrelated} unrelated Secrets, latency {} ms, concurrency {} ===",
+            args.latency_ms, args.concurrency
         );
-        match run_size(&args, n).await {
+        match run_size(&args, n, unrelated).await {
             Ok(run) => {
                 eprintln!("{}", report::details(&args, &run));
                 runs.push(run);
@@ -240,10 +257,10 @@ async fn main() -> ExitCode {
 }
 
 /// One size on its own control plane; every process it starts is stopped before it returns.
-async fn run_size(args: &Args, n: usize) -> Result<Run> {
+async fn run_size(args: &Args, n: usize, unrelated: usize) -> Result<Run> {
     let cp = ControlPlane::start(args.keep).await?;
     let mut sandbox = None;
-    let result = measure_size(args, n, &cp, &mut sandbox).await;
+    let result = measure_size(args, (n, unrelated), &cp, &mut sandbox).await;
     if let Some(mut s) = sandbox {
         Daemon::stop(&mut s, Duration::from_secs(5)).await;
     }
@@ -253,12 +270,13 @@ async fn run_size(args: &Args, n: usize) -> Result<Run> {
 
 async fn measure_size(
     args: &Args,
-    n: usize,
+    (n, unrelated): (usize, usize),
     cp: &ControlPlane,
     sandbox_proc: &mut Option<Daemon>,
 ) -> Result<Run> {
     let mut run = Run {
         n,
+        unrelated,
         load_before: report::load_average(),
         ..Default::default()
     };
@@ -295,7 +313,7 @@ async fn measure_size(
     let created = Instant::now();
     fixtures::namespaces(&client).await?;
     fixtures::provider(&client, &sandbox).await?;
-    fixtures::unrelated_secrets(&client, args.unrelated_secrets, args.create_concurrency).await?;
+    fixtures::unrelated_secrets(&client, unrelated, args.create_concurrency).await?;
     let conns = fixtures::connections(&client, &http, &sandbox, n, args.create_concurrency).await?;
     run.create_secs = created.elapsed().as_secs_f64();
 
@@ -497,6 +515,7 @@ async fn measure_size(
     run.revocation_ms = times;
     run.failures
         .extend(failed.into_iter().map(|e| format!("{n}: {e}")));
+    run.restart.hwm_after_kib = memory_kib(op.pid())?.1;
     op.stop(Duration::from_secs(30)).await;
     eprintln!(
         "[bench] minimal-operator loop: GET Secret + introspection + status apply, {n} times, {} in flight",

@@ -109,8 +109,12 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     fn checked(at: jiff::Timestamp) -> ChannelConnection {
-        let mut c = ChannelConnection::new("a", Default::default());
-        c.metadata.uid = Some("u1".into());
+        let mut c: ChannelConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "relink.dev/v1alpha1", "kind": "ChannelConnection",
+            "metadata": {"name": "a", "namespace": "ns", "uid": "u1"},
+            "spec": {"providerRef": {"name": "p"}, "secretRef": {"name": "s"}}
+        }))
+        .unwrap();
         c.metadata.annotations = Some(
             [
                 ("relink.dev/check-requested-at".to_owned(), "1".to_owned()),

@@ -448,7 +448,7 @@ async fn write_status(
     conn: &ChannelConnection,
     status: &ChannelConnectionStatus,
 ) -> Result<(), Error> {
-    let api: Api<ChannelConnection> =
+    let api: Api<Written> =
         Api::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default());
     let mut patch = json!({
         "apiVersion": ChannelConnection::api_version(&()),
@@ -468,6 +468,39 @@ async fn write_status(
     )
     .await?;
     Ok(())
+}
+
+/// What the answer to a status write is read into: nothing. The answer is the whole object
+/// with its `managedFields`; the watch brings the change anyway, so decoding it into a
+/// `ChannelConnection` would be work for nothing on every check.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+struct Written {
+    #[serde(skip)]
+    metadata: kube::api::ObjectMeta,
+}
+
+impl Resource for Written {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        ChannelConnection::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        ChannelConnection::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        ChannelConnection::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        ChannelConnection::plural(dt)
+    }
+    fn meta(&self) -> &kube::api::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 /// The provider object a connection names, from the caches.

@@ -17,8 +17,8 @@ use kube::runtime::watcher;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-/// Digest of a Secret's namespace and name.
-type Key = u128;
+/// Digest of an object's namespace and name.
+pub type Key = u128;
 
 /// The versions, compact.
 #[derive(Default)]
@@ -153,7 +153,8 @@ fn key_of(s: &PartialObjectMeta<Secret>) -> Key {
     key(&s.namespace().unwrap_or_default(), &s.name_any())
 }
 
-fn key(namespace: &str, name: &str) -> Key {
+/// The digest of namespace and name (128 bits of SHA-256: no two names meet in practice).
+pub fn key(namespace: &str, name: &str) -> Key {
     let digest = Sha256::new()
         .chain_update(namespace)
         .chain_update([0u8])
