@@ -12,8 +12,8 @@ use std::sync::RwLock;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
+use super::CachedConnection;
 use super::secrets::{Key, key};
-use crate::api::ChannelConnection;
 
 #[derive(Default)]
 pub struct SecretIndex {
@@ -31,7 +31,7 @@ struct Inner {
 
 impl SecretIndex {
     /// Records (or moves) the Secret `conn` names.
-    pub fn apply(&self, conn: &ChannelConnection) {
+    pub fn apply(&self, conn: &CachedConnection) {
         let ns = conn.namespace().unwrap_or_default();
         let name = conn.name_any();
         let secret = key(&ns, &conn.spec.secret_ref.name);
@@ -53,7 +53,7 @@ impl SecretIndex {
     }
 
     /// Forgets a deleted connection.
-    pub fn delete(&self, conn: &ChannelConnection) {
+    pub fn delete(&self, conn: &CachedConnection) {
         let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
         self.inner
             .write()
@@ -62,7 +62,7 @@ impl SecretIndex {
     }
 
     /// The connections that name Secret `namespace/name`.
-    pub fn connections(&self, namespace: &str, name: &str) -> Vec<ObjectRef<ChannelConnection>> {
+    pub fn connections(&self, namespace: &str, name: &str) -> Vec<ObjectRef<CachedConnection>> {
         let inner = self
             .inner
             .read()
@@ -97,7 +97,7 @@ impl Inner {
 mod tests {
     use super::*;
 
-    fn conn(name: &str, secret: &str) -> ChannelConnection {
+    fn conn(name: &str, secret: &str) -> CachedConnection {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "relink.dev/v1alpha1", "kind": "ChannelConnection",
             "metadata": {"name": name, "namespace": "ns"},

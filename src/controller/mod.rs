@@ -42,6 +42,7 @@ use crate::reauth::Reauth;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ConnectionLabels;
 
+pub use cache::CachedConnection;
 pub use reconcile::Error;
 pub use schedule::{Due, Observed, due};
 pub use secrets::SecretVersions;
@@ -98,7 +99,7 @@ pub struct Context {
     pub notifier: Arc<Notifier>,
     pub settings: Settings,
     /// Slim connections (see `cache.rs`), read by the group controller.
-    pub connections: Store<ChannelConnection>,
+    pub connections: Store<CachedConnection>,
     pub providers: Store<ChannelProvider>,
     pub cluster_providers: Store<ClusterChannelProvider>,
     pub secrets: SecretVersions,
@@ -320,7 +321,7 @@ pub async fn run(
     let wc = watcher::Config::default();
     let ns = settings.namespace.clone();
 
-    let (conn_store, conn_writer) = reflector::store::<ChannelConnection>();
+    let (conn_store, conn_writer) = reflector::store::<CachedConnection>();
     let metrics = deps.metrics.clone();
     // Groups are recounted when a connection of their namespace changes (or goes away).
     let group_controller = Controller::new(api_for::<ChannelGroup>(&client, &ns), wc.clone());
@@ -334,14 +335,13 @@ pub async fn run(
         Some(sel) => wc.clone().labels(sel),
         None => wc.clone(),
     };
-    let connections = watcher(api_for::<ChannelConnection>(&client, &ns), conn_wc)
+    let connections = watcher(api_for::<CachedConnection>(&client, &ns), conn_wc)
         .default_backoff()
-        .modify(cache::slim)
         .reflect(conn_writer)
         .inspect_ok(move |event| {
             let changed = match event {
                 watcher::Event::Delete(c) => {
-                    metrics.forget_connection(&connection_labels(c));
+                    metrics.forget_connection(&connection_labels(&c.view()));
                     index_writer.delete(c);
                     unseen_writer.forget(c);
                     c
@@ -349,7 +349,7 @@ pub async fn run(
                 watcher::Event::Apply(c) => {
                     index_writer.apply(c);
                     // Forgets this process's writes the cache has caught up with.
-                    unseen_writer.behind(c);
+                    unseen_writer.behind(c.status.as_ref(), c.uid().as_deref());
                     c
                 }
                 // The first list: index it; groups are counted once their own list is in.
@@ -518,7 +518,7 @@ fn log_errors<T, E: std::fmt::Display>(
 /// What can make a connection due when its object changes: the spec (generation), deletion,
 /// and the request annotations. A status-only change (the operator's own write) hashes the
 /// same and wakes nothing.
-fn trigger_fields(c: &ChannelConnection) -> Option<u64> {
+fn trigger_fields(c: &CachedConnection) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     c.metadata.generation.hash(&mut h);
@@ -543,9 +543,9 @@ pub fn connection_labels(c: &ChannelConnection) -> ConnectionLabels {
 }
 
 fn referencing(
-    store: &Store<ChannelConnection>,
-    pred: impl Fn(&ChannelConnection) -> bool,
-) -> Vec<ObjectRef<ChannelConnection>> {
+    store: &Store<CachedConnection>,
+    pred: impl Fn(&CachedConnection) -> bool,
+) -> Vec<ObjectRef<CachedConnection>> {
     store
         .state()
         .iter()

@@ -14,12 +14,12 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::Context;
 use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
 use super::status::{CheckContext, Outcome, next_status};
 use super::status::{needs_login, track_reauthorization};
 use super::tokens::{ResolvedProvider, load_app, read_key};
+use super::{CachedConnection, Context};
 use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, ProviderKind, Reason, Timings,
 };
@@ -50,7 +50,7 @@ impl Error {
 const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(5);
 const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     use futures::FutureExt;
     ctx.wait_synced().await;
     let started = Instant::now();
@@ -59,7 +59,7 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
     // with backoff, never the end of the process (the panic hook logs where it happened).
     // The controller's locks ignore poisoning, so a panic while one is held cannot turn into
     // a panic of every later check.
-    let result = std::panic::AssertUnwindSafe(check_if_due(conn, &ctx))
+    let result = std::panic::AssertUnwindSafe(check_if_due(&conn, &ctx))
         .catch_unwind()
         .await
         .unwrap_or(Err(Error::Panic));
@@ -75,7 +75,7 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
     result
 }
 
-async fn check_if_due(cached: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn check_if_due(cached: &CachedConnection, ctx: &Arc<Context>) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
     let (conn, observed) = match due_object(ctx, cached, now).await? {
         Ok(due) => due,
@@ -161,7 +161,7 @@ async fn check_if_due(cached: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Res
 /// that lags behind this process's own write never causes a second check.
 async fn due_object(
     ctx: &Context,
-    cached: Arc<ChannelConnection>,
+    cached: &CachedConnection,
     now: jiff::Timestamp,
 ) -> Result<Result<(Arc<ChannelConnection>, super::Observed), Action>, Error> {
     let decide = |conn: &ChannelConnection| {
@@ -174,13 +174,15 @@ async fn due_object(
             Due::Now(why) => Ok((observed, why)),
         }
     };
-    let fresh = cached.status.is_none() && !ctx.unseen.behind(&cached);
-    let (conn, (observed, why)) = match decide(&cached) {
+    let fresh = cached.status.is_none()
+        && !(ctx.unseen).behind(cached.status.as_ref(), cached.uid().as_deref());
+    let view = cached.view();
+    let (conn, (observed, why)) = match decide(&view) {
         Err((action, _)) => {
-            export_ready(ctx, &cached);
+            export_ready(ctx, &view);
             return Ok(Err(action));
         }
-        Ok(due) if fresh => (cached, due),
+        Ok(due) if fresh => (Arc::new(view), due),
         Ok(_) => {
             let ns = cached.namespace().unwrap_or_default();
             let api: Api<ChannelConnection> = Api::namespaced(ctx.client.clone(), &ns);
@@ -340,7 +342,7 @@ async fn publish(
 /// Retries a failed reconcile (an API error, a rejected status write, a panic) with
 /// exponential backoff per connection and jitter, so one broken object retries ever more
 /// slowly instead of every few seconds.
-pub fn error_policy(conn: Arc<ChannelConnection>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(conn: Arc<CachedConnection>, err: &Error, ctx: Arc<Context>) -> Action {
     use rand::Rng;
     ctx.metrics
         .reconcile_errors
