@@ -331,10 +331,13 @@ pub async fn run(
     let unseen = Arc::new(cache::Unseen::default());
     let unseen_writer = unseen.clone();
     let index_writer = secret_index.clone();
+    // Pages of 100: a page of whole objects (with managedFields) is decoded at once, and its
+    // text and objects are the peak of a (re)list.
     let conn_wc = match &settings.selector {
         Some(sel) => wc.clone().labels(sel),
         None => wc.clone(),
-    };
+    }
+    .page_size(100);
     let connections = watcher(api_for::<CachedConnection>(&client, &ns), conn_wc)
         .default_backoff()
         .reflect(conn_writer)

@@ -244,19 +244,42 @@ fn apply_verdict(
             },
             Outcome::Suspended => unreachable!("handled by next_status"),
         };
+    // The message once where a person reads it (Ready, and Stalled for GitOps tools); the
+    // halves of the verdict repeat it only when they are the half at fault.
+    let (token_msg, scopes_msg) = verdict_halves(token_ok, scopes_ok, &message);
     set(s, Ready, Some(false), reason, &message);
-    set(s, TokenValid, token_ok, reason, &message);
+    set(s, TokenValid, token_ok, reason, token_msg);
     let scopes_reason = if scopes_ok == Some(false) {
         Reason::ScopesMissing
     } else {
         reason
     };
-    set(s, ScopesGranted, scopes_ok, scopes_reason, &message);
+    set(s, ScopesGranted, scopes_ok, scopes_reason, scopes_msg);
     set(s, Stalled, Some(true), reason, &message);
     set(s, Reconciling, Some(false), reason, "check finished");
     if reason == Reason::ScopesMissing {
         s.missing_scopes = cx.spec.required_scopes.clone();
     }
+}
+
+/// Messages of `TokenValid` and `ScopesGranted` after a definitive problem: the problem's
+/// message on the half at fault, a short word on the other.
+fn verdict_halves<'m>(
+    token_ok: Option<bool>,
+    scopes_ok: Option<bool>,
+    message: &'m str,
+) -> (&'m str, &'m str) {
+    const UNKNOWN: &str = "not known: see the Ready condition";
+    let token = match token_ok {
+        Some(true) => "the provider accepts the token",
+        Some(false) => message,
+        None => UNKNOWN,
+    };
+    let scopes = match scopes_ok {
+        Some(false) => message,
+        _ => UNKNOWN,
+    };
+    (token, scopes)
 }
 
 fn apply_valid(

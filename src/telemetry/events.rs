@@ -100,12 +100,12 @@ impl Publisher {
         recent.insert(key, r);
     }
 
-    /// Events are the same when type, action, reason, note and object are (as for kube's
-    /// recorder); only a digest is kept.
+    /// Events are the same when type, action, reason and objects are (as for kube's recorder:
+    /// a repeat with another note joins the first Event's series); only a digest is kept.
     fn key(&self, ev: &Event, regarding: &ObjectReference) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         matches!(ev.type_, EventType::Warning).hash(&mut h);
-        (&ev.action, &ev.reason, &ev.note).hash(&mut h);
+        (&ev.action, &ev.reason).hash(&mut h);
         (&regarding.namespace, &regarding.name, &regarding.uid).hash(&mut h);
         (&regarding.kind, &regarding.api_version).hash(&mut h);
         ev.secondary
