@@ -59,7 +59,9 @@ pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
     // with backoff, never the end of the process (the panic hook logs where it happened).
     // The controller's locks ignore poisoning, so a panic while one is held cannot turn into
     // a panic of every later check.
-    let result = std::panic::AssertUnwindSafe(check_if_due(&conn, &ctx))
+    // Boxed: the check's state is large, and the task that runs this future is moved whole
+    // when it starts and finishes.
+    let result = std::panic::AssertUnwindSafe(Box::pin(check_if_due(&conn, &ctx)))
         .catch_unwind()
         .await
         .unwrap_or(Err(Error::Panic));
@@ -452,17 +454,16 @@ async fn write_status(
 ) -> Result<(), Error> {
     let api: Api<Written> =
         Api::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default());
-    let mut patch = json!({
-        "apiVersion": ChannelConnection::api_version(&()),
-        "kind": ChannelConnection::kind(&()),
-        "status": status,
-    });
     // Re-publishing the link this check read: only if nobody (the OAuth callback consuming it)
     // changed the object since, so a used link never comes back.
     let old_link = conn.status.as_ref().and_then(|s| s.reauth_url.as_ref());
-    if status.reauth_url.is_some() && status.reauth_url.as_ref() == old_link {
-        patch["metadata"] = json!({"resourceVersion": conn.resource_version()});
-    }
+    let precondition = status.reauth_url.is_some() && status.reauth_url.as_ref() == old_link;
+    let patch = StatusPatch {
+        api_version: ChannelConnection::api_version(&()),
+        kind: ChannelConnection::kind(&()),
+        metadata: precondition.then(|| json!({"resourceVersion": conn.resource_version()})),
+        status,
+    };
     api.patch_status(
         &conn.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -470,6 +471,17 @@ async fn write_status(
     )
     .await?;
     Ok(())
+}
+
+/// The body of a status write, serialized as it stands (no JSON tree built in between).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusPatch<'a> {
+    api_version: std::borrow::Cow<'static, str>,
+    kind: std::borrow::Cow<'static, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<serde_json::Value>,
+    status: &'a ChannelConnectionStatus,
 }
 
 /// What the answer to a status write is read into: nothing. The answer is the whole object
