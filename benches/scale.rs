@@ -46,7 +46,7 @@ pub const INTERVAL_SECS: f64 = 900.0;
 #[command(about = "relink scale benchmark (issue 9); see docs/performance.md")]
 pub struct Args {
     /// Sizes to measure, each on a fresh control plane.
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,25000")]
     pub connections: Vec<usize>,
     /// Sandbox answer delay for every provider call, in milliseconds.
     #[arg(long, default_value_t = 50)]

@@ -264,11 +264,7 @@ fn apply_verdict(
 
 /// Messages of `TokenValid` and `ScopesGranted` after a definitive problem: the problem's
 /// message on the half at fault, a short word on the other.
-fn verdict_halves(
-    token_ok: Option<bool>,
-    scopes_ok: Option<bool>,
-    message: &str,
-) -> (&str, &str) {
+fn verdict_halves(token_ok: Option<bool>, scopes_ok: Option<bool>, message: &str) -> (&str, &str) {
     const UNKNOWN: &str = "not known: see the Ready condition";
     let token = match token_ok {
         Some(true) => "the provider accepts the token",
