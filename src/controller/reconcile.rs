@@ -549,6 +549,25 @@ fn learn_about_app(ctx: &Context, g: &Gathered) {
     }
 }
 
+impl Gathered {
+    /// What a check that stopped before asking the provider found.
+    fn before_the_call(
+        outcome: Outcome,
+        observed: super::Observed,
+        app: Option<App>,
+        provider: Option<ResolvedProvider>,
+    ) -> Self {
+        Self {
+            outcome,
+            observed,
+            app,
+            provider,
+            refreshed: None,
+            refresh_expires_at: None,
+        }
+    }
+}
+
 /// What gathering the inputs found.
 struct Gathered {
     outcome: Outcome,
@@ -564,27 +583,21 @@ struct Gathered {
     refresh_expires_at: Option<jiff::Timestamp>,
 }
 
-/// Finds the provider, its client secret and the token; refreshes the token when it is about
-/// to expire (or already dead) and a refresh is possible; then asks the provider.
-async fn gather_and_check(
+/// The provider object and its application (client secret loaded), or the outcome that
+/// stops the check before any token is read.
+async fn provider_and_app(
     conn: &ChannelConnection,
     ctx: &Context,
-    ns: &str,
-    cached: super::Observed,
-    timings: &Timings,
     provider: Option<ResolvedProvider>,
-) -> Result<Gathered, Error> {
-    let mut observed = super::Observed {
-        secret_version: cached.secret_version,
-        provider_generation: None,
-    };
-    let done = |outcome, observed, app, provider| Gathered {
-        outcome,
-        observed,
-        app,
-        provider,
-        refreshed: None,
-        refresh_expires_at: None,
+    observed: &mut super::Observed,
+) -> Result<Result<(ResolvedProvider, App), Box<Gathered>>, Error> {
+    let done = |outcome, observed: &mut super::Observed, app, provider| {
+        Err(Box::new(Gathered::before_the_call(
+            outcome,
+            observed.clone(),
+            app,
+            provider,
+        )))
     };
     let Some(provider) = provider else {
         let r = &conn.spec.provider_ref;
@@ -626,6 +639,28 @@ async fn gather_and_check(
         return Ok(done(outcome, observed, Some(app), Some(provider)));
     }
 
+    Ok(Ok((provider, app)))
+}
+
+/// Finds the provider, its client secret and the token; refreshes the token when it is about
+/// to expire (or already dead) and a refresh is possible; then asks the provider.
+async fn gather_and_check(
+    conn: &ChannelConnection,
+    ctx: &Context,
+    ns: &str,
+    cached: super::Observed,
+    timings: &Timings,
+    provider: Option<ResolvedProvider>,
+) -> Result<Gathered, Error> {
+    let mut observed = super::Observed {
+        secret_version: cached.secret_version,
+        provider_generation: None,
+    };
+    let (provider, app) = match provider_and_app(conn, ctx, provider, &mut observed).await? {
+        Ok(found) => found,
+        Err(g) => return Ok(*g),
+    };
+    let done = Gathered::before_the_call;
     let sref = &conn.spec.secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let Some(secret) = secrets.get_opt(&sref.name).await? else {
