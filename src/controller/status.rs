@@ -262,6 +262,61 @@ fn apply_verdict(
     }
 }
 
+/// Whether the token carries `spec.requiredScopes`: the check's own answer, else what the last
+/// token response granted (kept in status); records granted and missing scopes in `s`.
+fn scopes_verdict(
+    s: &mut ChannelConnectionStatus,
+    grant: &Grant,
+    spec: &ChannelConnectionSpec,
+) -> (Option<bool>, Reason, String) {
+    // The check's own answer, else what the last token response (login or refresh) granted,
+    // kept in status; providers that report neither leave the scopes unverified.
+    let granted: Option<Vec<String>> = grant
+        .scopes
+        .clone()
+        .or_else(|| (!s.granted_scopes.is_empty()).then(|| s.granted_scopes.clone()));
+    let missing: Vec<String> = match &granted {
+        Some(granted) => {
+            let have: BTreeSet<&str> = granted.iter().map(String::as_str).collect();
+            s.granted_scopes = granted.clone();
+            spec.required_scopes
+                .iter()
+                .filter(|r| !have.contains(r.as_str()))
+                .cloned()
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    s.missing_scopes = missing.clone();
+
+    if granted.is_none() && !spec.required_scopes.is_empty() {
+        (
+            None,
+            Reason::ScopesUnverifiable,
+            format!(
+                "the provider does not say which scopes the token carries; spec.requiredScopes ({}) could not be verified",
+                spec.required_scopes.join(", ")
+            ),
+        )
+    } else if missing.is_empty() {
+        let m = if granted.is_some() {
+            "every required scope is granted"
+        } else {
+            "no scopes are required (spec.requiredScopes is empty)"
+        };
+        (Some(true), Reason::Valid, m.to_owned())
+    } else {
+        (
+            Some(false),
+            Reason::ScopesMissing,
+            format!(
+                "the token lacks required scopes: {}; re-authorize and grant them",
+                missing.join(", ")
+            ),
+        )
+    }
+}
+
 /// Messages of `TokenValid` and `ScopesGranted` after a definitive problem: the problem's
 /// message on the half at fault, a short word on the other.
 fn verdict_halves(token_ok: Option<bool>, scopes_ok: Option<bool>, message: &str) -> (&str, &str) {
@@ -294,58 +349,10 @@ fn apply_valid(
     s.data_access_expires_at = grant.data_access_expires_at.map(Time);
     s.refresh_token_expires_at = cx.refresh_expires_at.map(Time);
 
-    // The check's own answer, else what the last token response (login or refresh) granted,
-    // kept in status; providers that report neither leave the scopes unverified.
-    let granted: Option<Vec<String>> = grant
-        .scopes
-        .clone()
-        .or_else(|| (!s.granted_scopes.is_empty()).then(|| s.granted_scopes.clone()));
-    let missing: Vec<String> = match &granted {
-        Some(granted) => {
-            let have: BTreeSet<&str> = granted.iter().map(String::as_str).collect();
-            s.granted_scopes = granted.clone();
-            cx.spec
-                .required_scopes
-                .iter()
-                .filter(|r| !have.contains(r.as_str()))
-                .cloned()
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    s.missing_scopes = missing.clone();
-
+    let (scopes_ok, scopes_reason, scopes_msg) = scopes_verdict(s, grant, cx.spec);
     // Only what this answer names: an account kept from before (or pinned by a login) is not
     // evidence that this token reaches another one.
     let mismatch = account_mismatch(cx.spec, grant);
-    let (scopes_ok, scopes_reason, scopes_msg) = if granted.is_none()
-        && !cx.spec.required_scopes.is_empty()
-    {
-        (
-            None,
-            Reason::ScopesUnverifiable,
-            format!(
-                "the provider does not say which scopes the token carries; spec.requiredScopes ({}) could not be verified",
-                cx.spec.required_scopes.join(", ")
-            ),
-        )
-    } else if missing.is_empty() {
-        let m = if granted.is_some() {
-            "every required scope is granted"
-        } else {
-            "no scopes are required (spec.requiredScopes is empty)"
-        };
-        (Some(true), Reason::Valid, m.to_owned())
-    } else {
-        (
-            Some(false),
-            Reason::ScopesMissing,
-            format!(
-                "the token lacks required scopes: {}; re-authorize and grant them",
-                missing.join(", ")
-            ),
-        )
-    };
     let (token_ok, token_reason, token_msg) = match &mismatch {
         Some(m) => (false, Reason::AccountMismatch, m.clone()),
         None => (
