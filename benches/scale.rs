@@ -46,7 +46,7 @@ pub const INTERVAL_SECS: f64 = 900.0;
 #[command(about = "relink scale benchmark (issue 9); see docs/performance.md")]
 pub struct Args {
     /// Sizes to measure, each on a fresh control plane.
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,25000")]
     pub connections: Vec<usize>,
     /// Sandbox answer delay for every provider call, in milliseconds.
     #[arg(long, default_value_t = 50)]
@@ -62,6 +62,10 @@ pub struct Args {
     /// Secrets in other namespaces that have nothing to do with relink.
     #[arg(long, default_value_t = 10_000)]
     pub unrelated_secrets: usize,
+    /// Measure 10,000 connections (else the largest size) once more with this many unrelated
+    /// Secrets (0: skip), to see what Secrets relink does not use cost it.
+    #[arg(long, default_value_t = 0)]
+    pub heavy_secrets: usize,
     /// Revocations timed (median reported).
     #[arg(long, default_value_t = 10)]
     pub revocations: usize,
@@ -103,6 +107,8 @@ pub struct Args {
 #[derive(Clone, Debug, Default)]
 pub struct Run {
     pub n: usize,
+    /// Unrelated Secrets in the cluster.
+    pub unrelated: usize,
     pub create_secs: f64,
     pub bare_secs: f64,
     /// The minimal-operator loop after the run (GET Secret + provider call + status apply).
@@ -161,6 +167,9 @@ pub struct Restart {
     pub api: BTreeMap<String, f64>,
     pub cpu_secs: f64,
     pub hwm_kib: u64,
+    /// Peak RSS of the restarted operator at the end: after the refresh scenario, the
+    /// revocations and the Events both publish.
+    pub hwm_after_kib: u64,
     /// `relink_connection_ready` series the restarted operator exports (one per connection
     /// before the restart).
     pub ready_series: usize,
@@ -204,12 +213,24 @@ async fn main() -> ExitCode {
     let revision = report::revision();
     eprintln!("[bench] machine: {machine}");
     let mut runs = Vec::new();
-    for &n in &args.connections {
+    let mut sizes: Vec<(usize, usize)> = (args.connections.iter())
+        .map(|&n| (n, args.unrelated_secrets))
+        .collect();
+    // At 10,000 connections when that size is measured (the issue's figure), else the largest.
+    let heavy_at = (args.connections.iter())
+        .find(|&&n| n == 10_000)
+        .or(args.connections.iter().max());
+    if let Some(&n) = heavy_at
+        && args.heavy_secrets > 0
+    {
+        sizes.push((n, args.heavy_secrets));
+    }
+    for (n, unrelated) in sizes {
         eprintln!(
-            "\n[bench] === {n} connections, {} unrelated Secrets, latency {} ms, concurrency {} ===",
-            args.unrelated_secrets, args.latency_ms, args.concurrency
+            "\n[bench] === {n} connections, {unrelated} unrelated Secrets, latency {} ms, concurrency {} ===",
+            args.latency_ms, args.concurrency
         );
-        match run_size(&args, n).await {
+        match run_size(&args, n, unrelated).await {
             Ok(run) => {
                 eprintln!("{}", report::details(&args, &run));
                 runs.push(run);
@@ -240,10 +261,10 @@ async fn main() -> ExitCode {
 }
 
 /// One size on its own control plane; every process it starts is stopped before it returns.
-async fn run_size(args: &Args, n: usize) -> Result<Run> {
+async fn run_size(args: &Args, n: usize, unrelated: usize) -> Result<Run> {
     let cp = ControlPlane::start(args.keep).await?;
     let mut sandbox = None;
-    let result = measure_size(args, n, &cp, &mut sandbox).await;
+    let result = measure_size(args, (n, unrelated), &cp, &mut sandbox).await;
     if let Some(mut s) = sandbox {
         Daemon::stop(&mut s, Duration::from_secs(5)).await;
     }
@@ -253,12 +274,13 @@ async fn run_size(args: &Args, n: usize) -> Result<Run> {
 
 async fn measure_size(
     args: &Args,
-    n: usize,
+    (n, unrelated): (usize, usize),
     cp: &ControlPlane,
     sandbox_proc: &mut Option<Daemon>,
 ) -> Result<Run> {
     let mut run = Run {
         n,
+        unrelated,
         load_before: report::load_average(),
         ..Default::default()
     };
@@ -295,7 +317,7 @@ async fn measure_size(
     let created = Instant::now();
     fixtures::namespaces(&client).await?;
     fixtures::provider(&client, &sandbox).await?;
-    fixtures::unrelated_secrets(&client, args.unrelated_secrets, args.create_concurrency).await?;
+    fixtures::unrelated_secrets(&client, unrelated, args.create_concurrency).await?;
     let conns = fixtures::connections(&client, &http, &sandbox, n, args.create_concurrency).await?;
     run.create_secs = created.elapsed().as_secs_f64();
 
@@ -497,6 +519,7 @@ async fn measure_size(
     run.revocation_ms = times;
     run.failures
         .extend(failed.into_iter().map(|e| format!("{n}: {e}")));
+    run.restart.hwm_after_kib = memory_kib(op.pid())?.1;
     op.stop(Duration::from_secs(30)).await;
     eprintln!(
         "[bench] minimal-operator loop: GET Secret + introspection + status apply, {n} times, {} in flight",

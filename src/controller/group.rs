@@ -39,7 +39,7 @@ impl Health {
 }
 
 /// Whether `conn` belongs to the group described by `spec`.
-pub fn is_member(spec: &ChannelGroupSpec, conn: &ChannelConnection) -> bool {
+pub fn is_member(spec: &ChannelGroupSpec, conn: &impl Resource) -> bool {
     if spec.connections.iter().any(|n| *n == conn.name_any()) {
         return true;
     }
@@ -47,7 +47,7 @@ pub fn is_member(spec: &ChannelGroupSpec, conn: &ChannelConnection) -> bool {
         return false;
     };
     match Selector::try_from(sel.clone()) {
-        Ok(s) => s.matches(conn.metadata.labels.as_ref().unwrap_or(&Default::default())),
+        Ok(s) => s.matches(conn.labels()),
         Err(_) => false,
     }
 }
@@ -154,7 +154,8 @@ pub async fn reconcile(group: Arc<ChannelGroup>, ctx: Arc<Context>) -> Result<Ac
         .connections
         .state()
         .into_iter()
-        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()) && is_member(&group.spec, c))
+        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()) && is_member(&group.spec, &**c))
+        .map(|c| Arc::new(c.view()))
         .collect();
     members.sort_by_key(|c| c.name_any());
     let old = group.status.clone().unwrap_or_default();

@@ -1,17 +1,19 @@
 //! Which connections name a Secret, kept up to date from the connection watch, so a Secret
 //! event finds its connections by lookup instead of a scan of every connection (10,000 Secret
 //! events at start-up times 10,000 connections would be 10^8 comparisons).
+//!
+//! A connection and its Secret share a namespace, so the index keeps, per Secret digest, the
+//! names of the connections naming it, and per connection digest the Secret it names: about
+//! a hundred bytes per connection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::RwLock;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::ChannelConnection;
-
-/// Namespace and name of a Secret.
-type SecretKey = (String, String);
+use super::CachedConnection;
+use super::secrets::{Key, key};
 
 #[derive(Default)]
 pub struct SecretIndex {
@@ -20,66 +22,71 @@ pub struct SecretIndex {
 
 #[derive(Default)]
 struct Inner {
-    by_secret: HashMap<SecretKey, HashSet<ObjectRef<ChannelConnection>>>,
-    /// What each connection named last, to move it when `spec.secretRef` changes.
-    by_connection: HashMap<ObjectRef<ChannelConnection>, SecretKey>,
+    /// Secret digest → names of the connections (of its namespace) that name it.
+    by_secret: HashMap<Key, Vec<Box<str>>>,
+    /// Connection digest → digest of the Secret it named last, to move it when
+    /// `spec.secretRef` changes.
+    by_connection: HashMap<Key, Key>,
 }
 
 impl SecretIndex {
     /// Records (or moves) the Secret `conn` names.
-    pub fn apply(&self, conn: &ChannelConnection) {
-        let r = ObjectRef::from_obj(conn);
-        let key = (
-            conn.namespace().unwrap_or_default(),
-            conn.spec.secret_ref.name.clone(),
-        );
+    pub fn apply(&self, conn: &CachedConnection) {
+        let ns = conn.namespace().unwrap_or_default();
+        let name = conn.name_any();
+        let secret = key(&ns, &conn.spec.secret_ref.name);
         let mut inner = self
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if inner.by_connection.get(&r) == Some(&key) {
+        let me = key(&ns, &name);
+        if inner.by_connection.get(&me) == Some(&secret) {
             return;
         }
-        inner.forget(&r);
+        inner.forget(me, &name);
         inner
             .by_secret
-            .entry(key.clone())
+            .entry(secret)
             .or_default()
-            .insert(r.clone());
-        inner.by_connection.insert(r, key);
+            .push(name.into_boxed_str());
+        inner.by_connection.insert(me, secret);
     }
 
     /// Forgets a deleted connection.
-    pub fn delete(&self, conn: &ChannelConnection) {
-        let r = ObjectRef::from_obj(conn);
+    pub fn delete(&self, conn: &CachedConnection) {
+        let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
         self.inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .forget(&r);
+            .forget(key(&ns, &name), &name);
     }
 
     /// The connections that name Secret `namespace/name`.
-    pub fn connections(&self, namespace: &str, name: &str) -> Vec<ObjectRef<ChannelConnection>> {
+    pub fn connections(&self, namespace: &str, name: &str) -> Vec<ObjectRef<CachedConnection>> {
         let inner = self
             .inner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner
             .by_secret
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .map(|set| set.iter().cloned().collect())
+            .get(&key(namespace, name))
+            .map(|names| {
+                (names.iter())
+                    .map(|n| ObjectRef::new(n).within(namespace))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
 
 impl Inner {
-    fn forget(&mut self, r: &ObjectRef<ChannelConnection>) {
-        let Some(old) = self.by_connection.remove(r) else {
+    fn forget(&mut self, me: Key, name: &str) {
+        let Some(old) = self.by_connection.remove(&me) else {
             return;
         };
-        if let Some(set) = self.by_secret.get_mut(&old) {
-            set.remove(r);
-            if set.is_empty() {
+        if let Some(names) = self.by_secret.get_mut(&old) {
+            names.retain(|n| &**n != name);
+            if names.is_empty() {
                 self.by_secret.remove(&old);
             }
         }
@@ -90,7 +97,7 @@ impl Inner {
 mod tests {
     use super::*;
 
-    fn conn(name: &str, secret: &str) -> ChannelConnection {
+    fn conn(name: &str, secret: &str) -> CachedConnection {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "relink.dev/v1alpha1", "kind": "ChannelConnection",
             "metadata": {"name": name, "namespace": "ns"},

@@ -1,10 +1,12 @@
 //! The `ChannelConnection` controller: watches, caches and the shared [`Context`].
 //!
-//! Caches hold only what deciding "is a check due?" needs: connections (without
-//! `managedFields`), provider objects, and the `resourceVersion` of each Secret from a
-//! metadata-only watch. Secret data is read when a check is due.
+//! Caches hold only what deciding "is a check due?" needs: a slim copy of each connection
+//! (`cache.rs`), provider objects, and the `resourceVersion` of each Secret from a
+//! metadata-only watch. The whole connection and its Secret's data are read when a check is
+//! due.
 
 pub mod access;
+mod cache;
 mod group;
 mod index;
 mod provider;
@@ -24,7 +26,6 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -32,8 +33,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::api::{
-    ChannelConnection, ChannelConnectionStatus, ChannelGroup, ChannelProvider,
-    ClusterChannelProvider, ProviderKind,
+    ChannelConnection, ChannelGroup, ChannelProvider, ClusterChannelProvider, ProviderKind,
 };
 use crate::notify::Notifier;
 use crate::providers::Http;
@@ -42,6 +42,7 @@ use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ConnectionLabels;
 use crate::tokens;
 
+pub use cache::CachedConnection;
 pub use reconcile::Error;
 pub use schedule::{Due, Observed, due};
 pub use secrets::SecretVersions;
@@ -91,22 +92,22 @@ pub struct Deps {
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub recorder: crate::telemetry::Publisher,
     pub http: Http,
     pub reauth: Reauth,
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
     pub settings: Settings,
-    /// Connections (without managedFields), read by the group controller.
-    pub connections: Store<ChannelConnection>,
+    /// Slim connections (see `cache.rs`), read by the group controller.
+    pub connections: Store<CachedConnection>,
     pub providers: Store<ChannelProvider>,
     pub cluster_providers: Store<ClusterChannelProvider>,
     pub secrets: SecretVersions,
     /// Client secrets of providers, reused while their Secret is unchanged.
     pub client_secrets: tokens::ClientSecretCache,
-    /// Status written by this process and not yet seen back through the watch, keyed by uid:
-    /// it keeps a lagging cache from making a just-checked connection look due again.
-    written: Mutex<HashMap<String, ChannelConnectionStatus>>,
+    /// Status writes of this process not yet seen back through the watch: a lagging cache
+    /// must not make a just-checked connection look due again.
+    unseen: Arc<cache::Unseen>,
     provider_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     namespace_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Failed reconciles in a row per connection uid, for the error backoff.
@@ -133,7 +134,53 @@ struct AppProblem {
     last_probe: std::time::Instant,
 }
 
+/// The caches a [`Context`] reads.
+struct Caches {
+    connections: Store<CachedConnection>,
+    providers: Store<ChannelProvider>,
+    cluster_providers: Store<ClusterChannelProvider>,
+    secrets: SecretVersions,
+    unseen: Arc<cache::Unseen>,
+}
+
+type Triggers = (
+    futures::channel::mpsc::UnboundedSender<ObjectRef<ChannelProvider>>,
+    futures::channel::mpsc::UnboundedSender<ObjectRef<ClusterChannelProvider>>,
+);
+
 impl Context {
+    fn new(
+        client: Client,
+        deps: Deps,
+        settings: Settings,
+        caches: Caches,
+        (provider_triggers, cluster_provider_triggers): Triggers,
+    ) -> Arc<Self> {
+        Arc::new(Context {
+            app_problems: Mutex::default(),
+            provider_triggers,
+            cluster_provider_triggers,
+            connections: caches.connections,
+            recorder: crate::telemetry::publisher(&client),
+            client,
+            http: deps.http,
+            reauth: deps.reauth,
+            metrics: deps.metrics,
+            notifier: deps.notifier,
+            settings,
+            providers: caches.providers,
+            cluster_providers: caches.cluster_providers,
+            secrets: caches.secrets,
+            client_secrets: tokens::ClientSecretCache::default(),
+            unseen: caches.unseen,
+            provider_slots: Mutex::default(),
+            namespace_slots: Mutex::default(),
+            error_streaks: Mutex::default(),
+            refresh: refresh::Shared::default(),
+            synced: watch::channel(false).0,
+        })
+    }
+
     /// The application problem a check last reported for provider `label`, if any.
     pub fn app_problem(&self, label: &str) -> Option<String> {
         self.app_problems
@@ -320,66 +367,26 @@ pub async fn run(
     let wc = watcher::Config::default();
     let ns = settings.namespace.clone();
 
-    let (conn_store, conn_writer) = reflector::store::<ChannelConnection>();
-    let metrics = deps.metrics.clone();
+    let (conn_store, conn_writer) = reflector::store::<CachedConnection>();
     // Groups are recounted when a connection of their namespace changes (or goes away).
     let group_controller = Controller::new(api_for::<ChannelGroup>(&client, &ns), wc.clone());
-    let group_store = group_controller.store();
     let (group_tx, group_rx) = futures::channel::mpsc::unbounded::<ObjectRef<ChannelGroup>>();
     let secret_index = Arc::new(index::SecretIndex::default());
-    let index_writer = secret_index.clone();
-    let conn_wc = match &settings.selector {
-        Some(sel) => wc.clone().labels(sel),
-        None => wc.clone(),
+    let unseen = Arc::new(cache::Unseen::default());
+    let side = ConnectionSide {
+        metrics: deps.metrics.clone(),
+        index: secret_index.clone(),
+        unseen: unseen.clone(),
+        groups: group_controller.store(),
+        group_tx,
     };
-    let connections = watcher(api_for::<ChannelConnection>(&client, &ns), conn_wc)
-        .default_backoff()
-        .modify(|c| c.managed_fields_mut().clear())
-        .reflect(conn_writer)
-        .inspect_ok(move |event| {
-            let changed = match event {
-                watcher::Event::Delete(c) => {
-                    metrics.forget_connection(&connection_labels(c));
-                    index_writer.delete(c);
-                    c
-                }
-                watcher::Event::Apply(c) => {
-                    index_writer.apply(c);
-                    c
-                }
-                // The first list: index it; groups are counted once their own list is in.
-                watcher::Event::InitApply(c) => {
-                    index_writer.apply(c);
-                    return;
-                }
-                _ => return,
-            };
-            let ns = changed.namespace();
-            for g in group_store.state().iter().filter(|g| g.namespace() == ns) {
-                let _ = group_tx.unbounded_send(ObjectRef::from_obj(g.as_ref()));
-            }
-        })
-        .applied_objects()
-        // The operator's own status writes come back through the watch; they are not news.
-        .predicate_filter(trigger_fields, Default::default());
-
-    let (providers, provider_writer) = reflector::store::<ChannelProvider>();
-    let provider_events = watcher(api_for::<ChannelProvider>(&client, &ns), wc.clone())
-        .default_backoff()
-        .modify(|p| p.managed_fields_mut().clear())
-        .reflect(provider_writer)
-        .touched_objects();
-
-    let (cluster_providers, cluster_writer) = reflector::store::<ClusterChannelProvider>();
-    let cluster_events = watcher(
+    let connections = connection_events(&client, &settings, wc.clone(), conn_writer, side);
+    let (providers, provider_events) =
+        cached_watch(api_for::<ChannelProvider>(&client, &ns), wc.clone());
+    let (cluster_providers, cluster_events) = cached_watch(
         Api::<ClusterChannelProvider>::all(client.clone()),
         wc.clone(),
-    )
-    .default_backoff()
-    .modify(|p| p.managed_fields_mut().clear())
-    .reflect(cluster_writer)
-    .touched_objects();
-
+    );
     let secrets = SecretVersions::default();
     let secret_events = secrets.track(
         watcher(
@@ -391,52 +398,31 @@ pub async fn run(
 
     let (provider_triggers, provider_rx) = futures::channel::mpsc::unbounded();
     let (cluster_provider_triggers, cluster_provider_rx) = futures::channel::mpsc::unbounded();
-    let ctx = Arc::new(Context {
-        app_problems: Mutex::default(),
-        provider_triggers,
-        cluster_provider_triggers,
+    let ready = deps.ready.clone();
+    let caches = Caches {
         connections: conn_store.clone(),
-        recorder: crate::telemetry::recorder(&client),
-        client,
-        http: deps.http,
-        reauth: deps.reauth,
-        metrics: deps.metrics,
-        notifier: deps.notifier,
-        settings: settings.clone(),
-        providers: providers.clone(),
-        cluster_providers: cluster_providers.clone(),
+        providers,
+        cluster_providers,
         secrets,
-        client_secrets: tokens::ClientSecretCache::default(),
-        written: Mutex::default(),
-        provider_slots: Mutex::default(),
-        namespace_slots: Mutex::default(),
-        error_streaks: Mutex::default(),
-        refresh: refresh::Shared::default(),
-        synced: watch::channel(false).0,
-    });
-    {
-        let ctx = ctx.clone();
-        let ready = deps.ready.clone();
-        tokio::spawn(async move {
-            let _ = ctx.providers.wait_until_ready().await;
-            let _ = ctx.cluster_providers.wait_until_ready().await;
-            ctx.secrets.wait_synced().await;
-            ctx.synced.send_replace(true);
-            ready.store(true, Ordering::Relaxed);
-            info!("caches synced");
-        });
-    }
+        unseen,
+    };
+    let ctx = Context::new(
+        client,
+        deps,
+        settings.clone(),
+        caches,
+        (provider_triggers, cluster_provider_triggers),
+    );
+    mark_synced(ctx.clone(), ready);
 
     let shutdown = shutdown.shared();
-    let ctx_client = ctx.client.clone();
     let provider_ctx = ctx.clone();
     let groups = group_controller
         .reconcile_on(group_rx)
         .graceful_shutdown_on(shutdown.clone())
         .run(group::reconcile, group::error_policy, ctx.clone())
         .for_each(log_errors("ChannelGroup"));
-    let by_provider = conn_store.clone();
-    let by_cluster_provider = conn_store.clone();
+    let (by_provider, by_cluster_provider) = (conn_store.clone(), conn_store.clone());
     info!(
         namespace = ns.as_deref().unwrap_or("<all>"),
         "starting the ChannelConnection controller"
@@ -446,54 +432,157 @@ pub async fn run(
         .watches_stream(secret_events, move |s| {
             secret_index.connections(&s.namespace().unwrap_or_default(), &s.name_any())
         })
-        .watches_stream(provider_events, move |p: ChannelProvider| {
-            let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
-            referencing(&by_provider, |c| {
-                c.spec.provider_ref.kind == ProviderKind::ChannelProvider
-                    && c.spec.provider_ref.name == name
-                    && c.namespace().as_deref() == Some(&ns)
-            })
-        })
-        .watches_stream(cluster_events, move |p: ClusterChannelProvider| {
-            let name = p.name_any();
-            referencing(&by_cluster_provider, |c| {
-                c.spec.provider_ref.kind == ProviderKind::ClusterChannelProvider
-                    && c.spec.provider_ref.name == name
-            })
+        .watches_stream(provider_events, move |p| using_provider(&by_provider, &p))
+        .watches_stream(cluster_events, move |p| {
+            using_cluster_provider(&by_cluster_provider, &p)
         })
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(log_errors("ChannelConnection"));
-    let provider_status = Controller::new(api_for::<ChannelProvider>(&ctx_client, &ns), wc.clone())
+    let provider_status =
+        provider_status(provider_ctx, wc, provider_rx, cluster_provider_rx, shutdown);
+    futures::join!(connections, groups, provider_status);
+    info!("controller stopped");
+}
+
+/// What the connection watch keeps in step besides the cache.
+struct ConnectionSide {
+    metrics: Arc<Metrics>,
+    index: Arc<index::SecretIndex>,
+    unseen: Arc<cache::Unseen>,
+    groups: Store<ChannelGroup>,
+    group_tx: futures::channel::mpsc::UnboundedSender<ObjectRef<ChannelGroup>>,
+}
+
+impl ConnectionSide {
+    /// Follows one watch event: the Secret index, unseen writes, the ready series of a deleted
+    /// connection, and a recount of the groups of the connection's namespace.
+    fn seen(&self, event: &watcher::Event<CachedConnection>) {
+        let changed = match event {
+            watcher::Event::Delete(c) => {
+                self.metrics
+                    .forget_connection(&connection_labels(&c.view()));
+                self.index.delete(c);
+                self.unseen.forget(c);
+                c
+            }
+            watcher::Event::Apply(c) => {
+                self.index.apply(c);
+                // Forgets this process's writes the cache has caught up with.
+                self.unseen.behind(c.status.as_ref(), c.uid().as_deref());
+                c
+            }
+            // The first list: index it; groups are counted once their own list is in.
+            watcher::Event::InitApply(c) => {
+                self.index.apply(c);
+                return;
+            }
+            _ => return,
+        };
+        let ns = changed.namespace();
+        for g in self.groups.state().iter().filter(|g| g.namespace() == ns) {
+            let _ = self
+                .group_tx
+                .unbounded_send(ObjectRef::from_obj(g.as_ref()));
+        }
+    }
+}
+
+/// The connection watch: fills the slim cache through `writer`, keeps `side` in step, and
+/// yields the connections whose trigger fields changed.
+fn connection_events(
+    client: &Client,
+    settings: &Settings,
+    wc: watcher::Config,
+    writer: reflector::store::Writer<CachedConnection>,
+    side: ConnectionSide,
+) -> impl futures::Stream<Item = Result<CachedConnection, watcher::Error>> + Send + 'static {
+    // Pages of 100: the text of a page of whole objects is held while it is decoded, and is
+    // the peak of a (re)list.
+    let wc = match &settings.selector {
+        Some(sel) => wc.labels(sel),
+        None => wc,
+    }
+    .page_size(100);
+    watcher(api_for::<CachedConnection>(client, &settings.namespace), wc)
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event| side.seen(event))
+        .applied_objects()
+        // The operator's own status writes come back through the watch; they are not news.
+        .predicate_filter(trigger_fields, Default::default())
+}
+
+/// A cache of provider objects (without managedFields) and the stream of their changes.
+fn cached_watch<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let events = watcher(api, wc)
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    (store, events)
+}
+
+/// Marks the caches complete (and the process ready) once every first list is in.
+fn mark_synced(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        let _ = ctx.providers.wait_until_ready().await;
+        let _ = ctx.cluster_providers.wait_until_ready().await;
+        ctx.secrets.wait_synced().await;
+        ctx.synced.send_replace(true);
+        ready.store(true, Ordering::Relaxed);
+        info!("caches synced");
+    });
+}
+
+/// The provider objects' status controllers, run when a check learns about an application.
+async fn provider_status(
+    ctx: Arc<Context>,
+    wc: watcher::Config,
+    provider_rx: futures::channel::mpsc::UnboundedReceiver<ObjectRef<ChannelProvider>>,
+    cluster_rx: futures::channel::mpsc::UnboundedReceiver<ObjectRef<ClusterChannelProvider>>,
+    shutdown: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = ctx.settings.namespace.clone();
+    let namespaced = Controller::new(api_for::<ChannelProvider>(&client, &ns), wc.clone())
         .reconcile_on(provider_rx)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             provider::reconcile_namespaced,
             provider::error_policy,
-            provider_ctx.clone(),
+            ctx.clone(),
         )
         .for_each(log_errors("ChannelProvider"));
     // ClusterChannelProviders are shared: only a cluster-wide operator reports on them, so
     // several namespace-scoped releases do not overwrite each other's view.
-    let cluster_status = async move {
-        if settings.namespace.is_none() {
-            Controller::new(
-                Api::<ClusterChannelProvider>::all(ctx_client.clone()),
-                wc.clone(),
-            )
-            .reconcile_on(cluster_provider_rx)
-            .graceful_shutdown_on(shutdown.clone())
-            .run(
-                provider::reconcile_cluster,
-                provider::error_policy,
-                provider_ctx,
-            )
-            .for_each(log_errors("ClusterChannelProvider"))
-            .await;
+    let cluster = async move {
+        if ns.is_none() {
+            Controller::new(Api::<ClusterChannelProvider>::all(client), wc)
+                .reconcile_on(cluster_rx)
+                .graceful_shutdown_on(shutdown)
+                .run(provider::reconcile_cluster, provider::error_policy, ctx)
+                .for_each(log_errors("ClusterChannelProvider"))
+                .await;
         }
     };
-    futures::join!(connections, groups, provider_status, cluster_status);
-    info!("controller stopped");
+    futures::join!(namespaced, cluster);
 }
 
 /// Logs what a controller's run stream reports (reconcile errors are already logged by the
@@ -513,7 +602,7 @@ fn log_errors<T, E: std::fmt::Display>(
 /// What can make a connection due when its object changes: the spec (generation), deletion,
 /// and the request annotations. A status-only change (the operator's own write) hashes the
 /// same and wakes nothing.
-fn trigger_fields(c: &ChannelConnection) -> Option<u64> {
+fn trigger_fields(c: &CachedConnection) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     c.metadata.generation.hash(&mut h);
@@ -537,10 +626,35 @@ pub fn connection_labels(c: &ChannelConnection) -> ConnectionLabels {
     }
 }
 
+/// The connections that name ChannelProvider `p`.
+fn using_provider(
+    store: &Store<CachedConnection>,
+    p: &ChannelProvider,
+) -> Vec<ObjectRef<CachedConnection>> {
+    let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+    referencing(store, |c| {
+        c.spec.provider_ref.kind == ProviderKind::ChannelProvider
+            && c.spec.provider_ref.name == name
+            && c.namespace().as_deref() == Some(&ns)
+    })
+}
+
+/// The connections that name ClusterChannelProvider `p`.
+fn using_cluster_provider(
+    store: &Store<CachedConnection>,
+    p: &ClusterChannelProvider,
+) -> Vec<ObjectRef<CachedConnection>> {
+    let name = p.name_any();
+    referencing(store, |c| {
+        c.spec.provider_ref.kind == ProviderKind::ClusterChannelProvider
+            && c.spec.provider_ref.name == name
+    })
+}
+
 fn referencing(
-    store: &Store<ChannelConnection>,
-    pred: impl Fn(&ChannelConnection) -> bool,
-) -> Vec<ObjectRef<ChannelConnection>> {
+    store: &Store<CachedConnection>,
+    pred: impl Fn(&CachedConnection) -> bool,
+) -> Vec<ObjectRef<CachedConnection>> {
     store
         .state()
         .iter()

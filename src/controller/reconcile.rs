@@ -12,11 +12,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::Context;
 use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
 use super::status::{CheckContext, Outcome, next_status};
 use super::status::{needs_login, track_reauthorization};
+use super::{CachedConnection, Context};
 use crate::api::{ChannelConnection, ChannelConnectionStatus, ProviderKind, Reason, Timings};
 use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
@@ -46,7 +46,7 @@ impl Error {
 const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(5);
 const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     use futures::FutureExt;
     ctx.wait_synced().await;
     let started = Instant::now();
@@ -55,7 +55,9 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
     // with backoff, never the end of the process (the panic hook logs where it happened).
     // The controller's locks ignore poisoning, so a panic while one is held cannot turn into
     // a panic of every later check.
-    let result = std::panic::AssertUnwindSafe(check_if_due(conn, &ctx))
+    // Boxed: the check's state is large, and the task that runs this future is moved whole
+    // when it starts and finishes.
+    let result = std::panic::AssertUnwindSafe(Box::pin(check_if_due(&conn, &ctx)))
         .catch_unwind()
         .await
         .unwrap_or(Err(Error::Panic));
@@ -71,78 +73,22 @@ pub async fn reconcile(conn: Arc<ChannelConnection>, ctx: Arc<Context>) -> Resul
     result
 }
 
-async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Result<Action, Error> {
-    let uid = conn.uid().unwrap_or_default();
-    let conn = with_latest_status(ctx, &uid, conn);
+async fn check_if_due(cached: &CachedConnection, ctx: &Arc<Context>) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
-    let observed = ctx.observed(&conn);
-    let why = match schedule::due(&conn, &observed, now, ctx.settings.check_request_min_gap) {
-        Due::Idle => {
-            export_ready(ctx, &conn);
-            return Ok(Action::await_change());
-        }
-        Due::Later(wait) => {
-            // After a restart the gauge is there at once, without waiting for the next check.
-            export_ready(ctx, &conn);
-            return Ok(Action::requeue(wait));
-        }
-        Due::Now(why) => why,
+    let (conn, observed) = match due_object(ctx, cached, now).await? {
+        Ok(due) => due,
+        Err(action) => return Ok(action),
     };
-    let ns = conn.namespace().unwrap_or_default();
-    let name = conn.name_any();
-    debug!(namespace = %ns, name = %name, why, "check due");
-
+    let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
     let started = Instant::now();
     let timings = conn.spec.validate();
-    let nothing_called = |outcome| Gathered {
-        outcome,
-        observed: observed.clone(),
-        app: None,
-        provider: None,
-        refreshed: None,
-        refresh_expires_at: None,
+    let Some(g) = gather(ctx, &conn, &ns, observed, timings.as_ref()).await? else {
+        // The provider (or this namespace) has every slot busy: come back shortly rather than
+        // hold one of the controller's slots while waiting.
+        return Ok(Action::requeue(busy_retry()));
     };
-    let g = match &timings {
-        _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
-        Err(message) => nothing_called(Outcome::InvalidSpec {
-            message: message.clone(),
-        }),
-        Ok(t) => {
-            let provider = resolve_provider(ctx, &conn, &ns);
-            // Held through the check, until what it learned about the application is recorded.
-            let slots = match &provider {
-                Some(p) => match ctx.try_slots(&ns, &p.label()) {
-                    Some(slots) => Some(slots),
-                    // The provider (or this namespace) has every slot busy: come back shortly
-                    // rather than hold one of the controller's slots while waiting.
-                    None => return Ok(Action::requeue(busy_retry())),
-                },
-                None => None,
-            };
-            let g = gather_and_check(&conn, ctx, &ns, observed.clone(), t, provider).await?;
-            learn_about_app(ctx, &g);
-            drop(slots);
-            g
-        }
-    };
-    let (outcome, observed) = (g.outcome, g.observed);
     let old = conn.status.clone().unwrap_or_default();
-    let cx = CheckContext {
-        spec: &conn.spec,
-        generation: conn.metadata.generation,
-        now,
-        check_request: schedule::check_request(&conn).map(str::to_owned),
-        refresh_request: schedule::refresh_request(&conn).map(str::to_owned),
-        observed_secret_version: observed.secret_version,
-        observed_provider_generation: observed.provider_generation,
-        refresh_before: timings
-            .as_ref()
-            .map(|t| t.refresh_before)
-            .unwrap_or_default(),
-        refresh_expires_at: g.refresh_expires_at,
-        consent_deadline: consent_deadline(&conn, timings.as_ref().ok()),
-    };
-    let (mut status, transition) = next_status(&old, &outcome, &cx);
+    let (mut status, transition) = next_status(&old, &g.outcome, &check_context(&conn, &g, now));
     if let Some(at) = g.refreshed {
         status.last_refresh_time = Some(Time(at));
     }
@@ -150,34 +96,16 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     let newly_requested =
         requested && old.pending_reauthorization != status.pending_reauthorization;
     let setup = g.app.as_ref().zip(g.provider.as_ref());
-    set_reauth_url(ctx, &conn, &outcome, setup, requested, &mut status, now);
-
-    let first_check = old.last_check_time.is_none();
-    let wait = {
-        let mut rng = rand::rng();
-        let interval = timings.map(|t| t.check_interval).unwrap_or_default();
-        match &outcome {
-            Outcome::Suspended | Outcome::InvalidSpec { .. } => None,
-            Outcome::Checked {
-                verdict: Verdict::Transient { retry_after, .. },
-                ..
-            } => Some(schedule::next_retry(
-                ctx.settings.retry_base,
-                interval,
-                status.consecutive_failures,
-                *retry_after,
-                &mut rng,
-            )),
-            Outcome::Checked {
-                refreshable: true, ..
-            } => Some(schedule::before_expiry(
-                schedule::next_regular(interval, first_check, &mut rng),
-                status.expires_at.as_ref().map(|t| t.0),
-                now,
-            )),
-            _ => Some(schedule::next_regular(interval, first_check, &mut rng)),
-        }
-    };
+    set_reauth_url(ctx, &conn, &g.outcome, setup, requested, &mut status, now);
+    let interval = timings.map(|t| t.check_interval).unwrap_or_default();
+    let wait = next_wait(
+        ctx,
+        &g.outcome,
+        &status,
+        interval,
+        old.last_check_time.is_none(),
+        now,
+    );
     status.next_check_time = wait.map(|w| Time(schedule::after(now, w)));
     let delivery = ctx.notifier.plan(&conn, &mut status, now).await;
 
@@ -185,11 +113,10 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
     if let Some(d) = delivery {
         ctx.notifier.enqueue(d);
     }
-    record_metrics(ctx, &conn, &status, &outcome);
-    ctx.written
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(uid, status.clone());
+    record_metrics(ctx, &conn, &status, &g.outcome);
+    if let (Some(uid), Some(checked)) = (conn.uid(), &status.last_check_time) {
+        ctx.unseen.wrote(uid, checked.0);
+    }
     info!(
         namespace = %ns,
         name = %name,
@@ -222,6 +149,152 @@ async fn check_if_due(conn: Arc<ChannelConnection>, ctx: &Arc<Context>) -> Resul
         Some(w) => Action::requeue(w),
         None => Action::await_change(),
     })
+}
+
+/// The whole connection and its observed inputs when a check is due, else what to do instead.
+///
+/// The cache holds a slim copy (see `cache.rs`): once it says "due", the object is read from
+/// the API server, unless the cached copy never had a status (then it holds everything a check
+/// reads) and is not behind a write of this process. The read copy decides again, so a cache
+/// that lags behind this process's own write never causes a second check.
+async fn due_object(
+    ctx: &Context,
+    cached: &CachedConnection,
+    now: jiff::Timestamp,
+) -> Result<Result<(Arc<ChannelConnection>, super::Observed), Action>, Error> {
+    let decide = |conn: &ChannelConnection| {
+        let observed = ctx.observed(conn);
+        let due = schedule::due(conn, &observed, now, ctx.settings.check_request_min_gap);
+        match due {
+            // After a restart the gauge is there at once, without waiting for the next check.
+            Due::Idle => Err((Action::await_change(), true)),
+            Due::Later(wait) => Err((Action::requeue(wait), true)),
+            Due::Now(why) => Ok((observed, why)),
+        }
+    };
+    let fresh = cached.status.is_none()
+        && !(ctx.unseen).behind(cached.status.as_ref(), cached.uid().as_deref());
+    let view = cached.view();
+    let (conn, (observed, why)) = match decide(&view) {
+        Err((action, _)) => {
+            export_ready(ctx, &view);
+            return Ok(Err(action));
+        }
+        Ok(due) if fresh => (Arc::new(view), due),
+        Ok(_) => {
+            let ns = cached.namespace().unwrap_or_default();
+            let api: Api<ChannelConnection> = Api::namespaced(ctx.client.clone(), &ns);
+            let Some(mut full) = api.get_opt(&cached.name_any()).await? else {
+                return Ok(Err(Action::await_change()));
+            };
+            full.metadata.managed_fields = None;
+            match decide(&full) {
+                Err((action, _)) => return Ok(Err(action)),
+                Ok(due) => (Arc::new(full), due),
+            }
+        }
+    };
+    debug!(namespace = ?conn.namespace(), name = %conn.name_any(), why, "check due");
+    Ok(Ok((conn, observed)))
+}
+
+/// The inputs a check needs (provider, slots, Secret, provider answer), or `None` when the
+/// provider or the namespace has no free slot.
+async fn gather(
+    ctx: &Context,
+    conn: &ChannelConnection,
+    ns: &str,
+    observed: super::Observed,
+    timings: Result<&Timings, &String>,
+) -> Result<Option<Gathered>, Error> {
+    let nothing_called = |outcome| Gathered {
+        outcome,
+        observed: observed.clone(),
+        app: None,
+        provider: None,
+        refreshed: None,
+        refresh_expires_at: None,
+    };
+    Ok(Some(match timings {
+        _ if conn.spec.suspend => nothing_called(Outcome::Suspended),
+        Err(message) => nothing_called(Outcome::InvalidSpec {
+            message: message.clone(),
+        }),
+        Ok(t) => {
+            let provider = resolve_provider(ctx, conn, ns);
+            // Held through the check, until what it learned about the application is recorded.
+            let slots = match &provider {
+                Some(p) => match ctx.try_slots(ns, &p.label()) {
+                    Some(slots) => Some(slots),
+                    None => return Ok(None),
+                },
+                None => None,
+            };
+            let g = gather_and_check(conn, ctx, ns, observed.clone(), t, provider).await?;
+            learn_about_app(ctx, &g);
+            drop(slots);
+            g
+        }
+    }))
+}
+
+/// What `next_status` needs besides the old status and the outcome.
+fn check_context<'a>(
+    conn: &'a ChannelConnection,
+    g: &Gathered,
+    now: jiff::Timestamp,
+) -> CheckContext<'a> {
+    let timings = conn.spec.timings();
+    CheckContext {
+        spec: &conn.spec,
+        generation: conn.metadata.generation,
+        now,
+        check_request: schedule::check_request(conn).map(str::to_owned),
+        refresh_request: schedule::refresh_request(conn).map(str::to_owned),
+        observed_secret_version: g.observed.secret_version.clone(),
+        observed_provider_generation: g.observed.provider_generation,
+        refresh_before: timings
+            .as_ref()
+            .map(|t| t.refresh_before)
+            .unwrap_or_default(),
+        refresh_expires_at: g.refresh_expires_at,
+        consent_deadline: consent_deadline(conn, timings.as_ref().ok()),
+    }
+}
+
+/// When to check next after this outcome: a retry with backoff after a transient failure, the
+/// regular interval (earlier if the token expires first), or never for a spec that cannot be
+/// checked until it changes.
+fn next_wait(
+    ctx: &Context,
+    outcome: &Outcome,
+    status: &ChannelConnectionStatus,
+    interval: Duration,
+    first_check: bool,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
+    let mut rng = rand::rng();
+    match outcome {
+        Outcome::Suspended | Outcome::InvalidSpec { .. } => None,
+        Outcome::Checked {
+            verdict: Verdict::Transient { retry_after, .. },
+            ..
+        } => Some(schedule::next_retry(
+            ctx.settings.retry_base,
+            interval,
+            status.consecutive_failures,
+            *retry_after,
+            &mut rng,
+        )),
+        Outcome::Checked {
+            refreshable: true, ..
+        } => Some(schedule::before_expiry(
+            schedule::next_regular(interval, first_check, &mut rng),
+            status.expires_at.as_ref().map(|t| t.0),
+            now,
+        )),
+        _ => Some(schedule::next_regular(interval, first_check, &mut rng)),
+    }
 }
 
 /// `spec.refresh.maxAge` after the last consent: the last re-authorization through relink, else
@@ -263,7 +336,7 @@ async fn publish(
 /// Retries a failed reconcile (an API error, a rejected status write, a panic) with
 /// exponential backoff per connection and jitter, so one broken object retries ever more
 /// slowly instead of every few seconds.
-pub fn error_policy(conn: Arc<ChannelConnection>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(conn: Arc<CachedConnection>, err: &Error, ctx: Arc<Context>) -> Action {
     use rand::Rng;
     ctx.metrics
         .reconcile_errors
@@ -352,51 +425,6 @@ fn record_metrics(
     }
 }
 
-/// The cached object, with the status this process wrote if the cache has not caught up yet.
-fn with_latest_status(
-    ctx: &Context,
-    uid: &str,
-    conn: Arc<ChannelConnection>,
-) -> Arc<ChannelConnection> {
-    let mut written = ctx
-        .written
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(mine) = written.get(uid) else {
-        return conn;
-    };
-    let cached = conn.status.as_ref().and_then(|s| s.last_check_time.clone());
-    let cached_is_newer = match (&cached, &mine.last_check_time) {
-        (Some(c), Some(m)) => c.0 >= m.0,
-        (_, None) => true,
-        (None, Some(_)) => false,
-    };
-    if cached_is_newer
-        && conn.status.as_ref().map(|s| &s.observed_generation) == Some(&mine.observed_generation)
-    {
-        written.remove(uid);
-        return conn;
-    }
-    let mut merged = (*conn).clone();
-    let mut status = mine.clone();
-    // The OAuth callback writes these too (a link consumed or withdrawn, the account that logged
-    // in): the object's values win over this process's memory, so a used link is never carried
-    // back and a pinned account is not forgotten.
-    if let Some(object) = &conn.status {
-        status.reauth_url = object.reauth_url.clone();
-        if object.last_reauthorization != status.last_reauthorization {
-            // A login since this process's write: the scopes it granted come with it.
-            status.granted_scopes = object.granted_scopes.clone();
-        }
-        status.last_reauthorization = object.last_reauthorization.clone();
-        if object.account.is_some() {
-            status.account = object.account.clone();
-        }
-    }
-    merged.status = Some(status);
-    Arc::new(merged)
-}
-
 fn verdict_label(status: &ChannelConnectionStatus) -> String {
     use crate::api::ConditionType;
     if let Some(r) = status
@@ -416,15 +444,21 @@ async fn write_status(
     conn: &ChannelConnection,
     status: &ChannelConnectionStatus,
 ) -> Result<(), Error> {
-    let api: Api<ChannelConnection> =
-        Api::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default());
     // Re-publishing the link this check read: only if nobody (the OAuth callback consuming it)
     // changed the object since, so a used link never comes back.
     let old_link = conn.status.as_ref().and_then(|s| s.reauth_url.as_ref());
     let version = conn
         .resource_version()
         .filter(|_| status.reauth_url.is_some() && status.reauth_url.as_ref() == old_link);
-    super::status::write::apply(&api, &conn.name_any(), status, version.as_deref()).await?;
+    let ns = conn.namespace().unwrap_or_default();
+    super::status::write::apply(
+        &ctx.client,
+        &ns,
+        &conn.name_any(),
+        status,
+        version.as_deref(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -460,6 +494,25 @@ fn learn_about_app(ctx: &Context, g: &Gathered) {
     }
 }
 
+impl Gathered {
+    /// What a check that stopped before asking the provider found.
+    fn before_the_call(
+        outcome: Outcome,
+        observed: super::Observed,
+        app: Option<App>,
+        provider: Option<ResolvedProvider>,
+    ) -> Self {
+        Self {
+            outcome,
+            observed,
+            app,
+            provider,
+            refreshed: None,
+            refresh_expires_at: None,
+        }
+    }
+}
+
 /// What gathering the inputs found.
 struct Gathered {
     outcome: Outcome,
@@ -475,27 +528,21 @@ struct Gathered {
     refresh_expires_at: Option<jiff::Timestamp>,
 }
 
-/// Finds the provider, its client secret and the token; refreshes the token when it is about
-/// to expire (or already dead) and a refresh is possible; then asks the provider.
-async fn gather_and_check(
+/// The provider object and its application (client secret loaded), or the outcome that
+/// stops the check before any token is read.
+async fn provider_and_app(
     conn: &ChannelConnection,
     ctx: &Context,
-    ns: &str,
-    cached: super::Observed,
-    timings: &Timings,
     provider: Option<ResolvedProvider>,
-) -> Result<Gathered, Error> {
-    let mut observed = super::Observed {
-        secret_version: cached.secret_version,
-        provider_generation: None,
-    };
-    let done = |outcome, observed, app, provider| Gathered {
-        outcome,
-        observed,
-        app,
-        provider,
-        refreshed: None,
-        refresh_expires_at: None,
+    observed: &mut super::Observed,
+) -> Result<Result<(ResolvedProvider, App), Box<Gathered>>, Error> {
+    let done = |outcome, observed: &mut super::Observed, app, provider| {
+        Err(Box::new(Gathered::before_the_call(
+            outcome,
+            observed.clone(),
+            app,
+            provider,
+        )))
     };
     let Some(provider) = provider else {
         let r = &conn.spec.provider_ref;
@@ -537,6 +584,28 @@ async fn gather_and_check(
         return Ok(done(outcome, observed, Some(app), Some(provider)));
     }
 
+    Ok(Ok((provider, app)))
+}
+
+/// Finds the provider, its client secret and the token; refreshes the token when it is about
+/// to expire (or already dead) and a refresh is possible; then asks the provider.
+async fn gather_and_check(
+    conn: &ChannelConnection,
+    ctx: &Context,
+    ns: &str,
+    cached: super::Observed,
+    timings: &Timings,
+    provider: Option<ResolvedProvider>,
+) -> Result<Gathered, Error> {
+    let mut observed = super::Observed {
+        secret_version: cached.secret_version,
+        provider_generation: None,
+    };
+    let (provider, app) = match provider_and_app(conn, ctx, provider, &mut observed).await? {
+        Ok(found) => found,
+        Err(g) => return Ok(*g),
+    };
+    let done = Gathered::before_the_call;
     let sref = &conn.spec.secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let Some(secret) = secrets.get_opt(&sref.name).await? else {

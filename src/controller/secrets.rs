@@ -1,5 +1,10 @@
 //! The `resourceVersion` of every Secret in scope, from a metadata-only watch: enough to tell
 //! "the token Secret changed" without caching any Secret data.
+//!
+//! A cluster may hold far more Secrets than relink reads (Helm releases, certificates, service
+//! account tokens), so each one costs a few dozen bytes: a 128-bit digest of its namespace and
+//! name, and its version as a number (etcd's versions are decimal integers; any other version
+//! is kept as text).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -9,14 +14,51 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-type Key = (String, String);
+/// Digest of an object's namespace and name.
+pub type Key = u128;
+
+/// The versions, compact.
+#[derive(Default)]
+struct Versions {
+    numbers: HashMap<Key, u64>,
+    /// Versions that are not a plain decimal number (not seen with etcd; kept for other stores).
+    texts: HashMap<Key, String>,
+}
+
+impl Versions {
+    fn get(&self, key: Key) -> Option<String> {
+        match self.numbers.get(&key) {
+            Some(n) => Some(n.to_string()),
+            None => self.texts.get(&key).cloned(),
+        }
+    }
+
+    fn insert(&mut self, key: Key, version: String) {
+        match version.parse::<u64>() {
+            Ok(n) if n.to_string() == version => {
+                self.texts.remove(&key);
+                self.numbers.insert(key, n);
+            }
+            _ => {
+                self.numbers.remove(&key);
+                self.texts.insert(key, version);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: Key) {
+        self.numbers.remove(&key);
+        self.texts.remove(&key);
+    }
+}
 
 /// Shared map namespace/name → resourceVersion, complete once the first list is done.
 #[derive(Clone)]
 pub struct SecretVersions {
-    versions: Arc<RwLock<HashMap<Key, String>>>,
+    versions: Arc<RwLock<Versions>>,
     synced: watch::Sender<bool>,
 }
 
@@ -35,7 +77,7 @@ impl SecretVersions {
             .versions
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(&(namespace.to_owned(), name.to_owned())).cloned()
+        map.get(key(namespace, name))
     }
 
     /// Records a version this process just wrote, ahead of the watch.
@@ -44,7 +86,7 @@ impl SecretVersions {
             .versions
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.insert((namespace.to_owned(), name.to_owned()), version);
+        map.insert(key(namespace, name), version);
     }
 
     /// Resolves once the first complete list has been seen.
@@ -62,16 +104,16 @@ impl SecretVersions {
     ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
     {
         let this = self.clone();
-        let mut relist: Option<HashMap<Key, String>> = None;
+        let mut relist: Option<Versions> = None;
         events.filter_map(move |event| {
             let out = match event {
                 Ok(watcher::Event::Init) => {
-                    relist = Some(HashMap::new());
+                    relist = Some(Versions::default());
                     None
                 }
                 Ok(watcher::Event::InitApply(s)) => {
                     if let Some(buf) = relist.as_mut() {
-                        buf.insert(key(&s), s.resource_version().unwrap_or_default());
+                        buf.insert(key_of(&s), s.resource_version().unwrap_or_default());
                     }
                     Some(Ok(s))
                 }
@@ -97,7 +139,7 @@ impl SecretVersions {
                     this.versions
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&key(&s));
+                        .remove(key_of(&s));
                     Some(Ok(s))
                 }
                 Err(e) => Some(Err(e)),
@@ -113,6 +155,37 @@ impl crate::tokens::KnownVersions for SecretVersions {
     }
 }
 
-fn key(s: &PartialObjectMeta<Secret>) -> Key {
-    (s.namespace().unwrap_or_default(), s.name_any())
+fn key_of(s: &PartialObjectMeta<Secret>) -> Key {
+    key(&s.namespace().unwrap_or_default(), &s.name_any())
+}
+
+/// The digest of namespace and name (128 bits of SHA-256: no two names meet in practice).
+pub fn key(namespace: &str, name: &str) -> Key {
+    let digest = Sha256::new()
+        .chain_update(namespace)
+        .chain_update([0u8])
+        .chain_update(name)
+        .finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_round_trip_numbers_and_text() {
+        let v = SecretVersions::default();
+        v.record("ns", "a", "12345".into());
+        v.record("ns", "b", "v-7".into());
+        v.record("ns", "c", "007".into());
+        assert_eq!(v.version("ns", "a").as_deref(), Some("12345"));
+        assert_eq!(v.version("ns", "b").as_deref(), Some("v-7"));
+        assert_eq!(v.version("ns", "c").as_deref(), Some("007"));
+        assert_eq!(v.version("n", "sa"), None);
+        v.record("ns", "b", "8".into());
+        assert_eq!(v.version("ns", "b").as_deref(), Some("8"));
+    }
 }

@@ -244,14 +244,17 @@ fn apply_verdict(
             },
             Outcome::Suspended => unreachable!("handled by next_status"),
         };
+    // The message once where a person reads it (Ready, and Stalled for GitOps tools); the
+    // halves of the verdict repeat it only when they are the half at fault.
+    let (token_msg, scopes_msg) = verdict_halves(token_ok, scopes_ok, &message);
     set(s, Ready, Some(false), reason, &message);
-    set(s, TokenValid, token_ok, reason, &message);
+    set(s, TokenValid, token_ok, reason, token_msg);
     let scopes_reason = if scopes_ok == Some(false) {
         Reason::ScopesMissing
     } else {
         reason
     };
-    set(s, ScopesGranted, scopes_ok, scopes_reason, &message);
+    set(s, ScopesGranted, scopes_ok, scopes_reason, scopes_msg);
     set(s, Stalled, Some(true), reason, &message);
     set(s, Reconciling, Some(false), reason, "check finished");
     if reason == Reason::ScopesMissing {
@@ -259,22 +262,13 @@ fn apply_verdict(
     }
 }
 
-fn apply_valid(
+/// Whether the token carries `spec.requiredScopes`: the check's own answer, else what the last
+/// token response granted (kept in status); records granted and missing scopes in `s`.
+fn scopes_verdict(
     s: &mut ChannelConnectionStatus,
     grant: &Grant,
-    secret_expires_at: Option<jiff::Timestamp>,
-    refreshable: bool,
-    cx: &CheckContext<'_>,
-    set: &mut Setter<'_>,
-) {
-    use ConditionType::*;
-    let now = cx.now;
-    s.last_valid_time = Some(Time(now));
-    s.account = grant.account.clone().or_else(|| s.account.take());
-    s.expires_at = grant.expires_at.or(secret_expires_at).map(Time);
-    s.data_access_expires_at = grant.data_access_expires_at.map(Time);
-    s.refresh_token_expires_at = cx.refresh_expires_at.map(Time);
-
+    spec: &ChannelConnectionSpec,
+) -> (Option<bool>, Reason, String) {
     // The check's own answer, else what the last token response (login or refresh) granted,
     // kept in status; providers that report neither leave the scopes unverified.
     let granted: Option<Vec<String>> = grant
@@ -285,8 +279,7 @@ fn apply_valid(
         Some(granted) => {
             let have: BTreeSet<&str> = granted.iter().map(String::as_str).collect();
             s.granted_scopes = granted.clone();
-            cx.spec
-                .required_scopes
+            spec.required_scopes
                 .iter()
                 .filter(|r| !have.contains(r.as_str()))
                 .cloned()
@@ -296,18 +289,13 @@ fn apply_valid(
     };
     s.missing_scopes = missing.clone();
 
-    // Only what this answer names: an account kept from before (or pinned by a login) is not
-    // evidence that this token reaches another one.
-    let mismatch = account_mismatch(cx.spec, grant);
-    let (scopes_ok, scopes_reason, scopes_msg) = if granted.is_none()
-        && !cx.spec.required_scopes.is_empty()
-    {
+    if granted.is_none() && !spec.required_scopes.is_empty() {
         (
             None,
             Reason::ScopesUnverifiable,
             format!(
                 "the provider does not say which scopes the token carries; spec.requiredScopes ({}) could not be verified",
-                cx.spec.required_scopes.join(", ")
+                spec.required_scopes.join(", ")
             ),
         )
     } else if missing.is_empty() {
@@ -326,7 +314,45 @@ fn apply_valid(
                 missing.join(", ")
             ),
         )
+    }
+}
+
+/// Messages of `TokenValid` and `ScopesGranted` after a definitive problem: the problem's
+/// message on the half at fault, a short word on the other.
+fn verdict_halves(token_ok: Option<bool>, scopes_ok: Option<bool>, message: &str) -> (&str, &str) {
+    const UNKNOWN: &str = "not known: see the Ready condition";
+    let token = match token_ok {
+        Some(true) => "the provider accepts the token",
+        Some(false) => message,
+        None => UNKNOWN,
     };
+    let scopes = match scopes_ok {
+        Some(false) => message,
+        _ => UNKNOWN,
+    };
+    (token, scopes)
+}
+
+fn apply_valid(
+    s: &mut ChannelConnectionStatus,
+    grant: &Grant,
+    secret_expires_at: Option<jiff::Timestamp>,
+    refreshable: bool,
+    cx: &CheckContext<'_>,
+    set: &mut Setter<'_>,
+) {
+    use ConditionType::*;
+    let now = cx.now;
+    s.last_valid_time = Some(Time(now));
+    s.account = grant.account.clone().or_else(|| s.account.take());
+    s.expires_at = grant.expires_at.or(secret_expires_at).map(Time);
+    s.data_access_expires_at = grant.data_access_expires_at.map(Time);
+    s.refresh_token_expires_at = cx.refresh_expires_at.map(Time);
+
+    let (scopes_ok, scopes_reason, scopes_msg) = scopes_verdict(s, grant, cx.spec);
+    // Only what this answer names: an account kept from before (or pinned by a login) is not
+    // evidence that this token reaches another one.
+    let mismatch = account_mismatch(cx.spec, grant);
     let (token_ok, token_reason, token_msg) = match &mismatch {
         Some(m) => (false, Reason::AccountMismatch, m.clone()),
         None => (

@@ -657,7 +657,15 @@ async fn consume(
             .ok();
         let consumed = write::link_replaced(conn.status.as_ref(), fresh);
         let version = conn.resource_version();
-        match write::apply(conns, &claims.n, &consumed, version.as_deref()).await {
+        match write::apply(
+            &ctx.client,
+            &claims.ns,
+            &claims.n,
+            &consumed,
+            version.as_deref(),
+        )
+        .await
+        {
             Ok(_) => return Ok(Consumed { conn, app }),
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
             Err(e) => return Err(internal(who, e)),
@@ -796,7 +804,8 @@ async fn finish(
         let current = conns.get(&name).await?;
         let status = write::reauthorized(current.status.as_ref(), account, granted, now);
         let version = current.resource_version();
-        match write::apply(conns, &name, &status, version.as_deref()).await {
+        let ns = current.namespace().unwrap_or_default();
+        match write::apply(&ctx.client, &ns, &name, &status, version.as_deref()).await {
             Ok(()) => break,
             Err(kube::Error::Api(e)) if e.code == 409 && attempts < 5 => attempts += 1,
             Err(e) => return Err(e),

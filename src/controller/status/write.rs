@@ -12,29 +12,73 @@ use crate::api::{
     ChannelConnection, ChannelConnectionStatus, FIELD_MANAGER, Reauthorization, ReportedAccount,
 };
 
-/// Applies `status` to connection `name`. With `version`, only if the connection has not
-/// changed since that `resourceVersion` (else HTTP 409).
+/// Applies `status` to connection `namespace/name`. With `version`, only if the connection has
+/// not changed since that `resourceVersion` (else HTTP 409).
 pub async fn apply(
-    api: &Api<ChannelConnection>,
+    client: &kube::Client,
+    namespace: &str,
     name: &str,
     status: &ChannelConnectionStatus,
     version: Option<&str>,
 ) -> Result<(), kube::Error> {
-    let mut patch = json!({
-        "apiVersion": ChannelConnection::api_version(&()),
-        "kind": ChannelConnection::kind(&()),
-        "status": status,
-    });
-    if let Some(v) = version {
-        patch["metadata"] = json!({ "resourceVersion": v });
-    }
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let patch = StatusPatch {
+        api_version: ChannelConnection::api_version(&()),
+        kind: ChannelConnection::kind(&()),
+        metadata: version.map(|v| json!({ "resourceVersion": v })),
+        status,
+    };
+    Api::<Written>::namespaced(client.clone(), namespace)
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     Ok(())
+}
+
+/// The body of a status write, serialized as it stands (no JSON tree built in between).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusPatch<'a> {
+    api_version: std::borrow::Cow<'static, str>,
+    kind: std::borrow::Cow<'static, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<serde_json::Value>,
+    status: &'a ChannelConnectionStatus,
+}
+
+/// What the answer to a status write is read into: nothing. The answer is the whole object
+/// with its `managedFields`; the watch brings the change anyway, so decoding it into a
+/// `ChannelConnection` would be work for nothing on every check.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+struct Written {
+    #[serde(skip)]
+    metadata: kube::api::ObjectMeta,
+}
+
+impl Resource for Written {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        ChannelConnection::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        ChannelConnection::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        ChannelConnection::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        ChannelConnection::plural(dt)
+    }
+    fn meta(&self) -> &kube::api::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 /// The status once a link was used: the same, with `fresh` (a new link for the right person,
