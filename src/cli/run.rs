@@ -33,9 +33,10 @@ pub struct OperatorConfig {
     /// Namespace the operator runs in (default namespace of ClusterChannelProvider client secrets).
     #[arg(long, env = "POD_NAMESPACE", default_value = "relink-system")]
     pub operator_namespace: String,
-    /// Checks in flight at once.
-    #[arg(long, env = "RELINK_CONCURRENCY", default_value_t = 16)]
-    pub concurrency: u16,
+    /// Reconciles in flight at once (default: twice --per-provider-concurrency, at least 16), so
+    /// that API round trips before and after a provider call do not hold a provider slot.
+    #[arg(long, env = "RELINK_CONCURRENCY")]
+    pub concurrency: Option<u16>,
     /// Checks in flight at once against one provider object.
     #[arg(long, env = "RELINK_PER_PROVIDER_CONCURRENCY", default_value_t = 4)]
     pub per_provider_concurrency: usize,
@@ -193,18 +194,27 @@ impl OperatorConfig {
         }
     }
 
+    /// `--concurrency`, or its default derived from `--per-provider-concurrency`.
+    pub fn concurrency(&self) -> u16 {
+        self.concurrency.unwrap_or_else(|| {
+            let twice = self.per_provider_concurrency.saturating_mul(2);
+            u16::try_from(twice).unwrap_or(u16::MAX).max(16)
+        })
+    }
+
     /// The controller's settings (namespace and leadership are set per run).
     fn settings(&self) -> Settings {
+        let concurrency = self.concurrency();
         Settings {
             namespace: None,
             operator_namespace: self.operator_namespace.clone(),
-            concurrency: self.concurrency,
+            concurrency,
             per_provider_concurrency: self.per_provider_concurrency,
             retry_base: self.retry_base,
             selector: self.selector.clone(),
             per_namespace_concurrency: self
                 .per_namespace_concurrency
-                .unwrap_or((usize::from(self.concurrency) * 3 / 4).max(1)),
+                .unwrap_or((usize::from(concurrency) * 3 / 4).max(1)),
             check_request_min_gap: self.check_request_min_gap,
             app_probe_interval: self.app_probe_interval,
             leading: None,
@@ -421,11 +431,24 @@ mod tests {
         let config = OperatorConfig::default();
         assert!(config.namespace.is_empty());
         assert_eq!(config.operator_namespace, "relink-system");
-        assert_eq!(config.concurrency, 16);
+        assert_eq!(config.concurrency(), 16);
         assert_eq!(config.check_request_min_gap, Duration::from_secs(10));
         assert_eq!(config.reminder_interval, Duration::from_secs(24 * 3600));
         assert_eq!(config.public_url, "http://localhost:8081");
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.settings().per_namespace_concurrency, 12);
+    }
+
+    #[test]
+    fn concurrency_follows_the_provider_slots_unless_set() {
+        let mut config = OperatorConfig {
+            per_provider_concurrency: 32,
+            ..OperatorConfig::default()
+        };
+        assert_eq!(config.concurrency(), 64);
+        assert_eq!(config.settings().per_namespace_concurrency, 48);
+        config.concurrency = Some(8);
+        assert_eq!(config.concurrency(), 8);
+        assert_eq!(config.settings().concurrency, 8);
     }
 }
