@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -108,7 +108,7 @@ pub struct Notifier {
     client: Client,
     config: NotifyConfig,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    recorder: crate::telemetry::Publisher,
     mail: Option<Mail>,
     queue: std::sync::OnceLock<tokio::sync::mpsc::Sender<Delivery>>,
     batches: batch::Batches,
@@ -120,7 +120,7 @@ impl Notifier {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mail = mail_settings(&config);
         Self {
-            recorder: crate::telemetry::recorder(&client),
+            recorder: crate::telemetry::publisher(&client),
             client,
             config,
             metrics,
