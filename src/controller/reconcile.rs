@@ -627,10 +627,10 @@ async fn gather_and_check(
 
     let refreshable = can_refresh(conn, &app, &refresh);
     let status = conn.status.clone().unwrap_or_default();
-    let mut refresh_failure = None;
+    let mut failed = None;
     if refreshable {
         match renew_ahead(&mut refresh, &status, timings, &mut token, &mut expires_at).await {
-            Ok(failure) => refresh_failure = failure,
+            Ok(failure) => failed = failure,
             Err(verdict) => {
                 let outcome = Outcome::Checked {
                     verdict: scrubbed(verdict, &read_tokens, &[&refresh.refresh_token]),
@@ -643,25 +643,8 @@ async fn gather_and_check(
         }
     }
 
-    let verdict = timed_check(ctx, conn, validator, &app, &token).await;
-    let mut verdict = renew_dead_token(
-        &mut refresh,
-        validator,
-        &mut token,
-        &mut expires_at,
-        verdict,
-    )
-    .await;
-    name_the_account(ctx, conn, validator, &app, &token, &mut verdict).await;
-    // What the refresh answer granted stands in for a check that cannot tell (kept in status).
-    if let Verdict::Valid(grant) = &mut verdict
-        && grant.scopes.is_none()
-    {
-        grant.scopes = refresh.granted.take();
-    }
-    if let Some(failed) = refresh_failure {
-        verdict = refresh.settle(verdict, failed, expires_at);
-    }
+    let verdict = ask_provider(&mut refresh, validator, &mut token, &mut expires_at).await;
+    let verdict = complete(&mut refresh, validator, &token, verdict, failed, expires_at).await;
     let refreshed = refresh.renewed_since(&status);
     let observed = refresh.observed(observed);
     let verdict = scrubbed(
@@ -755,14 +738,16 @@ async fn renew_ahead(
     }
 }
 
-/// Dead token but a refresh token: one renewal, and the check again, before telling a person.
-async fn renew_dead_token(
+/// Asks the provider. A dead token with a refresh token gets one renewal, and the provider is
+/// asked again, before a person is told.
+async fn ask_provider(
     refresh: &mut Refresher<'_>,
     validator: &dyn crate::providers::Validator,
     token: &mut Token,
     expires_at: &mut Option<jiff::Timestamp>,
-    verdict: Verdict,
 ) -> Verdict {
+    let (ctx, conn, app) = (refresh.ctx, refresh.conn, refresh.app);
+    let verdict = timed_check(ctx, conn, validator, app, token).await;
     let dead = matches!(
         verdict,
         Verdict::Invalid {
@@ -777,7 +762,6 @@ async fn renew_dead_token(
     {
         return verdict;
     }
-    let (ctx, conn, app) = (refresh.ctx, refresh.conn, refresh.app);
     match refresh.run(token).await {
         RefreshResult::Renewed(t, at) => {
             *expires_at = at;
@@ -786,6 +770,29 @@ async fn renew_dead_token(
         }
         RefreshResult::Failed(v) => v,
         RefreshResult::NotPossible => verdict,
+    }
+}
+
+/// The check's verdict completed: the account named, the scopes a refresh granted where the
+/// check cannot tell (kept in status), a failed refresh weighed against it.
+async fn complete(
+    refresh: &mut Refresher<'_>,
+    validator: &dyn crate::providers::Validator,
+    token: &Token,
+    mut verdict: Verdict,
+    refresh_failure: Option<Verdict>,
+    expires_at: Option<jiff::Timestamp>,
+) -> Verdict {
+    let (ctx, conn, app) = (refresh.ctx, refresh.conn, refresh.app);
+    name_the_account(ctx, conn, validator, app, token, &mut verdict).await;
+    if let Verdict::Valid(grant) = &mut verdict
+        && grant.scopes.is_none()
+    {
+        grant.scopes = refresh.granted.take();
+    }
+    match refresh_failure {
+        Some(failed) => refresh.settle(verdict, failed, expires_at),
+        None => verdict,
     }
 }
 
