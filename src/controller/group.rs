@@ -6,20 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::warn;
 
 use super::{Context, Error};
 use crate::api::{
     ChannelConnection, ChannelGroup, ChannelGroupSpec, ChannelGroupStatus, ConditionType,
-    FIELD_MANAGER, GroupMember, set_condition_reason,
+    GroupMember, set_condition_reason,
 };
 use crate::telemetry::metrics::GroupLabels;
 
@@ -228,17 +226,7 @@ pub async fn reconcile(group: Arc<ChannelGroup>, ctx: Arc<Context>) -> Result<Ac
 
     if status != old {
         let api: Api<ChannelGroup> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({
-            "apiVersion": ChannelGroup::api_version(&()),
-            "kind": ChannelGroup::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &group.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        super::status::write::apply_other(&api, &group.name_any(), &status).await?;
     }
     if old.health.as_deref() != Some(health.as_str()) {
         let ready = status.condition_message(ConditionType::Ready);
