@@ -268,6 +268,7 @@ impl ChannelGroupStatus {
 mod tests {
     use super::*;
     use crate::api::{Reason, set_condition};
+    use serde_json::json;
 
     fn member(name: &str, ready: bool, stalled: bool) -> Arc<ChannelConnection> {
         let spec = serde_json::from_value(

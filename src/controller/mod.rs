@@ -5,7 +5,6 @@
 //! metadata-only watch. The whole connection and its Secret's data are read when a check is
 //! due.
 
-pub mod access;
 mod cache;
 mod group;
 mod index;
@@ -72,7 +71,7 @@ pub struct Settings {
     /// again this often; the others report `ProviderNotReady` without calling.
     pub app_probe_interval: Duration,
     /// The label a token Secret must carry before it is read or written (`--secret-label`).
-    pub secret_label: Option<access::SecretLabel>,
+    pub secret_label: Option<crate::access::SecretLabel>,
     /// Whether this process still holds the leader Lease (`None`: no leader election). No
     /// refresh starts without it: two processes must never use one refresh token.
     pub leading: Option<watch::Receiver<bool>>,

@@ -14,9 +14,10 @@ use tracing::{debug, info, warn};
 
 use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
+use super::status::track_reauthorization;
 use super::status::{CheckContext, Outcome, next_status};
-use super::status::{needs_login, track_reauthorization};
 use super::{CachedConnection, Context};
+use crate::account::needs_login;
 use crate::api::{ChannelConnection, ChannelConnectionStatus, ProviderKind, Reason, Timings};
 use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
@@ -557,7 +558,7 @@ async fn provider_and_app(
     if let Some(p) = (r.kind == ProviderKind::ClusterChannelProvider)
         .then(|| ctx.cluster_providers.get(&ObjectRef::new(&r.name)))
         .flatten()
-        && let Some(message) = super::access::refusal(&ctx.client, &p, conn).await?
+        && let Some(message) = crate::access::refusal(&ctx.client, &p, conn).await?
     {
         let outcome = Outcome::ProviderNotAllowed { message };
         return Ok(done(outcome, observed, None, Some(provider)));
@@ -807,7 +808,7 @@ async fn name_the_account(
     verdict: &mut Verdict,
 ) {
     let status = conn.status.as_ref();
-    let expected = super::status::expected_account(&conn.spec, status).and_then(|a| a.id);
+    let expected = crate::account::expected_account(&conn.spec, status).and_then(|a| a.id);
     let wanted = expected.as_deref().map(|id| crate::providers::Wanted {
         id,
         kind: conn.spec.account.as_ref().and_then(|a| a.kind),
