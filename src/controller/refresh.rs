@@ -842,41 +842,42 @@ mod tests {
 
     #[test]
     fn a_conflict_on_the_token_keys_keeps_the_newer_tokens() {
+        use OnConflict::{KeepOurs, KeepTheirs};
         let started = keys("a1", "r1", Some(100));
         let theirs = keys("a2", "r2", Some(3600));
-        assert_eq!(
-            on_conflict(&started, &theirs, Some(t(3700))),
-            OnConflict::KeepOurs
-        );
-        assert_eq!(
-            on_conflict(&started, &theirs, Some(t(3600))),
-            OnConflict::KeepTheirs,
-            "a tie goes to the other writer"
-        );
-        assert_eq!(
-            on_conflict(&started, &theirs, Some(t(50))),
-            OnConflict::KeepTheirs
-        );
-        assert_eq!(
-            on_conflict(&started, &theirs, None),
-            OnConflict::KeepOurs,
-            "a token without expiry never expires"
-        );
         let forever = keys("a2", "r2", None);
-        assert_eq!(
-            on_conflict(&started, &forever, Some(t(3700))),
-            OnConflict::KeepTheirs
-        );
-        assert_eq!(
-            on_conflict(&started, &forever, None),
-            OnConflict::KeepTheirs,
-            "no way to tell: the later write wins"
-        );
         let cleared = TokenKeys::default();
-        assert_eq!(
-            on_conflict(&started, &cleared, Some(t(3700))),
-            OnConflict::KeepOurs
-        );
+        let cases = [
+            (&theirs, Some(3700), KeepOurs, "ours expire later"),
+            (
+                &theirs,
+                Some(3600),
+                KeepTheirs,
+                "a tie goes to the other writer",
+            ),
+            (&theirs, Some(50), KeepTheirs, "theirs expire later"),
+            (
+                &theirs,
+                None,
+                KeepOurs,
+                "a token without expiry never expires",
+            ),
+            (&forever, Some(3700), KeepTheirs, "theirs never expire"),
+            (
+                &forever,
+                None,
+                KeepTheirs,
+                "no way to tell: the later write wins",
+            ),
+            (&cleared, Some(3700), KeepOurs, "theirs were cleared"),
+        ];
+        for (theirs, ours_expire, want, why) in cases {
+            assert_eq!(
+                on_conflict(&started, theirs, ours_expire.map(t)),
+                want,
+                "{why}"
+            );
+        }
     }
 
     #[test]
