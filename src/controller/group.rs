@@ -270,6 +270,11 @@ mod tests {
     use crate::api::{Reason, set_condition};
     use serde_json::json;
 
+    fn status_of<'a>(s: &'a ChannelGroupStatus, type_: &str) -> &'a str {
+        let c = s.conditions.iter().find(|c| c.type_ == type_);
+        c.expect("condition is set").status.as_str()
+    }
+
     fn member(name: &str, ready: bool, stalled: bool) -> Arc<ChannelConnection> {
         let spec = serde_json::from_value(
             json!({"providerRef": {"name": "p"}, "secretRef": {"name": "s"}}),
@@ -342,50 +347,21 @@ mod tests {
                 reason: "Revoked".into()
             }]
         );
-        assert_eq!(
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Ready")
-                .unwrap()
-                .status,
-            "False"
-        );
+        assert_eq!(status_of(&s, "Ready"), "False");
 
         let (s, h) = group_status(&spec(Some(2)), Some(1), &one_down, &old, now);
         assert_eq!(h, Health::Degraded);
-        assert_eq!(
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Ready")
-                .unwrap()
-                .status,
-            "True",
-            "minReady met"
-        );
+        assert_eq!(status_of(&s, "Ready"), "True", "minReady met");
 
         let none = [member("a", false, true), member("b", false, true)];
         let (s, h) = group_status(&spec(None), Some(1), &none, &old, now);
         assert_eq!(h, Health::Down);
-        assert_eq!(
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Stalled")
-                .unwrap()
-                .status,
-            "True"
-        );
+        assert_eq!(status_of(&s, "Stalled"), "True");
 
         // Down but one member is only retrying: not Stalled.
         let retrying = [member("a", false, true), member("b", false, false)];
         let (s, _) = group_status(&spec(None), Some(1), &retrying, &old, now);
-        assert_eq!(
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Stalled")
-                .unwrap()
-                .status,
-            "False"
-        );
+        assert_eq!(status_of(&s, "Stalled"), "False");
     }
 
     #[test]
