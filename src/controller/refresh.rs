@@ -617,6 +617,14 @@ impl<'a> Refresher<'a> {
             }
         }
         let e = "the Secret kept changing while relink wrote the refreshed tokens";
+        self.hold(base, tokens);
+        self.transient(format!(
+            "refreshed, but {e}; writing again at the next check"
+        ))
+    }
+
+    /// Keeps an answer that could not be written for the next try of this Secret.
+    fn hold(&self, base: TokenKeys, tokens: NewTokens) {
         self.ctx
             .refresh
             .pending
@@ -624,9 +632,6 @@ impl<'a> Refresher<'a> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(self.key(), Pending { base, tokens });
         self.count("write_failed");
-        self.transient(format!(
-            "refreshed, but {e}; writing again at the next check"
-        ))
     }
 
     /// The answer could not be written: keep it for the next try of this Secret.
@@ -636,13 +641,7 @@ impl<'a> Refresher<'a> {
         tokens: NewTokens,
         e: impl std::fmt::Display,
     ) -> RefreshResult {
-        self.ctx
-            .refresh
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(self.key(), Pending { base, tokens });
-        self.count("write_failed");
+        self.hold(base, tokens);
         warn!(namespace = %self.ns, name = %self.conn.name_any(), error = %e, "refreshed tokens not written yet; kept to write at the next check");
         self.transient(format!(
             "refreshed, but writing the Secret failed ({e}); writing again at the next check"
