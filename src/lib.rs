@@ -1,4 +1,6 @@
 //! relink: a Kubernetes operator that keeps the OAuth token connections of channels healthy.
+pub mod access;
+pub mod account;
 pub mod api;
 pub mod controller;
 pub mod notify;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use relink::controller::access::SecretLabel;
+use relink::access::SecretLabel;
 use relink::controller::{self, Deps, Settings};
 use relink::notify::{Notifier, NotifyConfig};
 use relink::providers::{EndpointPolicy, Http, HttpConfig};

@@ -5,18 +5,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
+use futures::StreamExt;
 use kube::core::{Selector, SelectorExt};
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use tracing::warn;
 
 use super::{Context, Error};
 use crate::api::{
     ChannelConnection, ChannelGroup, ChannelGroupSpec, ChannelGroupStatus, ConditionType,
-    FIELD_MANAGER, GroupMember, set_condition_reason,
+    GroupMember, set_condition_reason,
 };
 use crate::telemetry::metrics::GroupLabels;
 
@@ -52,6 +53,73 @@ pub fn is_member(spec: &ChannelGroupSpec, conn: &impl Resource) -> bool {
     }
 }
 
+/// The members counted: how many are ready, which are not (and why), whether every failing
+/// one needs a person.
+struct Tally {
+    ready: i32,
+    not_ready: Vec<GroupMember>,
+    all_failing_need_a_person: bool,
+}
+
+impl Tally {
+    /// Members (found in the cache) plus the connections the spec names that do not exist.
+    fn total(&self, members: usize) -> i32 {
+        (members
+            + self
+                .not_ready
+                .iter()
+                .filter(|m| m.reason == "Missing")
+                .count()) as i32
+    }
+}
+
+/// Counts the members (in name order) and the named connections that are missing.
+fn tally(spec: &ChannelGroupSpec, members: &[Arc<ChannelConnection>]) -> Tally {
+    let mut t = Tally {
+        ready: 0,
+        not_ready: Vec::new(),
+        all_failing_need_a_person: true,
+    };
+    let mut seen = BTreeSet::new();
+    for m in members {
+        seen.insert(m.name_any());
+        let status = m.status.clone().unwrap_or_default();
+        let r = status.condition(ConditionType::Ready);
+        if r.is_some_and(|c| c.status == "True") {
+            t.ready += 1;
+            continue;
+        }
+        let stalled = status
+            .condition(ConditionType::Stalled)
+            .is_some_and(|c| c.status == "True");
+        t.all_failing_need_a_person &= stalled;
+        t.not_ready.push(GroupMember {
+            name: m.name_any(),
+            reason: r
+                .map(|c| c.reason.clone())
+                .unwrap_or_else(|| "Pending".into()),
+        });
+    }
+    for name in spec.connections.iter().filter(|n| !seen.contains(*n)) {
+        t.not_ready.push(GroupMember {
+            name: name.clone(),
+            reason: "Missing".into(),
+        });
+    }
+    t
+}
+
+/// Healthy when all are ready, down when none (or fewer than `spec.minReady`), else degraded.
+fn health_of(spec: &ChannelGroupSpec, ready: i32, total: i32, min_ready: i32) -> Health {
+    if total > 0 && ready == total {
+        Health::Healthy
+    } else if ready == 0 || (spec.min_ready.is_some() && ready < min_ready) {
+        Health::Down
+    } else {
+        Health::Degraded
+    }
+}
+
 /// The group's new status from its members (in name order) and the old status.
 pub fn group_status(
     spec: &ChannelGroupSpec,
@@ -60,65 +128,29 @@ pub fn group_status(
     old: &ChannelGroupStatus,
     now: jiff::Timestamp,
 ) -> (ChannelGroupStatus, Health) {
-    let mut not_ready = Vec::new();
-    let mut ready = 0;
-    let mut all_failing_need_a_person = true;
-    let mut seen = BTreeSet::new();
-    for m in members {
-        seen.insert(m.name_any());
-        let status = m.status.clone().unwrap_or_default();
-        let r = status.condition(ConditionType::Ready);
-        if r.is_some_and(|c| c.status == "True") {
-            ready += 1;
-            continue;
-        }
-        let stalled = status
-            .condition(ConditionType::Stalled)
-            .is_some_and(|c| c.status == "True");
-        all_failing_need_a_person &= stalled;
-        not_ready.push(GroupMember {
-            name: m.name_any(),
-            reason: r
-                .map(|c| c.reason.clone())
-                .unwrap_or_else(|| "Pending".into()),
-        });
-    }
-    for name in spec.connections.iter().filter(|n| !seen.contains(*n)) {
-        not_ready.push(GroupMember {
-            name: name.clone(),
-            reason: "Missing".into(),
-        });
-    }
-    let total = (members.len() + not_ready.iter().filter(|m| m.reason == "Missing").count()) as i32;
+    let tally = tally(spec, members);
+    let total = tally.total(members.len());
+    let ready = tally.ready;
     let min_ready = spec.min_ready.unwrap_or(total).min(total.max(1));
-    let health = if total > 0 && ready == total {
-        Health::Healthy
-    } else if ready == 0 || (spec.min_ready.is_some() && ready < min_ready) {
-        Health::Down
-    } else {
-        Health::Degraded
-    };
+    let health = health_of(spec, ready, total, min_ready);
 
     let mut s = old.clone();
     s.observed_generation = generation;
     s.total = total;
     s.ready = ready;
-    s.not_ready = not_ready;
+    s.not_ready = tally.not_ready;
     s.ready_summary = Some(format!("{ready}/{total}"));
     s.health = Some(health.as_str().into());
-    let names = |s: &ChannelGroupStatus| {
-        s.not_ready
-            .iter()
-            .map(|m| format!("{} ({})", m.name, m.reason))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let summary = match health {
         Health::Healthy => format!("all {total} connections are ready"),
         _ if total == 0 => "no connection matches spec.selector or spec.connections".into(),
         _ => format!(
             "{ready}/{total} ready (at least {min_ready} needed); not ready: {}",
-            names(&s)
+            s.not_ready
+                .iter()
+                .map(|m| format!("{} ({})", m.name, m.reason))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let is_ready = total > 0 && ready >= min_ready;
@@ -132,7 +164,7 @@ pub fn group_status(
         health.as_str(),
         &summary,
     );
-    let stalled = health == Health::Down && (total == 0 || all_failing_need_a_person);
+    let stalled = health == Health::Down && (total == 0 || tally.all_failing_need_a_person);
     let stalled_msg = if stalled {
         "a person must act on the members listed in status.notReady"
     } else {
@@ -145,6 +177,22 @@ pub fn group_status(
         stalled_msg,
     );
     (s, health)
+}
+
+/// Runs the group controller until `shutdown` resolves, recounting the groups sent on
+/// `triggers` (by the connection watch) as well as those that change themselves.
+pub async fn run(
+    controller: Controller<ChannelGroup>,
+    triggers: futures::channel::mpsc::UnboundedReceiver<ObjectRef<ChannelGroup>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    ctx: Arc<Context>,
+) {
+    controller
+        .reconcile_on(triggers)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(super::log_errors("ChannelGroup"))
+        .await;
 }
 
 pub async fn reconcile(group: Arc<ChannelGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -178,17 +226,7 @@ pub async fn reconcile(group: Arc<ChannelGroup>, ctx: Arc<Context>) -> Result<Ac
 
     if status != old {
         let api: Api<ChannelGroup> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({
-            "apiVersion": ChannelGroup::api_version(&()),
-            "kind": ChannelGroup::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &group.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        super::status::write::apply_other(&api, &group.name_any(), &status).await?;
     }
     if old.health.as_deref() != Some(health.as_str()) {
         let ready = status.condition_message(ConditionType::Ready);
@@ -230,6 +268,12 @@ impl ChannelGroupStatus {
 mod tests {
     use super::*;
     use crate::api::{Reason, set_condition};
+    use serde_json::json;
+
+    fn status_of<'a>(s: &'a ChannelGroupStatus, type_: &str) -> &'a str {
+        let c = s.conditions.iter().find(|c| c.type_ == type_);
+        c.expect("condition is set").status.as_str()
+    }
 
     fn member(name: &str, ready: bool, stalled: bool) -> Arc<ChannelConnection> {
         let spec = serde_json::from_value(
@@ -303,50 +347,21 @@ mod tests {
                 reason: "Revoked".into()
             }]
         );
-        assert_eq!(
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Ready")
-                .unwrap()
-                .status,
-            "False"
-        );
+        assert_eq!(status_of(&s, "Ready"), "False");
 
         let (s, h) = group_status(&spec(Some(2)), Some(1), &one_down, &old, now);
         assert_eq!(h, Health::Degraded);
-        assert_eq!(
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Ready")
-                .unwrap()
-                .status,
-            "True",
-            "minReady met"
-        );
+        assert_eq!(status_of(&s, "Ready"), "True", "minReady met");
 
         let none = [member("a", false, true), member("b", false, true)];
         let (s, h) = group_status(&spec(None), Some(1), &none, &old, now);
         assert_eq!(h, Health::Down);
-        assert_eq!(
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Stalled")
-                .unwrap()
-                .status,
-            "True"
-        );
+        assert_eq!(status_of(&s, "Stalled"), "True");
 
         // Down but one member is only retrying: not Stalled.
         let retrying = [member("a", false, true), member("b", false, false)];
         let (s, _) = group_status(&spec(None), Some(1), &retrying, &old, now);
-        assert_eq!(
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Stalled")
-                .unwrap()
-                .status,
-            "False"
-        );
+        assert_eq!(status_of(&s, "Stalled"), "False");
     }
 
     #[test]

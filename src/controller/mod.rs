@@ -5,7 +5,6 @@
 //! metadata-only watch. The whole connection and its Secret's data are read when a check is
 //! due.
 
-pub mod access;
 mod cache;
 mod group;
 mod index;
@@ -72,7 +71,7 @@ pub struct Settings {
     /// again this often; the others report `ProviderNotReady` without calling.
     pub app_probe_interval: Duration,
     /// The label a token Secret must carry before it is read or written (`--secret-label`).
-    pub secret_label: Option<access::SecretLabel>,
+    pub secret_label: Option<crate::access::SecretLabel>,
     /// Whether this process still holds the leader Lease (`None`: no leader election). No
     /// refresh starts without it: two processes must never use one refresh token.
     pub leading: Option<watch::Receiver<bool>>,
@@ -388,13 +387,7 @@ pub async fn run(
         wc.clone(),
     );
     let secrets = SecretVersions::default();
-    let secret_events = secrets.track(
-        watcher(
-            api_for::<PartialObjectMeta<Secret>>(&client, &ns),
-            wc.clone(),
-        )
-        .default_backoff(),
-    );
+    let secret_events = secret_events(&client, &ns, wc.clone(), &secrets);
 
     let (provider_triggers, provider_rx) = futures::channel::mpsc::unbounded();
     let (cluster_provider_triggers, cluster_provider_rx) = futures::channel::mpsc::unbounded();
@@ -417,11 +410,7 @@ pub async fn run(
 
     let shutdown = shutdown.shared();
     let provider_ctx = ctx.clone();
-    let groups = group_controller
-        .reconcile_on(group_rx)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(group::reconcile, group::error_policy, ctx.clone())
-        .for_each(log_errors("ChannelGroup"));
+    let groups = group::run(group_controller, group_rx, shutdown.clone(), ctx.clone());
     let (by_provider, by_cluster_provider) = (conn_store.clone(), conn_store.clone());
     info!(
         namespace = ns.as_deref().unwrap_or("<all>"),
@@ -443,6 +432,17 @@ pub async fn run(
         provider_status(provider_ctx, wc, provider_rx, cluster_provider_rx, shutdown);
     futures::join!(connections, groups, provider_status);
     info!("controller stopped");
+}
+
+/// Secret metadata only (never the tokens): versions kept in `secrets`, changes as triggers.
+fn secret_events(
+    client: &Client,
+    ns: &Option<String>,
+    wc: watcher::Config,
+    secrets: &SecretVersions,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
+{
+    secrets.track(watcher(api_for::<PartialObjectMeta<Secret>>(client, ns), wc).default_backoff())
 }
 
 /// What the connection watch keeps in step besides the cache.

@@ -5,19 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use tracing::warn;
 
 use super::{Context, Error};
 use crate::api::{
-    ChannelProvider, ChannelProviderStatus, ClusterChannelProvider, ConditionType, FIELD_MANAGER,
-    Reason, set_condition,
+    ChannelProvider, ChannelProviderStatus, ClusterChannelProvider, ConditionType, Reason,
+    set_condition,
 };
 use crate::providers::Endpoint;
 use crate::tokens::{ResolvedProvider, load_app};
@@ -75,17 +73,7 @@ where
         now,
     );
     if status != old {
-        let patch = json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        super::status::write::apply_other(&api, &obj.name_any(), &status).await?;
         let was_ready = old
             .conditions
             .iter()

@@ -14,9 +14,10 @@ use tracing::{debug, info, warn};
 
 use super::refresh::{RefreshResult, Refresher};
 use super::schedule::{self, Due};
+use super::status::track_reauthorization;
 use super::status::{CheckContext, Outcome, next_status};
-use super::status::{needs_login, track_reauthorization};
 use super::{CachedConnection, Context};
+use crate::account::needs_login;
 use crate::api::{ChannelConnection, ChannelConnectionStatus, ProviderKind, Reason, Timings};
 use crate::providers::{App, RenewStyle, Token, Verdict, validator_for};
 use crate::telemetry::metrics::{EndpointLabels, ErrorLabels, ResultLabels};
@@ -557,7 +558,7 @@ async fn provider_and_app(
     if let Some(p) = (r.kind == ProviderKind::ClusterChannelProvider)
         .then(|| ctx.cluster_providers.get(&ObjectRef::new(&r.name)))
         .flatten()
-        && let Some(message) = super::access::refusal(&ctx.client, &p, conn).await?
+        && let Some(message) = crate::access::refusal(&ctx.client, &p, conn).await?
     {
         let outcome = Outcome::ProviderNotAllowed { message };
         return Ok(done(outcome, observed, None, Some(provider)));
@@ -606,32 +607,13 @@ async fn gather_and_check(
         Err(g) => return Ok(*g),
     };
     let done = Gathered::before_the_call;
-    let sref = &conn.spec.secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(secret) = secrets.get_opt(&sref.name).await? else {
-        observed.secret_version = None;
-        let outcome = Outcome::SecretNotFound {
-            secret: sref.name.clone(),
-        };
-        return Ok(done(outcome, observed, Some(app), Some(provider)));
-    };
-    observed.secret_version = secret.resource_version();
-    if let Some(message) =
-        (ctx.settings.secret_label.as_ref()).and_then(|l| l.refusal(&sref.name, secret.labels()))
-    {
-        return Ok(done(
-            Outcome::InvalidSpec { message },
-            observed,
-            None,
-            Some(provider),
-        ));
-    }
-    let Some(mut token) = read_key(&secret, &sref.access_token_key) else {
-        let outcome = Outcome::SecretKeyMissing {
-            secret: sref.name.clone(),
-            key: sref.access_token_key.clone(),
-        };
-        return Ok(done(outcome, observed, Some(app), Some(provider)));
+    let (secret, mut token) = match secret_and_token(conn, ctx, ns, &mut observed).await? {
+        Ok(read) => read,
+        Err(outcome) => {
+            // A Secret relink may not use gets no re-authorization link either.
+            let app = (!matches!(outcome, Outcome::InvalidSpec { .. })).then_some(app);
+            return Ok(done(outcome, observed, app, Some(provider)));
+        }
     };
     let validator = validator_for(app.settings.type_);
     let mut refresh = Refresher::new(ctx, conn, ns, &app, &secret);
@@ -644,73 +626,26 @@ async fn gather_and_check(
         app.client_secret.clone(),
     ];
 
-    // Ahead of expiry (or to keep an idle refresh token alive): renew first, then check.
-    let refreshable = conn.spec.refresh.enabled
-        && (refresh.refresh_token.is_some()
-            || matches!(
-                app.preset().renew,
-                RenewStyle::MetaExchange | RenewStyle::InstagramRefresh
-            ));
+    let refreshable = can_refresh(conn, &app, &refresh);
     let status = conn.status.clone().unwrap_or_default();
-    let known_expiry = expires_at.or(status.expires_at.as_ref().map(|t| t.0));
-    let mut refresh_failure = None;
-    let asked = schedule::refresh_requested(conn);
-    if refreshable && (asked || refresh.due(&status, timings, known_expiry, jiff::Timestamp::now()))
-    {
-        match refresh.run(&token).await {
-            RefreshResult::Renewed(t, at) => {
-                token = t;
-                expires_at = at;
-            }
-            RefreshResult::Failed(verdict) if matches!(verdict, Verdict::Misconfigured { .. }) => {
+    let mut failed = None;
+    if refreshable {
+        match renew_ahead(&mut refresh, &status, timings, &mut token, &mut expires_at).await {
+            Ok(failure) => failed = failure,
+            Err(verdict) => {
                 let outcome = Outcome::Checked {
                     verdict: scrubbed(verdict, &read_tokens, &[&refresh.refresh_token]),
                     secret_expires_at: expires_at,
                     refreshable,
                 };
-                return Ok(done(
-                    outcome,
-                    refresh.observed(observed),
-                    Some(app),
-                    Some(provider),
-                ));
+                let observed = refresh.observed(observed);
+                return Ok(done(outcome, observed, Some(app), Some(provider)));
             }
-            RefreshResult::Failed(verdict) => refresh_failure = Some(verdict),
-            RefreshResult::NotPossible => {}
         }
     }
 
-    let mut verdict = timed_check(ctx, conn, validator, &app, &token).await;
-
-    // Dead token but a refresh token: one renewal before telling a person.
-    if let Verdict::Invalid {
-        reason: Reason::Expired | Reason::Revoked,
-        ..
-    } = &verdict
-        && conn.spec.refresh.enabled
-        && refresh.refresh_token.is_some()
-        && !refresh.attempted
-    {
-        verdict = match refresh.run(&token).await {
-            RefreshResult::Renewed(t, at) => {
-                expires_at = at;
-                token = t;
-                timed_check(ctx, conn, validator, &app, &token).await
-            }
-            RefreshResult::Failed(v) => v,
-            RefreshResult::NotPossible => verdict,
-        };
-    }
-    name_the_account(ctx, conn, validator, &app, &token, &mut verdict).await;
-    // What the refresh answer granted stands in for a check that cannot tell (kept in status).
-    if let Verdict::Valid(grant) = &mut verdict
-        && grant.scopes.is_none()
-    {
-        grant.scopes = refresh.granted.take();
-    }
-    if let Some(failed) = refresh_failure {
-        verdict = refresh.settle(verdict, failed, expires_at);
-    }
+    let verdict = ask_provider(&mut refresh, validator, &mut token, &mut expires_at).await;
+    let verdict = complete(&mut refresh, validator, &token, verdict, failed, expires_at).await;
     let refreshed = refresh.renewed_since(&status);
     let observed = refresh.observed(observed);
     let verdict = scrubbed(
@@ -732,6 +667,136 @@ async fn gather_and_check(
     })
 }
 
+/// Reads the token Secret (recording its version in `observed`) and the access token in it;
+/// else the outcome that stops the check (a Secret refused by `--secret-label` is
+/// `InvalidSpec`).
+async fn secret_and_token(
+    conn: &ChannelConnection,
+    ctx: &Context,
+    ns: &str,
+    observed: &mut super::Observed,
+) -> Result<Result<(Secret, Token), Outcome>, Error> {
+    let sref = &conn.spec.secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(secret) = secrets.get_opt(&sref.name).await? else {
+        observed.secret_version = None;
+        return Ok(Err(Outcome::SecretNotFound {
+            secret: sref.name.clone(),
+        }));
+    };
+    observed.secret_version = secret.resource_version();
+    if let Some(message) =
+        (ctx.settings.secret_label.as_ref()).and_then(|l| l.refusal(&sref.name, secret.labels()))
+    {
+        return Ok(Err(Outcome::InvalidSpec { message }));
+    }
+    let Some(token) = read_key(&secret, &sref.access_token_key) else {
+        return Ok(Err(Outcome::SecretKeyMissing {
+            secret: sref.name.clone(),
+            key: sref.access_token_key.clone(),
+        }));
+    };
+    Ok(Ok((secret, token)))
+}
+
+/// relink can renew this token itself: refreshing is on and there is a refresh token (or the
+/// provider renews the access token itself).
+fn can_refresh(conn: &ChannelConnection, app: &App, refresh: &Refresher<'_>) -> bool {
+    conn.spec.refresh.enabled
+        && (refresh.refresh_token.is_some()
+            || matches!(
+                app.preset().renew,
+                RenewStyle::MetaExchange | RenewStyle::InstagramRefresh
+            ))
+}
+
+/// Ahead of expiry (or to keep an idle refresh token alive, or when asked): renews the token
+/// before the check. `Ok` carries a failed refresh to weigh against the check's verdict; `Err`
+/// a misconfiguration to report instead of checking.
+async fn renew_ahead(
+    refresh: &mut Refresher<'_>,
+    status: &ChannelConnectionStatus,
+    timings: &Timings,
+    token: &mut Token,
+    expires_at: &mut Option<jiff::Timestamp>,
+) -> Result<Option<Verdict>, Verdict> {
+    let known_expiry = expires_at.or(status.expires_at.as_ref().map(|t| t.0));
+    let asked = schedule::refresh_requested(refresh.conn);
+    if !(asked || refresh.due(status, timings, known_expiry, jiff::Timestamp::now())) {
+        return Ok(None);
+    }
+    match refresh.run(token).await {
+        RefreshResult::Renewed(t, at) => {
+            *token = t;
+            *expires_at = at;
+            Ok(None)
+        }
+        RefreshResult::Failed(verdict) if matches!(verdict, Verdict::Misconfigured { .. }) => {
+            Err(verdict)
+        }
+        RefreshResult::Failed(verdict) => Ok(Some(verdict)),
+        RefreshResult::NotPossible => Ok(None),
+    }
+}
+
+/// Asks the provider. A dead token with a refresh token gets one renewal, and the provider is
+/// asked again, before a person is told.
+async fn ask_provider(
+    refresh: &mut Refresher<'_>,
+    validator: &dyn crate::providers::Validator,
+    token: &mut Token,
+    expires_at: &mut Option<jiff::Timestamp>,
+) -> Verdict {
+    let (ctx, conn, app) = (refresh.ctx, refresh.conn, refresh.app);
+    let verdict = timed_check(ctx, conn, validator, app, token).await;
+    let dead = matches!(
+        verdict,
+        Verdict::Invalid {
+            reason: Reason::Expired | Reason::Revoked,
+            ..
+        }
+    );
+    if !dead
+        || !refresh.conn.spec.refresh.enabled
+        || refresh.refresh_token.is_none()
+        || refresh.attempted
+    {
+        return verdict;
+    }
+    match refresh.run(token).await {
+        RefreshResult::Renewed(t, at) => {
+            *expires_at = at;
+            *token = t;
+            timed_check(ctx, conn, validator, app, token).await
+        }
+        RefreshResult::Failed(v) => v,
+        RefreshResult::NotPossible => verdict,
+    }
+}
+
+/// The check's verdict completed: the account named, the scopes a refresh granted where the
+/// check cannot tell (kept in status), a failed refresh weighed against it.
+async fn complete(
+    refresh: &mut Refresher<'_>,
+    validator: &dyn crate::providers::Validator,
+    token: &Token,
+    mut verdict: Verdict,
+    refresh_failure: Option<Verdict>,
+    expires_at: Option<jiff::Timestamp>,
+) -> Verdict {
+    let (ctx, conn, app) = (refresh.ctx, refresh.conn, refresh.app);
+    name_the_account(ctx, conn, validator, app, token, &mut verdict).await;
+    if let Verdict::Valid(grant) = &mut verdict
+        && grant.scopes.is_none()
+    {
+        grant.scopes = refresh.granted.take();
+    }
+    match refresh_failure {
+        Some(failed) => refresh.settle(verdict, failed, expires_at),
+        None => verdict,
+    }
+}
+
 /// Completes the verdict with the connection's account where the check alone does not name it
 /// (the provider asks once per account: the account in status is reused).
 async fn name_the_account(
@@ -743,7 +808,7 @@ async fn name_the_account(
     verdict: &mut Verdict,
 ) {
     let status = conn.status.as_ref();
-    let expected = super::status::expected_account(&conn.spec, status).and_then(|a| a.id);
+    let expected = crate::account::expected_account(&conn.spec, status).and_then(|a| a.id);
     let wanted = expected.as_deref().map(|id| crate::providers::Wanted {
         id,
         kind: conn.spec.account.as_ref().and_then(|a| a.kind),

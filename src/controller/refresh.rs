@@ -617,6 +617,14 @@ impl<'a> Refresher<'a> {
             }
         }
         let e = "the Secret kept changing while relink wrote the refreshed tokens";
+        self.hold(base, tokens);
+        self.transient(format!(
+            "refreshed, but {e}; writing again at the next check"
+        ))
+    }
+
+    /// Keeps an answer that could not be written for the next try of this Secret.
+    fn hold(&self, base: TokenKeys, tokens: NewTokens) {
         self.ctx
             .refresh
             .pending
@@ -624,9 +632,6 @@ impl<'a> Refresher<'a> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(self.key(), Pending { base, tokens });
         self.count("write_failed");
-        self.transient(format!(
-            "refreshed, but {e}; writing again at the next check"
-        ))
     }
 
     /// The answer could not be written: keep it for the next try of this Secret.
@@ -636,13 +641,7 @@ impl<'a> Refresher<'a> {
         tokens: NewTokens,
         e: impl std::fmt::Display,
     ) -> RefreshResult {
-        self.ctx
-            .refresh
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(self.key(), Pending { base, tokens });
-        self.count("write_failed");
+        self.hold(base, tokens);
         warn!(namespace = %self.ns, name = %self.conn.name_any(), error = %e, "refreshed tokens not written yet; kept to write at the next check");
         self.transient(format!(
             "refreshed, but writing the Secret failed ({e}); writing again at the next check"
@@ -842,41 +841,42 @@ mod tests {
 
     #[test]
     fn a_conflict_on_the_token_keys_keeps_the_newer_tokens() {
+        use OnConflict::{KeepOurs, KeepTheirs};
         let started = keys("a1", "r1", Some(100));
         let theirs = keys("a2", "r2", Some(3600));
-        assert_eq!(
-            on_conflict(&started, &theirs, Some(t(3700))),
-            OnConflict::KeepOurs
-        );
-        assert_eq!(
-            on_conflict(&started, &theirs, Some(t(3600))),
-            OnConflict::KeepTheirs,
-            "a tie goes to the other writer"
-        );
-        assert_eq!(
-            on_conflict(&started, &theirs, Some(t(50))),
-            OnConflict::KeepTheirs
-        );
-        assert_eq!(
-            on_conflict(&started, &theirs, None),
-            OnConflict::KeepOurs,
-            "a token without expiry never expires"
-        );
         let forever = keys("a2", "r2", None);
-        assert_eq!(
-            on_conflict(&started, &forever, Some(t(3700))),
-            OnConflict::KeepTheirs
-        );
-        assert_eq!(
-            on_conflict(&started, &forever, None),
-            OnConflict::KeepTheirs,
-            "no way to tell: the later write wins"
-        );
         let cleared = TokenKeys::default();
-        assert_eq!(
-            on_conflict(&started, &cleared, Some(t(3700))),
-            OnConflict::KeepOurs
-        );
+        let cases = [
+            (&theirs, Some(3700), KeepOurs, "ours expire later"),
+            (
+                &theirs,
+                Some(3600),
+                KeepTheirs,
+                "a tie goes to the other writer",
+            ),
+            (&theirs, Some(50), KeepTheirs, "theirs expire later"),
+            (
+                &theirs,
+                None,
+                KeepOurs,
+                "a token without expiry never expires",
+            ),
+            (&forever, Some(3700), KeepTheirs, "theirs never expire"),
+            (
+                &forever,
+                None,
+                KeepTheirs,
+                "no way to tell: the later write wins",
+            ),
+            (&cleared, Some(3700), KeepOurs, "theirs were cleared"),
+        ];
+        for (theirs, ours_expire, want, why) in cases {
+            assert_eq!(
+                on_conflict(&started, theirs, ours_expire.map(t)),
+                want,
+                "{why}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     ChannelConnectionSpec, ChannelConnectionStatus, ConditionType, PendingReauthorization, Reason,
-    ReportedAccount, set_condition,
+    set_condition,
 };
 use crate::providers::{Grant, Verdict};
 
@@ -160,6 +160,10 @@ pub fn next_status(
 type Setter<'a> =
     dyn FnMut(&mut ChannelConnectionStatus, ConditionType, Option<bool>, Reason, &str) + 'a;
 
+/// A definitive problem: whether the token and the scopes hold (`None`: not known), the
+/// reason and the message.
+type Problem = (Option<bool>, Option<bool>, Reason, String);
+
 /// Definitive outcomes: every condition gets a fresh verdict.
 fn apply_verdict(
     s: &mut ChannelConnectionStatus,
@@ -168,82 +172,22 @@ fn apply_verdict(
     set: &mut Setter<'_>,
 ) {
     use ConditionType::*;
-    let (token_ok, scopes_ok, reason, message): (Option<bool>, Option<bool>, Reason, String) =
-        match outcome {
-            Outcome::SecretNotFound { secret } => (
-                None,
-                None,
-                Reason::SecretNotFound,
-                format!(
-                    "Secret {secret:?} (spec.secretRef.name) does not exist in this namespace: create it with the channel's token"
-                ),
-            ),
-            Outcome::SecretKeyMissing { secret, key } => (
-                None,
-                None,
-                Reason::SecretKeyMissing,
-                format!(
-                    "Secret {secret:?} has no usable key {key:?} (spec.secretRef.accessTokenKey): add the token under that key or fix the key name"
-                ),
-            ),
-            Outcome::ProviderNotFound { kind, name } => (
-                None,
-                None,
-                Reason::ProviderNotFound,
-                format!(
-                    "{kind} {name:?} (spec.providerRef) does not exist: create it or fix spec.providerRef"
-                ),
-            ),
-            Outcome::ProviderNotReady { message } => {
-                (None, None, Reason::ProviderNotReady, message.clone())
-            }
-            Outcome::ProviderNotAllowed { message } => {
-                (None, None, Reason::ProviderNotAllowed, message.clone())
-            }
-            Outcome::InvalidSpec { message } => (
-                None,
-                None,
-                Reason::InvalidSpec,
-                format!("{message}; fix the ChannelConnection, nothing is checked until then"),
-            ),
-            Outcome::Checked {
-                verdict,
-                secret_expires_at,
-                refreshable,
-            } => match verdict {
-                Verdict::Valid(grant) => {
-                    return apply_valid(s, grant, *secret_expires_at, *refreshable, cx, set);
-                }
-                Verdict::Invalid {
-                    reason: Reason::ScopesMissing,
-                    message,
-                } => (
-                    Some(true),
-                    Some(false),
-                    Reason::ScopesMissing,
-                    message.clone(),
-                ),
-                Verdict::Invalid { reason, message } => {
-                    let reason = match (reason, secret_expires_at) {
-                        (Reason::Revoked, Some(at)) if *at <= cx.now => Reason::Expired,
-                        _ => *reason,
-                    };
-                    let advice = if reason == Reason::AccountActionRequired {
-                        "the account's owner must act at the provider, then request a check"
-                    } else {
-                        "re-authorize the channel"
-                    };
-                    (Some(false), None, reason, format!("{message}; {advice}"))
-                }
-                Verdict::Misconfigured { message } => {
-                    (None, None, Reason::ProviderNotReady, message.clone())
-                }
-                Verdict::Transient { .. } => {
-                    unreachable!("transient outcomes keep the last verdict")
-                }
-            },
-            Outcome::Suspended => unreachable!("handled by next_status"),
-        };
+    let (token_ok, scopes_ok, reason, message) = match outcome {
+        Outcome::Checked {
+            verdict: Verdict::Valid(grant),
+            secret_expires_at,
+            refreshable,
+        } => return apply_valid(s, grant, *secret_expires_at, *refreshable, cx, set),
+        Outcome::Checked {
+            verdict,
+            secret_expires_at,
+            ..
+        } => verdict_problem(verdict, *secret_expires_at, cx.now),
+        _ => {
+            let (reason, message) = unchecked_problem(outcome);
+            (None, None, reason, message)
+        }
+    };
     // The message once where a person reads it (Ready, and Stalled for GitOps tools); the
     // halves of the verdict repeat it only when they are the half at fault.
     let (token_msg, scopes_msg) = verdict_halves(token_ok, scopes_ok, &message);
@@ -259,6 +203,75 @@ fn apply_verdict(
     set(s, Reconciling, Some(false), reason, "check finished");
     if reason == Reason::ScopesMissing {
         s.missing_scopes = cx.spec.required_scopes.clone();
+    }
+}
+
+/// Reason and message of an outcome found before the provider was asked.
+fn unchecked_problem(outcome: &Outcome) -> (Reason, String) {
+    match outcome {
+        Outcome::SecretNotFound { secret } => (
+            Reason::SecretNotFound,
+            format!(
+                "Secret {secret:?} (spec.secretRef.name) does not exist in this namespace: create it with the channel's token"
+            ),
+        ),
+        Outcome::SecretKeyMissing { secret, key } => (
+            Reason::SecretKeyMissing,
+            format!(
+                "Secret {secret:?} has no usable key {key:?} (spec.secretRef.accessTokenKey): add the token under that key or fix the key name"
+            ),
+        ),
+        Outcome::ProviderNotFound { kind, name } => (
+            Reason::ProviderNotFound,
+            format!(
+                "{kind} {name:?} (spec.providerRef) does not exist: create it or fix spec.providerRef"
+            ),
+        ),
+        Outcome::ProviderNotReady { message } => (Reason::ProviderNotReady, message.clone()),
+        Outcome::ProviderNotAllowed { message } => (Reason::ProviderNotAllowed, message.clone()),
+        Outcome::InvalidSpec { message } => (
+            Reason::InvalidSpec,
+            format!("{message}; fix the ChannelConnection, nothing is checked until then"),
+        ),
+        Outcome::Checked { .. } => unreachable!("handled by apply_verdict"),
+        Outcome::Suspended => unreachable!("handled by next_status"),
+    }
+}
+
+/// The problem a provider's definitive "no" names (an expired token it calls revoked is
+/// reported as expired).
+fn verdict_problem(
+    verdict: &Verdict,
+    secret_expires_at: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> Problem {
+    match verdict {
+        Verdict::Invalid {
+            reason: Reason::ScopesMissing,
+            message,
+        } => (
+            Some(true),
+            Some(false),
+            Reason::ScopesMissing,
+            message.clone(),
+        ),
+        Verdict::Invalid { reason, message } => {
+            let reason = match (reason, secret_expires_at) {
+                (Reason::Revoked, Some(at)) if at <= now => Reason::Expired,
+                _ => *reason,
+            };
+            let advice = if reason == Reason::AccountActionRequired {
+                "the account's owner must act at the provider, then request a check"
+            } else {
+                "re-authorize the channel"
+            };
+            (Some(false), None, reason, format!("{message}; {advice}"))
+        }
+        Verdict::Misconfigured { message } => {
+            (None, None, Reason::ProviderNotReady, message.clone())
+        }
+        Verdict::Valid(_) => unreachable!("handled by apply_valid"),
+        Verdict::Transient { .. } => unreachable!("transient outcomes keep the last verdict"),
     }
 }
 
@@ -364,73 +377,81 @@ fn apply_valid(
     set(s, TokenValid, Some(token_ok), token_reason, &token_msg);
     set(s, ScopesGranted, scopes_ok, scopes_reason, &scopes_msg);
 
-    let consent_lapsed = cx.consent_deadline.filter(|d| *d <= now);
-    if !token_ok || scopes_ok == Some(false) || consent_lapsed.is_some() {
-        let (reason, msg) = if !token_ok {
-            (token_reason, token_msg)
-        } else if scopes_ok == Some(false) {
-            (scopes_reason, scopes_msg)
-        } else {
+    let blocked = if !token_ok {
+        Some((token_reason, token_msg))
+    } else if scopes_ok == Some(false) {
+        Some((scopes_reason, scopes_msg.clone()))
+    } else {
+        cx.consent_deadline.filter(|d| *d <= now).map(|due| {
             (
                 Reason::ReauthorizationRequired,
                 format!(
-                    "the token works, but the last consent is older than spec.refresh.maxAge (due {}); log in again through the re-authorization link",
-                    consent_lapsed.map(|d| d.to_string()).unwrap_or_default()
+                    "the token works, but the last consent is older than spec.refresh.maxAge (due {due}); log in again through the re-authorization link"
                 ),
             )
-        };
+        })
+    };
+    if let Some((reason, msg)) = blocked {
         set(s, Ready, Some(false), reason, &msg);
         set(s, Stalled, Some(true), reason, &msg);
     } else {
-        let before = cx.refresh_before;
-        let soon = |t: &Option<Time>| {
-            t.as_ref()
-                .is_some_and(|t| t.0.duration_since(now).as_secs_f64() < before.as_secs_f64())
+        let (reason, msg) = match ending_soon(s, refreshable, cx) {
+            Some((what, at)) => (
+                Reason::Expiring,
+                format!("the token works but {what} at {at}; re-authorize before then"),
+            ),
+            None if scopes_ok.is_none() => (
+                Reason::Valid,
+                format!("the token works and reaches the account; {scopes_msg}"),
+            ),
+            None => (
+                Reason::Valid,
+                "the token works, reaches the account and has every required scope".to_owned(),
+            ),
         };
-        // Meta's data-access clock and a refresh token's own lifetime are not moved by a
-        // refresh: only a login renews them.
-        let data_access_ending = soon(&s.data_access_expires_at);
-        let refresh_ending = refreshable && soon(&s.refresh_token_expires_at);
-        let token_expiring = !refreshable && soon(&s.expires_at);
-        let consent_deadline = cx.consent_deadline.map(Time);
-        let consent_ending = soon(&consent_deadline);
-        let (reason, msg) =
-            if data_access_ending || refresh_ending || token_expiring || consent_ending {
-                let (what, at) = if data_access_ending {
-                    ("its data access ends", &s.data_access_expires_at)
-                } else if consent_ending {
-                    (
-                        "its last consent reaches spec.refresh.maxAge",
-                        &consent_deadline,
-                    )
-                } else if refresh_ending {
-                    (
-                        "its refresh token stops working (refreshing does not extend it)",
-                        &s.refresh_token_expires_at,
-                    )
-                } else {
-                    ("it expires", &s.expires_at)
-                };
-                let at = at.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
-                (
-                    Reason::Expiring,
-                    format!("the token works but {what} at {at}; re-authorize before then"),
-                )
-            } else if scopes_ok.is_none() {
-                (
-                    Reason::Valid,
-                    format!("the token works and reaches the account; {scopes_msg}"),
-                )
-            } else {
-                (
-                    Reason::Valid,
-                    "the token works, reaches the account and has every required scope".to_owned(),
-                )
-            };
         set(s, Ready, Some(true), reason, &msg);
         set(s, Stalled, Some(false), Reason::Valid, "nothing to do");
     }
     set(s, Reconciling, Some(false), Reason::Valid, "check finished");
+}
+
+/// What of a working token ends within `spec.refresh.before` that only a login renews, and
+/// when (the first of data access, consent, refresh token, the token itself).
+fn ending_soon(
+    s: &ChannelConnectionStatus,
+    refreshable: bool,
+    cx: &CheckContext<'_>,
+) -> Option<(&'static str, String)> {
+    let soon = |t: Option<&Time>| {
+        t.is_some_and(|t| {
+            t.0.duration_since(cx.now).as_secs_f64() < cx.refresh_before.as_secs_f64()
+        })
+    };
+    let consent_deadline = cx.consent_deadline.map(Time);
+    // Meta's data-access clock and a refresh token's own lifetime are not moved by a
+    // refresh: only a login renews them.
+    let clocks = [
+        (
+            true,
+            "its data access ends",
+            s.data_access_expires_at.as_ref(),
+        ),
+        (
+            true,
+            "its last consent reaches spec.refresh.maxAge",
+            consent_deadline.as_ref(),
+        ),
+        (
+            refreshable,
+            "its refresh token stops working (refreshing does not extend it)",
+            s.refresh_token_expires_at.as_ref(),
+        ),
+        (!refreshable, "it expires", s.expires_at.as_ref()),
+    ];
+    clocks
+        .into_iter()
+        .find(|(counts, _, at)| *counts && soon(*at))
+        .map(|(_, what, at)| (what, at.map(|t| t.0.to_string()).unwrap_or_default()))
 }
 
 /// Follows a re-authorization asked for with the annotation (value `asked`) and says whether a
@@ -464,165 +485,6 @@ pub fn track_reauthorization(status: &mut ChannelConnectionStatus, asked: Option
         }
     }
     true
-}
-
-/// Whether the Ready verdict asks a person to log in again (then `reauthUrl` is offered).
-pub fn needs_login(status: &ChannelConnectionStatus) -> bool {
-    status
-        .condition(ConditionType::Ready)
-        .and_then(|ready| Reason::parse(&ready.reason))
-        .is_some_and(Reason::needs_login)
-}
-
-/// Whether a login completed through the OAuth callback may be written (see [`login_fit`]).
-#[derive(Clone, Debug, PartialEq)]
-pub enum LoginFit {
-    /// Write it; `account` is who logged in (pinned as `status.account`).
-    Accepted {
-        account: ReportedAccount,
-        /// The account the connection had before, when the login changed it on purpose.
-        replaces: Option<ReportedAccount>,
-    },
-    /// Write nothing; the message is shown to the person who logged in.
-    Refused { why: Refusal, message: String },
-}
-
-/// Why a login was refused, as a metric label and log field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// The provider did not say which account the login reaches.
-    AccountUnknown,
-    /// Another account than the expected one.
-    WrongAccount,
-    /// A required scope was not granted.
-    ScopesMissing,
-}
-
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AccountUnknown => "account_unknown",
-            Self::WrongAccount => "wrong_account",
-            Self::ScopesMissing => "scopes_missing",
-        }
-    }
-}
-
-/// The account a login must reach: `spec.account` when set, else the account the connection
-/// was last seen working with (`status.account`).
-pub fn expected_account(
-    spec: &ChannelConnectionSpec,
-    status: Option<&ChannelConnectionStatus>,
-) -> Option<ReportedAccount> {
-    if let Some(a) = &spec.account {
-        return Some(ReportedAccount {
-            id: Some(a.id.clone()),
-            name: a.display_name.clone(),
-        });
-    }
-    status
-        .and_then(|s| s.account.clone())
-        .filter(|a| a.id.is_some())
-}
-
-/// Every identifier the provider said the granted token reaches.
-pub fn reached_ids(grant: &Grant) -> Vec<String> {
-    match &grant.target_ids {
-        Some(ids) => ids.clone(),
-        None => grant
-            .account
-            .as_ref()
-            .and_then(|a| a.id.clone())
-            .into_iter()
-            .collect(),
-    }
-}
-
-/// Decides, before anything is written, whether a freshly granted token may replace the
-/// connection's. It fails closed: the login must name an account and it must be the expected
-/// one ([`expected_account`]). A connection that never knew an account accepts the first one
-/// (which is then pinned); `allow_change` (the `relink.dev/allow-account-change` annotation)
-/// lets a login replace a pinned account, but never `spec.account`, which is changed by editing
-/// the spec.
-pub fn login_fit(
-    spec: &ChannelConnectionSpec,
-    status: Option<&ChannelConnectionStatus>,
-    allow_change: bool,
-    grant: &Grant,
-) -> LoginFit {
-    let refuse = |why, message: String| LoginFit::Refused { why, message };
-    let expected = expected_account(spec, status);
-    let ids = reached_ids(grant);
-    let Some(first) = ids.first() else {
-        let whom = expected
-            .as_ref()
-            .map(|a| format!(" It must be {}.", describe(a)))
-            .unwrap_or_default();
-        return refuse(
-            Refusal::AccountUnknown,
-            format!(
-                "The provider did not say which account this login belongs to, so relink cannot tell whether it is the channel's account.{whom}"
-            ),
-        );
-    };
-    let mut account = grant.account.clone().unwrap_or_default();
-    if account.id.is_none() {
-        account.id = Some(first.clone());
-    }
-    let mut replaces = None;
-    if let Some(want) = &expected {
-        let want_id = want.id.as_deref().unwrap_or_default();
-        if !ids.iter().any(|i| i == want_id) {
-            let pinned = spec.account.is_none();
-            if !(pinned && allow_change) {
-                let advice = if pinned {
-                    format!(
-                        "log in with that account, or, to hand the channel to another account on purpose, annotate the connection with {}=true and open the new link",
-                        crate::api::ALLOW_ACCOUNT_CHANGE_ANNOTATION
-                    )
-                } else {
-                    "log in with that account, or change spec.account to hand the channel to another one".to_owned()
-                };
-                return refuse(
-                    Refusal::WrongAccount,
-                    format!(
-                        "This login is for {}, but the channel belongs to {}: {advice}.",
-                        describe(&account),
-                        describe(want)
-                    ),
-                );
-            }
-            replaces = Some(want.clone());
-        }
-    }
-    if let Some(granted) = &grant.scopes {
-        let missing: Vec<&str> = spec
-            .required_scopes
-            .iter()
-            .filter(|r| !granted.contains(r))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            return refuse(
-                Refusal::ScopesMissing,
-                format!(
-                    "The login did not grant the required scopes: {}. Open the link again and allow them.",
-                    missing.join(", ")
-                ),
-            );
-        }
-    }
-    LoginFit::Accepted { account, replaces }
-}
-
-/// An account for people: "Name (id)", or the one that is known.
-pub fn describe(a: &ReportedAccount) -> String {
-    match (&a.name, &a.id) {
-        (Some(n), Some(i)) if n != i => format!("{n} ({i})"),
-        (Some(n), _) => n.clone(),
-        (None, Some(i)) => i.clone(),
-        (None, None) => "an unnamed account".to_owned(),
-    }
 }
 
 /// `Some(message)` when the token reaches another account than `spec.account.id`.

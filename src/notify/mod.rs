@@ -535,9 +535,7 @@ impl Notifier {
                 o.uid() != conn.uid()
                     && o.spec.provider_ref == conn.spec.provider_ref
                     && o.spec.owners.iter().any(|w| conn.spec.owners.contains(w))
-                    && o.status
-                        .as_ref()
-                        .is_some_and(crate::controller::status::needs_login)
+                    && o.status.as_ref().is_some_and(crate::account::needs_login)
             })
             .map(|o| {
                 o.spec

@@ -24,14 +24,13 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{Reauth, StateClaims, state_of};
+use crate::access::{self, SecretLabel};
+use crate::account::{LoginFit, describe, expected_account, login_fit, reached_ids};
 use crate::api::{
     ALLOW_ACCOUNT_CHANGE_ANNOTATION, CHECK_REQUESTED_ANNOTATION, ChannelConnection,
     ClusterChannelProvider, ProviderKind, ProviderType, ReportedAccount,
 };
-use crate::controller::access::{self, SecretLabel};
-use crate::controller::status::{
-    LoginFit, describe, expected_account, login_fit, reached_ids, write,
-};
+use crate::controller::status::write;
 use crate::providers::{
     App, Http, Identity, Renewal, Verdict, Wanted, facebook_asset_token, identify, validator_for,
 };
@@ -440,7 +439,7 @@ fn sibling_page(
     let broken = other
         .status
         .as_ref()
-        .is_some_and(crate::controller::status::needs_login);
+        .is_some_and(crate::account::needs_login);
     if other.uid() == conn.uid()
         || other.spec.provider_ref != conn.spec.provider_ref
         || other.spec.suspend

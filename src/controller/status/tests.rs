@@ -1,5 +1,7 @@
 use super::*;
+use crate::account::{LoginFit, Refusal, login_fit, needs_login};
 use crate::api::AccountRef;
+use crate::api::ReportedAccount;
 use crate::providers::Grant;
 
 fn spec() -> ChannelConnectionSpec {

@@ -37,6 +37,30 @@ pub async fn apply(
     Ok(())
 }
 
+/// Applies the status of a group or provider object (the same server-side apply as [`apply`],
+/// unconditioned; those objects are small, so the answer is decoded as usual).
+pub async fn apply_other<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// The body of a status write, serialized as it stands (no JSON tree built in between).
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
