@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -45,7 +45,7 @@ pub struct CallbackContext {
     pub reauth: Reauth,
     pub operator_namespace: String,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub recorder: crate::telemetry::Publisher,
     /// The label token Secrets must carry (`--secret-label`).
     pub secret_label: Option<SecretLabel>,
 }
@@ -60,7 +60,7 @@ impl CallbackContext {
         secret_label: Option<SecretLabel>,
     ) -> Self {
         Self {
-            recorder: crate::telemetry::recorder(&client),
+            recorder: crate::telemetry::publisher(&client),
             client,
             http,
             reauth,

@@ -15,13 +15,8 @@ fn reporter() -> kube::runtime::events::Reporter {
     }
 }
 
-/// kube's Event recorder, as relink's reporter (it remembers every Event for minutes; the
-/// controller uses [`publisher`]).
-pub fn recorder(client: &kube::Client) -> kube::runtime::events::Recorder {
-    kube::runtime::events::Recorder::new(client.clone(), reporter())
-}
-
-/// The Event publisher of the controller: as [`recorder`], with a bounded memory.
+/// relink's Event publisher (controller, notifications, callback): kube's recorder behaviour
+/// with a bounded memory.
 pub fn publisher(client: &kube::Client) -> Publisher {
     Publisher::new(client.clone(), reporter())
 }
