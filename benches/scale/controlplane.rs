@@ -12,7 +12,7 @@ use anyhow::{Result, anyhow};
 use crate::procs::Daemon;
 
 #[path = "../../tests/e2e/support/controlplane.rs"]
-mod harness;
+pub mod harness;
 
 pub struct ControlPlane {
     pub dir: PathBuf,

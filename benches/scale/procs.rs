@@ -47,7 +47,7 @@ impl Daemon {
         let child = cmd
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;
-        let watchdog = watchdog(child.id(), cleanup)?;
+        let watchdog = crate::controlplane::harness::watchdog(child.id(), cleanup);
         Ok(Daemon {
             name: name.to_owned(),
             child: Some(child),
@@ -115,25 +115,6 @@ impl Drop for Daemon {
         }
         self.stop_watchdog();
     }
-}
-
-/// A `sh` that SIGKILLs `pid` once this process is gone, then removes `cleanup` if given.
-/// It ignores INT/TERM/HUP so a Ctrl-C to the process group cannot kill it first.
-fn watchdog(pid: u32, cleanup: Option<&Path>) -> Result<std::process::Child> {
-    let rm = cleanup
-        .map(|d| format!("; rm -rf '{}'", d.display()))
-        .unwrap_or_default();
-    let script = format!(
-        "trap '' INT TERM HUP; while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null{rm}",
-        me = std::process::id(),
-    );
-    Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("spawn watchdog sh")
 }
 
 /// CPU time (user + system) a process has used so far.
