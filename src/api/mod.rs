@@ -11,6 +11,7 @@ mod connection;
 mod duration;
 mod group;
 mod provider;
+pub mod write;
 
 pub use conditions::{ConditionType, Reason, set_condition, set_condition_reason};
 pub use connection::*;

@@ -226,7 +226,7 @@ pub async fn reconcile(group: Arc<ChannelGroup>, ctx: Arc<Context>) -> Result<Ac
 
     if status != old {
         let api: Api<ChannelGroup> = Api::namespaced(ctx.client.clone(), &ns);
-        super::status::write::apply_other(&api, &group.name_any(), &status).await?;
+        crate::api::write::apply_other(&api, &group.name_any(), &status).await?;
     }
     if old.health.as_deref() != Some(health.as_str()) {
         let ready = status.condition_message(ConditionType::Ready);

@@ -73,7 +73,7 @@ where
         now,
     );
     if status != old {
-        super::status::write::apply_other(&api, &obj.name_any(), &status).await?;
+        crate::api::write::apply_other(&api, &obj.name_any(), &status).await?;
         let was_ready = old
             .conditions
             .iter()

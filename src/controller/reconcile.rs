@@ -452,7 +452,7 @@ async fn write_status(
         .resource_version()
         .filter(|_| status.reauth_url.is_some() && status.reauth_url.as_ref() == old_link);
     let ns = conn.namespace().unwrap_or_default();
-    super::status::write::apply(
+    crate::api::write::apply(
         &ctx.client,
         &ns,
         &conn.name_any(),

@@ -542,7 +542,5 @@ pub fn transition(
     None
 }
 
-pub mod write;
-
 #[cfg(test)]
 mod tests;

@@ -26,11 +26,11 @@ use tracing::{info, warn};
 use super::{Reauth, StateClaims, state_of};
 use crate::access::{self, SecretLabel};
 use crate::account::{LoginFit, describe, expected_account, login_fit, reached_ids};
+use crate::api::write;
 use crate::api::{
     ALLOW_ACCOUNT_CHANGE_ANNOTATION, CHECK_REQUESTED_ANNOTATION, ChannelConnection,
     ClusterChannelProvider, ProviderKind, ProviderType, ReportedAccount,
 };
-use crate::controller::status::write;
 use crate::providers::{
     App, Http, Identity, Renewal, Verdict, Wanted, facebook_asset_token, identify, validator_for,
 };
