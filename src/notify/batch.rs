@@ -82,20 +82,10 @@ mod tests {
                 crate::api::ChannelConnectionSpec::new("meta", "tokens"),
             ),
             notice: crate::notify::message::Notice {
-                news,
-                namespace: "marketing".into(),
                 name: name.into(),
-                provider_name: "meta".into(),
-                provider_type: None,
                 display_name: name.into(),
-                account_id: None,
-                reauth_url: None,
-                detail: None,
-                missing_scopes: vec![],
-                expires_at: None,
-                since: None,
-                now: jiff::Timestamp::UNIX_EPOCH,
-                also_broken: vec![],
+                provider_type: None,
+                ..crate::notify::message::Notice::example(news)
             },
             targets: vec![super::super::Channel::Email],
         }

@@ -263,20 +263,14 @@ mod tests {
         use super::super::decide::News;
         use crate::api::Reason;
         let notice = Notice {
-            news: News::Problem(Reason::Revoked),
             namespace: "ns".into(),
             name: "chan".into(),
             provider_name: "app".into(),
             provider_type: None,
             display_name: "Acme".into(),
-            account_id: None,
             reauth_url: Some("https://auth.example.com/authorize?client_id=c&state=s".into()),
-            detail: None,
-            missing_scopes: vec![],
-            expires_at: None,
-            since: None,
             now: jiff::Timestamp::UNIX_EPOCH,
-            also_broken: vec![],
+            ..Notice::example(News::Problem(Reason::Revoked))
         };
         let from: Mailbox = "relink@example.com".parse().unwrap();
         let to: Mailbox = "owner@example.com".parse().unwrap();

@@ -38,6 +38,29 @@ pub struct Notice {
     pub now: jiff::Timestamp,
 }
 
+/// A Facebook Page's notice with nothing optional set, for the notifier's tests to adjust.
+#[cfg(test)]
+impl Notice {
+    pub fn example(news: News) -> Notice {
+        Notice {
+            news,
+            namespace: "marketing".into(),
+            name: "acme-fb".into(),
+            provider_name: "meta".into(),
+            provider_type: Some(ProviderType::Facebook),
+            display_name: "Acme Support".into(),
+            account_id: None,
+            reauth_url: None,
+            detail: None,
+            missing_scopes: vec![],
+            expires_at: None,
+            since: None,
+            now: "2026-01-01T08:05:00Z".parse().unwrap(),
+            also_broken: vec![],
+        }
+    }
+}
+
 impl Notice {
     /// The network, as people call it.
     fn network(&self) -> &'static str {
@@ -486,20 +509,11 @@ mod tests {
 
     fn notice(news: News, reauth: Option<&str>) -> Notice {
         Notice {
-            news,
-            namespace: "marketing".into(),
-            name: "acme-fb".into(),
-            provider_name: "meta".into(),
-            provider_type: Some(ProviderType::Facebook),
-            display_name: "Acme Support".into(),
             account_id: Some("1234567890".into()),
             reauth_url: reauth.map(str::to_owned),
             detail: Some("token revoked by the provider; re-authorize the channel".into()),
-            missing_scopes: vec![],
-            expires_at: None,
             since: Some("2026-01-01T08:00:00Z".parse().unwrap()),
-            now: "2026-01-01T08:05:00Z".parse().unwrap(),
-            also_broken: vec![],
+            ..Notice::example(news)
         }
     }
 

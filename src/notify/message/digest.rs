@@ -187,20 +187,11 @@ mod tests {
 
     fn page(name: &str, provider: &str, url: Option<&str>) -> Notice {
         Notice {
-            news: News::Problem(Reason::Revoked),
-            namespace: "marketing".into(),
             name: name.into(),
             provider_name: provider.into(),
-            provider_type: Some(ProviderType::Facebook),
             display_name: format!("{name} <Page>"),
-            account_id: None,
             reauth_url: url.map(str::to_owned),
-            detail: None,
-            missing_scopes: vec![],
-            expires_at: None,
-            since: None,
-            also_broken: vec![],
-            now: "2026-01-01T08:05:00Z".parse().unwrap(),
+            ..Notice::example(News::Problem(Reason::Revoked))
         }
     }
 
