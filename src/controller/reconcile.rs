@@ -168,8 +168,8 @@ async fn due_object(
         let due = schedule::due(conn, &observed, now, ctx.settings.check_request_min_gap);
         match due {
             // After a restart the gauge is there at once, without waiting for the next check.
-            Due::Idle => Err((Action::await_change(), true)),
-            Due::Later(wait) => Err((Action::requeue(wait), true)),
+            Due::Idle => Err(Action::await_change()),
+            Due::Later(wait) => Err(Action::requeue(wait)),
             Due::Now(why) => Ok((observed, why)),
         }
     };
@@ -177,7 +177,7 @@ async fn due_object(
         && !(ctx.unseen).behind(cached.status.as_ref(), cached.uid().as_deref());
     let view = cached.view();
     let (conn, (observed, why)) = match decide(&view) {
-        Err((action, _)) => {
+        Err(action) => {
             export_ready(ctx, &view);
             return Ok(Err(action));
         }
@@ -190,7 +190,7 @@ async fn due_object(
             };
             full.metadata.managed_fields = None;
             match decide(&full) {
-                Err((action, _)) => return Ok(Err(action)),
+                Err(action) => return Ok(Err(action)),
                 Ok(due) => (Arc::new(full), due),
             }
         }
