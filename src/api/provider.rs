@@ -163,7 +163,7 @@ macro_rules! provider_spec {
             /// re-authorization link `refresh.before` ahead of it. A lifetime the token response
             /// states (`refresh_token_expires_in`) wins. From `1h` to `8784h` (366 days).
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            #[schemars(regex(pattern = r"^([0-9]+[hms])+$"))]
+            #[schemars(regex(pattern = super::duration::DURATION_PATTERN), length(max = 16))]
             pub refresh_token_lifetime: Option<String>,
 
             $($extra)*
