@@ -51,12 +51,13 @@ pub struct Args {
     /// Sandbox answer delay for every provider call, in milliseconds.
     #[arg(long, default_value_t = 50)]
     pub latency_ms: u64,
-    /// Provider calls in flight: the bare loop's concurrency and the operator's
-    /// `--concurrency` and `--per-provider-concurrency`.
+    /// Provider calls in flight: the bare loop's and the minimal loop's concurrency and the
+    /// operator's `--per-provider-concurrency` (its `--concurrency` keeps its default, twice
+    /// that, so API round trips do not hold a provider slot).
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
-    /// Override the operator's overall `--concurrency` (reconciles in flight) while keeping
-    /// `--per-provider-concurrency` at `--concurrency`, to see API round trips overlap provider waits.
+    /// Set the operator's overall `--concurrency` (reconciles in flight) instead of its default,
+    /// keeping `--per-provider-concurrency` at `--concurrency`.
     #[arg(long)]
     pub operator_concurrency: Option<u16>,
     /// Secrets in other namespaces that have nothing to do with relink.
@@ -552,18 +553,16 @@ async fn measure_size(
 
 fn start_operator(args: &Args, cp: &ControlPlane, metrics_port: u16, name: &str) -> Result<Daemon> {
     let c = args.concurrency.to_string();
+    // The operator's default overall concurrency unless asked otherwise: what users run.
     let overall = args
         .operator_concurrency
-        .unwrap_or(args.concurrency)
-        .to_string();
+        .map(|o| ["--concurrency".to_owned(), o.to_string()]);
     let run_args: Vec<String> = [
         "run",
         "--operator-namespace",
         OPERATOR_NS,
         "--allow-namespaced-endpoint-hosts",
         "127.0.0.1",
-        "--concurrency",
-        &overall,
         "--per-provider-concurrency",
         &c,
         "--metrics-addr",
@@ -574,7 +573,9 @@ fn start_operator(args: &Args, cp: &ControlPlane, metrics_port: u16, name: &str)
         &args.log_level,
     ]
     .map(str::to_owned)
-    .to_vec();
+    .into_iter()
+    .chain(overall.into_iter().flatten())
+    .collect();
     Daemon::spawn(
         name,
         &relink_bin(args),

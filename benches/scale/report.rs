@@ -227,8 +227,9 @@ pub fn markdown(args: &Args, machine: &str, revision: &str, runs: &[Run]) -> Str
             args.concurrency
         ),
         None => format!(
-            "`--concurrency {0} --per-provider-concurrency {0}`",
-            args.concurrency
+            "`--per-provider-concurrency {}` and its default `--concurrency`, {}",
+            args.concurrency,
+            (args.concurrency.saturating_mul(2)).max(16)
         ),
     };
     let _ = writeln!(
@@ -253,7 +254,7 @@ pub fn markdown(args: &Args, machine: &str, revision: &str, runs: &[Run]) -> Str
     );
     let _ = writeln!(
         out,
-        "Provider latency {} ms; bare loop and operator both at {} provider calls in flight (operator {overall}); \
+        "Provider latency {} ms; bare loop, minimal-operator loop and operator all at {} provider calls in flight (operator {overall}); \
          {} unrelated Secrets of 2-4 KiB in 20 other namespaces; `checkInterval: 15m`. \
          ✗ marks a missed target.\n",
         args.latency_ms, args.concurrency, args.unrelated_secrets

@@ -101,13 +101,23 @@ pub(crate) enum LogFormat {
 
 pub(crate) fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_directives(level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// The log filter for `--log-level`. Below `debug`, kube's per-reconcile span is off: relink's
+/// own lines name the connection already, and the span cost every check the formatting of
+/// its fields and a longer line.
+fn default_directives(level: &str) -> String {
+    match level {
+        "debug" | "trace" => level.to_owned(),
+        _ => format!("{level},kube_runtime::controller=warn"),
     }
 }
 

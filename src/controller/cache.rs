@@ -10,28 +10,46 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::Mutex;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::api::{
     ChannelConnection, ChannelConnectionSpec, ChannelConnectionStatus, ConditionType,
-    PendingReauthorization,
+    PendingReauthorization, ProviderRef, Reason,
 };
 
 /// A connection as the cache holds it, decoded straight from the watch: `managedFields`,
 /// other annotations and most of the status are skipped while decoding, so they cost neither
-/// memory nor the work of building them.
+/// memory nor the work of building them. What is kept is kept compactly (one cached object
+/// per connection makes every byte count ten thousand times): `metadata` holds only what
+/// kube's store and controller key on (name, namespace) and what `due` reads (generation,
+/// creation and deletion times); the uid, labels and relink's annotations sit beside it.
+/// The watch's `resourceVersion` is dropped once the watcher has read it
+/// ([`CachedConnection::forget_version`]), so the store's and the scheduler's references
+/// carry no copy of it. The spec is kept as the API server's compact JSON and decoded when
+/// it is read ([`CachedConnection::spec`], a few microseconds when a check is due): the text
+/// is under half the size of the decoded spec with its twenty-odd strings. The two fields
+/// events are matched on (the provider and the Secret) are kept decoded.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "Wire")]
 pub struct CachedConnection {
-    #[serde(deserialize_with = "slim_meta")]
     pub metadata: ObjectMeta,
-    pub spec: ChannelConnectionSpec,
-    #[serde(default)]
+    uid: Uid,
+    labels: Pairs,
+    /// relink's own annotations (the requests); usually none.
+    annotations: Pairs,
+    spec: Box<str>,
+    provider_ref: ProviderRef,
+    secret_name: Box<str>,
     pub status: Option<SlimStatus>,
+    /// Whether this copy changed what can make a check due (see [`CachedConnection::set_news`]).
+    news: bool,
 }
 
 /// The status fields `schedule::due`, the ready gauge and group counts read.
@@ -41,59 +59,155 @@ pub struct SlimStatus {
     observed_generation: Option<i64>,
     /// `Ready` and `Stalled`: type, status and reason.
     #[serde(default, deserialize_with = "kept_conditions")]
-    conditions: Vec<SlimCondition>,
+    conditions: Box<[SlimCondition]>,
     last_check_time: Option<Time>,
     next_check_time: Option<Time>,
-    observed_secret_version: Option<String>,
+    observed_secret_version: Option<Box<str>>,
     observed_provider_generation: Option<i64>,
-    last_handled_check_request: Option<String>,
-    last_handled_refresh_request: Option<String>,
-    last_handled_reauthorize_request: Option<String>,
-    pending_reauthorization: Option<PendingReauthorization>,
+    last_handled_check_request: Option<Box<str>>,
+    last_handled_refresh_request: Option<Box<str>>,
+    last_handled_reauthorize_request: Option<Box<str>>,
+    pending_reauthorization: Option<Box<PendingReauthorization>>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// A kept condition: its type and status as constants, its reason as relink's enum when it
+/// is one of relink's (always, unless another writer put it there).
+#[derive(Clone, Debug)]
 struct SlimCondition {
-    #[serde(rename = "type")]
-    type_: String,
-    status: String,
-    reason: String,
+    type_: ConditionType,
+    status: &'static str,
+    reason: SlimReason,
 }
+
+#[derive(Clone, Debug)]
+enum SlimReason {
+    Known(Reason),
+    Other(Box<str>),
+}
+
+/// A uid: Kubernetes writes lowercase UUIDs, kept as their 128 bits; anything else as text.
+#[derive(Clone, Debug, Default)]
+enum Uid {
+    #[default]
+    None,
+    Uuid(u128),
+    Text(Box<str>),
+}
+
+/// String pairs (labels, annotations) in one allocation of the exact size, instead of a
+/// `BTreeMap` whose first leaf holds room for eleven.
+#[derive(Clone, Debug, Default)]
+struct Pairs(Box<[(Box<str>, Box<str>)]>);
 
 impl CachedConnection {
     /// The connection as the rest of the operator reads it: what the cache kept, every other
     /// status field empty and condition messages blank.
     pub fn view(&self) -> ChannelConnection {
-        let mut c = ChannelConnection::new(&self.name_any(), self.spec.clone());
+        let mut c = ChannelConnection::new(&self.name_any(), self.spec());
         c.metadata = self.metadata.clone();
+        c.metadata.uid = self.uid();
+        c.metadata.labels = self.labels.to_map();
+        c.metadata.annotations = self.annotations.to_map();
         c.status = self.status.as_ref().map(SlimStatus::view);
         c
+    }
+
+    /// The spec (decoded from the kept text, which was decoded once already on arrival).
+    pub fn spec(&self) -> ChannelConnectionSpec {
+        serde_json::from_str(&self.spec).expect("the cached spec was decoded on arrival")
+    }
+
+    /// `spec.providerRef`.
+    pub fn provider_ref(&self) -> &ProviderRef {
+        &self.provider_ref
+    }
+
+    /// `spec.secretRef.name`.
+    pub fn secret_name(&self) -> &str {
+        &self.secret_name
+    }
+
+    /// The object's uid.
+    pub fn uid(&self) -> Option<String> {
+        match &self.uid {
+            Uid::None => None,
+            Uid::Uuid(n) => Some(format_uuid(*n)),
+            Uid::Text(t) => Some(t.to_string()),
+        }
+    }
+
+    /// The labels, as a map (built on each call: the cache keeps them as a list).
+    pub fn label_map(&self) -> BTreeMap<String, String> {
+        self.labels.to_map().unwrap_or_default()
+    }
+
+    /// The value of one of relink's annotations.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key)
+    }
+
+    /// Compares this copy with the `cached` one: it is news when it is new or when what can
+    /// make a check due changed (the spec's generation, deletion, the request annotations).
+    /// A status-only change (the operator's own write coming back) is not.
+    pub fn set_news(&mut self, cached: Option<&CachedConnection>) {
+        self.news = cached.is_none_or(|c| c.triggers() != self.triggers());
+    }
+
+    pub fn is_news(&self) -> bool {
+        self.news
+    }
+
+    fn triggers(&self) -> (Option<i64>, bool, [Option<&str>; 3]) {
+        (
+            self.metadata.generation,
+            self.metadata.deletion_timestamp.is_some(),
+            [
+                crate::api::CHECK_REQUESTED_ANNOTATION,
+                crate::api::REFRESH_REQUESTED_ANNOTATION,
+                crate::api::REAUTHORIZE_REQUESTED_ANNOTATION,
+            ]
+            .map(|key| self.annotation(key)),
+        )
+    }
+
+    /// Drops the `resourceVersion` (read by the watcher, by nothing after it).
+    pub fn forget_version(&mut self) {
+        self.metadata.resource_version = None;
     }
 }
 
 impl SlimStatus {
     fn view(&self) -> ChannelConnectionStatus {
         let condition = |c: &SlimCondition| Condition {
-            type_: c.type_.clone(),
-            status: c.status.clone(),
-            reason: c.reason.clone(),
+            type_: c.type_.as_str().to_owned(),
+            status: c.status.to_owned(),
+            reason: match &c.reason {
+                SlimReason::Known(r) => r.as_str().to_owned(),
+                SlimReason::Other(text) => text.to_string(),
+            },
             message: String::new(),
             last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
             observed_generation: None,
         };
+        let text = |t: &Option<Box<str>>| t.as_deref().map(str::to_owned);
         ChannelConnectionStatus {
             observed_generation: self.observed_generation,
             conditions: self.conditions.iter().map(condition).collect(),
             last_check_time: self.last_check_time.clone(),
             next_check_time: self.next_check_time.clone(),
-            observed_secret_version: self.observed_secret_version.clone(),
+            observed_secret_version: text(&self.observed_secret_version),
             observed_provider_generation: self.observed_provider_generation,
-            last_handled_check_request: self.last_handled_check_request.clone(),
-            last_handled_refresh_request: self.last_handled_refresh_request.clone(),
-            last_handled_reauthorize_request: self.last_handled_reauthorize_request.clone(),
-            pending_reauthorization: self.pending_reauthorization.clone(),
+            last_handled_check_request: text(&self.last_handled_check_request),
+            last_handled_refresh_request: text(&self.last_handled_refresh_request),
+            last_handled_reauthorize_request: text(&self.last_handled_reauthorize_request),
+            pending_reauthorization: self.pending_reauthorization.as_deref().cloned(),
             ..Default::default()
         }
+    }
+
+    /// `lastCheckTime`.
+    pub fn last_check_time(&self) -> Option<&Time> {
+        self.last_check_time.as_ref()
     }
 }
 
@@ -121,10 +235,19 @@ impl Resource for CachedConnection {
     }
 }
 
+/// The object as the API server sends it, with only the kept fields decoded.
+#[derive(Deserialize)]
+struct Wire {
+    metadata: WireMeta,
+    spec: Box<serde_json::value::RawValue>,
+    #[serde(default)]
+    status: Option<SlimStatus>,
+}
+
 /// The metadata fields the operator reads; annotations only those relink reads.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SlimMeta {
+struct WireMeta {
     name: Option<String>,
     namespace: Option<String>,
     uid: Option<String>,
@@ -132,43 +255,146 @@ struct SlimMeta {
     generation: Option<i64>,
     creation_timestamp: Option<Time>,
     deletion_timestamp: Option<Time>,
-    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    labels: Pairs,
     #[serde(default, deserialize_with = "relink_annotations")]
-    annotations: Option<BTreeMap<String, String>>,
+    annotations: Pairs,
 }
 
-fn slim_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    let m = SlimMeta::deserialize(d)?;
-    Ok(ObjectMeta {
-        name: m.name,
-        namespace: m.namespace,
-        uid: m.uid,
-        resource_version: m.resource_version,
-        generation: m.generation,
-        creation_timestamp: m.creation_timestamp,
-        deletion_timestamp: m.deletion_timestamp,
-        labels: m.labels,
-        annotations: m.annotations,
-        ..Default::default()
-    })
+impl TryFrom<Wire> for CachedConnection {
+    type Error = serde_json::Error;
+
+    fn try_from(w: Wire) -> Result<Self, Self::Error> {
+        let m = w.metadata;
+        // Decoded once here, so a spec that does not decode fails the watch event, not a
+        // later read; kept as text.
+        let spec: ChannelConnectionSpec = serde_json::from_str(w.spec.get())?;
+        Ok(CachedConnection {
+            metadata: ObjectMeta {
+                name: m.name,
+                namespace: m.namespace,
+                resource_version: m.resource_version,
+                generation: m.generation,
+                creation_timestamp: m.creation_timestamp,
+                deletion_timestamp: m.deletion_timestamp,
+                ..Default::default()
+            },
+            uid: m.uid.map(Uid::from).unwrap_or_default(),
+            labels: m.labels,
+            annotations: m.annotations,
+            spec: Box::from(w.spec.get()),
+            provider_ref: spec.provider_ref,
+            secret_name: spec.secret_ref.name.into_boxed_str(),
+            status: w.status,
+            news: true,
+        })
+    }
 }
 
-fn relink_annotations<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-    let mut all = Option::<BTreeMap<String, String>>::deserialize(d)?.unwrap_or_default();
-    all.retain(|k, _| crate::api::ANNOTATIONS.iter().any(|(key, _)| key == k));
-    Ok((!all.is_empty()).then_some(all))
+impl From<String> for Uid {
+    fn from(text: String) -> Uid {
+        let digits: String = text.chars().filter(|c| *c != '-').collect();
+        match u128::from_str_radix(&digits, 16) {
+            Ok(n) if digits.len() == 32 && format_uuid(n) == text => Uid::Uuid(n),
+            _ => Uid::Text(text.into_boxed_str()),
+        }
+    }
 }
 
-fn kept_conditions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SlimCondition>, D::Error> {
-    let kept = [
-        ConditionType::Ready.as_str(),
-        ConditionType::Stalled.as_str(),
-    ];
-    let mut all = Option::<Vec<SlimCondition>>::deserialize(d)?.unwrap_or_default();
-    all.retain(|c| kept.contains(&c.type_.as_str()));
-    Ok(all)
+fn format_uuid(n: u128) -> String {
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+impl Pairs {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+    }
+
+    fn to_map(&self) -> Option<BTreeMap<String, String>> {
+        (!self.0.is_empty()).then(|| {
+            (self.0.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_option(PairsVisitor)
+    }
+}
+
+struct PairsVisitor;
+
+impl<'de> Visitor<'de> for PairsVisitor {
+    type Value = Pairs;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of strings")
+    }
+    fn visit_none<E>(self) -> Result<Pairs, E> {
+        Ok(Pairs::default())
+    }
+    fn visit_unit<E>(self) -> Result<Pairs, E> {
+        Ok(Pairs::default())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Pairs, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some((k, v)) = map.next_entry::<String, String>()? {
+            pairs.push((k.into_boxed_str(), v.into_boxed_str()));
+        }
+        Ok(Pairs(pairs.into_boxed_slice()))
+    }
+}
+
+fn relink_annotations<'de, D: Deserializer<'de>>(d: D) -> Result<Pairs, D::Error> {
+    let Pairs(all) = Pairs::deserialize(d)?;
+    let mut kept = all.into_vec();
+    kept.retain(|(k, _)| crate::api::ANNOTATIONS.iter().any(|(key, _)| key == &&**k));
+    Ok(Pairs(kept.into_boxed_slice()))
+}
+
+fn kept_conditions<'de, D: Deserializer<'de>>(d: D) -> Result<Box<[SlimCondition]>, D::Error> {
+    #[derive(Deserialize)]
+    struct WireCondition {
+        #[serde(rename = "type")]
+        type_: String,
+        status: String,
+        reason: String,
+    }
+    let kept = [ConditionType::Ready, ConditionType::Stalled];
+    let all = Option::<Vec<WireCondition>>::deserialize(d)?.unwrap_or_default();
+    Ok(all
+        .into_iter()
+        .filter_map(|c| {
+            let type_ = *kept.iter().find(|t| t.as_str() == c.type_)?;
+            let status = ["True", "False"]
+                .into_iter()
+                .find(|s| *s == c.status)
+                .unwrap_or("Unknown");
+            let reason = match Reason::parse(&c.reason) {
+                Some(r) => SlimReason::Known(r),
+                None => SlimReason::Other(c.reason.into_boxed_str()),
+            };
+            Some(SlimCondition {
+                type_,
+                status,
+                reason,
+            })
+        })
+        .collect())
 }
 
 /// `lastCheckTime` of status writes this process made and has not seen back through the
@@ -198,7 +424,7 @@ impl Unseen {
         let Some(written) = writes.get(uid) else {
             return false;
         };
-        let cached = status.and_then(|s| s.last_check_time.as_ref());
+        let cached = status.and_then(SlimStatus::last_check_time);
         if cached.is_some_and(|c| c.0 >= *written) {
             writes.remove(uid);
             return false;
@@ -208,8 +434,8 @@ impl Unseen {
 
     /// Forgets a deleted connection.
     pub fn forget(&self, conn: &CachedConnection) {
-        if let Some(uid) = conn.metadata.uid.as_deref() {
-            self.lock().remove(uid);
+        if let Some(uid) = conn.uid() {
+            self.lock().remove(&uid);
         }
     }
 
@@ -278,6 +504,48 @@ mod tests {
         );
         assert_eq!(c.metadata.uid.as_deref(), Some("u1"));
         assert_eq!(c.spec.secret_ref.name, "s");
+    }
+
+    #[test]
+    fn only_what_can_make_a_check_due_is_news() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let decode = |c: &ChannelConnection| -> CachedConnection {
+            serde_json::from_value(serde_json::to_value(c).unwrap()).unwrap()
+        };
+        let base = checked(now);
+        let mut first = decode(&base);
+        first.set_news(None);
+        assert!(
+            first.is_news(),
+            "a connection the cache has not seen is news"
+        );
+
+        let mut status_only = base.clone();
+        status_only.status.as_mut().unwrap().last_check_time =
+            Some(Time(now + jiff::SignedDuration::from_secs(60)));
+        let mut second = decode(&status_only);
+        second.set_news(Some(&first));
+        assert!(
+            !second.is_news(),
+            "the operator's own status write is not news"
+        );
+
+        let mut edited = base.clone();
+        edited.metadata.generation = Some(2);
+        let mut third = decode(&edited);
+        third.set_news(Some(&first));
+        assert!(third.is_news(), "a spec edit is news");
+
+        let mut requested = base.clone();
+        requested
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(crate::api::CHECK_REQUESTED_ANNOTATION.into(), "2".into());
+        let mut fourth = decode(&requested);
+        fourth.set_news(Some(&first));
+        assert!(fourth.is_news(), "a new check request is news");
     }
 
     #[test]

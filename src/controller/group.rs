@@ -14,7 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::warn;
 
-use super::{Context, Error};
+use super::{CachedConnection, Context, Error};
 use crate::api::{
     ChannelConnection, ChannelGroup, ChannelGroupSpec, ChannelGroupStatus, ConditionType,
     GroupMember, set_condition_reason,
@@ -40,15 +40,16 @@ impl Health {
 }
 
 /// Whether `conn` belongs to the group described by `spec`.
-pub fn is_member(spec: &ChannelGroupSpec, conn: &impl Resource) -> bool {
-    if spec.connections.iter().any(|n| *n == conn.name_any()) {
+pub fn is_member(spec: &ChannelGroupSpec, conn: &CachedConnection) -> bool {
+    let name = conn.name_any();
+    if spec.connections.contains(&name) {
         return true;
     }
     let Some(sel) = &spec.selector else {
         return false;
     };
     match Selector::try_from(sel.clone()) {
-        Ok(s) => s.matches(conn.labels()),
+        Ok(s) => s.matches(&conn.label_map()),
         Err(_) => false,
     }
 }
@@ -202,7 +203,7 @@ pub async fn reconcile(group: Arc<ChannelGroup>, ctx: Arc<Context>) -> Result<Ac
         .connections
         .state()
         .into_iter()
-        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()) && is_member(&group.spec, &**c))
+        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()) && is_member(&group.spec, c))
         .map(|c| Arc::new(c.view()))
         .collect();
     members.sort_by_key(|c| c.name_any());
@@ -377,5 +378,24 @@ mod tests {
         );
         assert_eq!((s.total, s.ready, h), (2, 1, Health::Degraded));
         assert_eq!(s.not_ready[0].reason, "Missing");
+    }
+
+    #[test]
+    fn members_are_found_in_the_cache_by_selector_and_by_name() {
+        let cached = |name: &str, app: &str| -> CachedConnection {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns", "labels": {"app": app, "tier": "x"}},
+                "spec": {"providerRef": {"name": "p"}, "secretRef": {"name": "s"}}
+            }))
+            .unwrap()
+        };
+        let mut sp: ChannelGroupSpec = serde_json::from_value(serde_json::json!({
+            "selector": {"matchLabels": {"app": "campaign"}}
+        }))
+        .unwrap();
+        assert!(is_member(&sp, &cached("a", "campaign")));
+        assert!(!is_member(&sp, &cached("b", "other")));
+        sp.connections = vec!["b".into()];
+        assert!(is_member(&sp, &cached("b", "other")));
     }
 }

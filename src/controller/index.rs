@@ -34,7 +34,7 @@ impl SecretIndex {
     pub fn apply(&self, conn: &CachedConnection) {
         let ns = conn.namespace().unwrap_or_default();
         let name = conn.name_any();
-        let secret = key(&ns, &conn.spec.secret_ref.name);
+        let secret = key(&ns, conn.secret_name());
         let mut inner = self
             .inner
             .write()

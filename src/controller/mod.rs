@@ -504,13 +504,21 @@ fn connection_events(
         None => wc,
     }
     .page_size(100);
+    // Whether an object is news is decided against the cached copy before the cache takes
+    // the new one: no map of its own beside the cache.
+    let cached = writer.as_reader();
     watcher(api_for::<CachedConnection>(client, &settings.namespace), wc)
         .default_backoff()
+        .modify(move |c| {
+            c.forget_version();
+            let before = cached.get(&ObjectRef::from_obj(c));
+            c.set_news(before.as_deref());
+        })
         .reflect(writer)
         .inspect_ok(move |event| side.seen(event))
         .applied_objects()
         // The operator's own status writes come back through the watch; they are not news.
-        .predicate_filter(trigger_fields, Default::default())
+        .try_filter(|c| std::future::ready(c.is_news()))
 }
 
 /// A cache of provider objects (without managedFields) and the stream of their changes.
@@ -599,24 +607,6 @@ fn log_errors<T, E: std::fmt::Display>(
     }
 }
 
-/// What can make a connection due when its object changes: the spec (generation), deletion,
-/// and the request annotations. A status-only change (the operator's own write) hashes the
-/// same and wakes nothing.
-fn trigger_fields(c: &CachedConnection) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    c.metadata.generation.hash(&mut h);
-    c.metadata.deletion_timestamp.is_some().hash(&mut h);
-    for key in [
-        crate::api::CHECK_REQUESTED_ANNOTATION,
-        crate::api::REFRESH_REQUESTED_ANNOTATION,
-        crate::api::REAUTHORIZE_REQUESTED_ANNOTATION,
-    ] {
-        c.annotations().get(key).hash(&mut h);
-    }
-    Some(h.finish())
-}
-
 /// Labels of a connection's own metric series.
 pub fn connection_labels(c: &ChannelConnection) -> ConnectionLabels {
     ConnectionLabels {
@@ -633,8 +623,8 @@ fn using_provider(
 ) -> Vec<ObjectRef<CachedConnection>> {
     let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
     referencing(store, |c| {
-        c.spec.provider_ref.kind == ProviderKind::ChannelProvider
-            && c.spec.provider_ref.name == name
+        c.provider_ref().kind == ProviderKind::ChannelProvider
+            && c.provider_ref().name == name
             && c.namespace().as_deref() == Some(&ns)
     })
 }
@@ -646,8 +636,8 @@ fn using_cluster_provider(
 ) -> Vec<ObjectRef<CachedConnection>> {
     let name = p.name_any();
     referencing(store, |c| {
-        c.spec.provider_ref.kind == ProviderKind::ClusterChannelProvider
-            && c.spec.provider_ref.name == name
+        c.provider_ref().kind == ProviderKind::ClusterChannelProvider
+            && c.provider_ref().name == name
     })
 }
 
