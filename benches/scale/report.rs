@@ -229,7 +229,7 @@ pub fn markdown(args: &Args, machine: &str, revision: &str, runs: &[Run]) -> Str
         None => format!(
             "`--per-provider-concurrency {}` and its default `--concurrency`, {}",
             args.concurrency,
-            (args.concurrency.saturating_mul(2)).max(16)
+            relink::controller::default_concurrency(usize::from(args.concurrency))
         ),
     };
     let _ = writeln!(

@@ -196,10 +196,8 @@ impl OperatorConfig {
 
     /// `--concurrency`, or its default derived from `--per-provider-concurrency`.
     pub fn concurrency(&self) -> u16 {
-        self.concurrency.unwrap_or_else(|| {
-            let twice = self.per_provider_concurrency.saturating_mul(2);
-            u16::try_from(twice).unwrap_or(u16::MAX).max(16)
-        })
+        self.concurrency
+            .unwrap_or_else(|| controller::default_concurrency(self.per_provider_concurrency))
     }
 
     /// The controller's settings (namespace and leadership are set per run).

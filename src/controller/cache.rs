@@ -86,7 +86,7 @@ enum SlimReason {
 }
 
 /// A uid: Kubernetes writes lowercase UUIDs, kept as their 128 bits; anything else as text.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 enum Uid {
     #[default]
     None,
@@ -146,9 +146,10 @@ impl CachedConnection {
         self.annotations.get(key)
     }
 
-    /// Compares this copy with the `cached` one: it is news when it is new or when what can
-    /// make a check due changed (the spec's generation, deletion, the request annotations).
-    /// A status-only change (the operator's own write coming back) is not.
+    /// Compares this copy with the `cached` one: it is news when it is new (or a new object
+    /// under the same name: another uid) or when what can make a check due changed (the
+    /// spec's generation, deletion, the request annotations). A status-only change (the
+    /// operator's own write coming back) is not.
     pub fn set_news(&mut self, cached: Option<&CachedConnection>) {
         self.news = cached.is_none_or(|c| c.triggers() != self.triggers());
     }
@@ -157,8 +158,9 @@ impl CachedConnection {
         self.news
     }
 
-    fn triggers(&self) -> (Option<i64>, bool, [Option<&str>; 3]) {
+    fn triggers(&self) -> (&Uid, Option<i64>, bool, [Option<&str>; 3]) {
         (
+            &self.uid,
             self.metadata.generation,
             self.metadata.deletion_timestamp.is_some(),
             [
@@ -302,14 +304,13 @@ impl From<String> for Uid {
 }
 
 fn format_uuid(n: u128) -> String {
-    let h = format!("{n:032x}");
     format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        n >> 96,
+        (n >> 80) & 0xffff,
+        (n >> 64) & 0xffff,
+        (n >> 48) & 0xffff,
+        n & 0xffff_ffff_ffff
     )
 }
 
@@ -546,6 +547,17 @@ mod tests {
         let mut fourth = decode(&requested);
         fourth.set_news(Some(&first));
         assert!(fourth.is_news(), "a new check request is news");
+
+        let mut recreated = base.clone();
+        recreated.metadata.uid = Some("0b6f5a2e-8d43-4c55-9a5e-3f1f7a0f9e11".into());
+        let mut fifth = decode(&recreated);
+        fifth.set_news(Some(&first));
+        assert!(fifth.is_news(), "a new object under the same name is news");
+        assert_eq!(
+            fifth.uid().as_deref(),
+            Some("0b6f5a2e-8d43-4c55-9a5e-3f1f7a0f9e11"),
+            "a UUID comes back as written"
+        );
     }
 
     #[test]

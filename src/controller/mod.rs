@@ -77,6 +77,13 @@ pub struct Settings {
     pub leading: Option<watch::Receiver<bool>>,
 }
 
+/// The default of `--concurrency`: twice the provider slots (at least 16), so that API round
+/// trips before and after a provider call do not hold a provider slot.
+pub fn default_concurrency(per_provider_concurrency: usize) -> u16 {
+    let twice = per_provider_concurrency.saturating_mul(2);
+    u16::try_from(twice).unwrap_or(u16::MAX).max(16)
+}
+
 /// What the controller uses besides the Kubernetes client, built once by `relink run`.
 #[derive(Clone)]
 pub struct Deps {
@@ -461,7 +468,7 @@ impl ConnectionSide {
         let changed = match event {
             watcher::Event::Delete(c) => {
                 self.metrics
-                    .forget_connection(&connection_labels(&c.view()));
+                    .forget_connection(&labels_of(c, &c.provider_ref().name));
                 self.index.delete(c);
                 self.unseen.forget(c);
                 c
@@ -609,10 +616,14 @@ fn log_errors<T, E: std::fmt::Display>(
 
 /// Labels of a connection's own metric series.
 pub fn connection_labels(c: &ChannelConnection) -> ConnectionLabels {
+    labels_of(c, &c.spec.provider_ref.name)
+}
+
+fn labels_of(c: &impl Resource, provider: &str) -> ConnectionLabels {
     ConnectionLabels {
         namespace: c.namespace().unwrap_or_default(),
         name: c.name_any(),
-        provider: c.spec.provider_ref.name.clone(),
+        provider: provider.to_owned(),
     }
 }
 
