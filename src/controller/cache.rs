@@ -11,10 +11,11 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::ObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -433,6 +434,30 @@ impl Unseen {
         true
     }
 
+    /// The copy of a connection a check decides on, and whether it is behind a write of this
+    /// process. kube hands a reconcile the copy the cache had when the reconcile was started;
+    /// the watch may have replaced it (and forgotten the write it carried) before the
+    /// reconcile runs, so the newest copy is read again here.
+    ///
+    /// The order makes this safe: whether a write is pending is asked first, the cache read
+    /// after. The watch puts an object in the cache before it forgets the write the object
+    /// carries (`ConnectionSide::seen`), so with no write pending, the copy read after holds
+    /// every status write of this process.
+    pub fn current(
+        &self,
+        cache: &Store<CachedConnection>,
+        handed: &Arc<CachedConnection>,
+    ) -> (Arc<CachedConnection>, bool) {
+        let pending = handed
+            .uid()
+            .is_some_and(|uid| self.lock().contains_key(&uid));
+        let newest = cache
+            .get(&ObjectRef::from_obj(handed.as_ref()))
+            .unwrap_or_else(|| handed.clone());
+        let behind = pending && self.behind(newest.status.as_ref(), newest.uid().as_deref());
+        (newest, behind)
+    }
+
     /// Forgets a deleted connection.
     pub fn forget(&self, conn: &CachedConnection) {
         if let Some(uid) = conn.uid() {
@@ -575,5 +600,50 @@ mod tests {
         assert!(!behind(&cached(now)));
         // Caught up: forgotten, so an older cached copy is trusted again.
         assert!(!behind(&old));
+    }
+    /// The race behind a flaky "call that was not due": kube hands a reconcile the copy it had
+    /// when the reconcile started; the watch then delivers this process's own status write and
+    /// forgets it before the reconcile first runs. The handed copy has no status and no write
+    /// is pending, yet the connection was just checked: the check must decide on the newest copy.
+    #[test]
+    fn a_write_seen_after_the_reconcile_started_is_not_checked_again() {
+        use kube::runtime::watcher::Event;
+        let now = jiff::Timestamp::now();
+        let slim = |c: ChannelConnection| -> Arc<CachedConnection> {
+            Arc::new(serde_json::from_value(serde_json::to_value(c).unwrap()).unwrap())
+        };
+        let mut unchecked = checked(now);
+        unchecked.status = None;
+        let (store, mut writer) = kube::runtime::reflector::store::<CachedConnection>();
+        let unseen = Unseen::default();
+        let first = slim(unchecked);
+        writer.apply_watcher_event(&Event::Apply(first.as_ref().clone()));
+
+        // Never checked, nothing written: the handed copy is the newest and may be trusted.
+        let (copy, behind) = unseen.current(&store, &first);
+        assert!(copy.status.is_none() && !behind);
+
+        // Checked and written; the reconcile after it is handed the copy from before.
+        let handed = store.get(&ObjectRef::from_obj(first.as_ref())).unwrap();
+        unseen.wrote("u1".into(), now);
+        let (copy, behind) = unseen.current(&store, &handed);
+        assert!(
+            copy.status.is_none() && behind,
+            "the cache is behind the write"
+        );
+
+        // The watch delivers the write and forgets it (as `ConnectionSide::seen` does).
+        let written = slim(checked(now));
+        writer.apply_watcher_event(&Event::Apply(written.as_ref().clone()));
+        assert!(!unseen.behind(written.status.as_ref(), Some("u1")));
+        let (copy, behind) = unseen.current(&store, &handed);
+        assert!(!behind);
+        assert!(
+            copy.status
+                .as_ref()
+                .and_then(SlimStatus::last_check_time)
+                .is_some(),
+            "the check decides on the written copy, not on the one it was handed"
+        );
     }
 }

@@ -74,7 +74,7 @@ pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
     result
 }
 
-async fn check_if_due(cached: &CachedConnection, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn check_if_due(cached: &Arc<CachedConnection>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let now = jiff::Timestamp::now();
     let (conn, observed) = match due_object(ctx, cached, now).await? {
         Ok(due) => due,
@@ -160,7 +160,7 @@ async fn check_if_due(cached: &CachedConnection, ctx: &Arc<Context>) -> Result<A
 /// that lags behind this process's own write never causes a second check.
 async fn due_object(
     ctx: &Context,
-    cached: &CachedConnection,
+    handed: &Arc<CachedConnection>,
     now: jiff::Timestamp,
 ) -> Result<Result<(Arc<ChannelConnection>, super::Observed), Action>, Error> {
     let decide = |conn: &ChannelConnection| {
@@ -173,8 +173,8 @@ async fn due_object(
             Due::Now(why) => Ok((observed, why)),
         }
     };
-    let fresh = cached.status.is_none()
-        && !(ctx.unseen).behind(cached.status.as_ref(), cached.uid().as_deref());
+    let (cached, behind) = ctx.unseen.current(&ctx.connections, handed);
+    let fresh = cached.status.is_none() && !behind;
     let view = cached.view();
     let (conn, (observed, why)) = match decide(&view) {
         Err(action) => {
