@@ -415,6 +415,9 @@ pub fn markdown(args: &Args, machine: &str, revision: &str, runs: &[Run]) -> Str
             _ => "–".into(),
         },
     );
+    row("Reconciles per check in the sweep", "", &|_, r| {
+        format!("{:.2}", r.counters.reconciles / r.counters.checks.max(1.0))
+    });
     row("**Status writes per check**", "≤ 1", &|_, r| {
         let v = r.counters.status_writes / r.counters.checks.max(1.0);
         mark(format!("{v:.2}"), v <= 1.0)

@@ -13,6 +13,7 @@ mod reconcile;
 mod refresh;
 mod schedule;
 mod secrets;
+mod slots;
 pub mod status;
 
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::api::{
@@ -114,8 +115,8 @@ pub struct Context {
     /// Status writes of this process not yet seen back through the watch: a lagging cache
     /// must not make a just-checked connection look due again.
     unseen: Arc<cache::Unseen>,
-    provider_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    namespace_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Checks in flight per namespace and provider, and the connections waiting for one.
+    slots: Arc<slots::Slots>,
     /// Failed reconciles in a row per connection uid, for the error backoff.
     error_streaks: Mutex<HashMap<String, u32>>,
     /// Refresh single flights, unwritten answers and Event rate limits (see `refresh.rs`).
@@ -147,6 +148,7 @@ struct Caches {
     cluster_providers: Store<ClusterChannelProvider>,
     secrets: SecretVersions,
     unseen: Arc<cache::Unseen>,
+    slots: Arc<slots::Slots>,
 }
 
 type Triggers = (
@@ -179,8 +181,7 @@ impl Context {
             secrets: caches.secrets,
             client_secrets: tokens::ClientSecretCache::default(),
             unseen: caches.unseen,
-            provider_slots: Mutex::default(),
-            namespace_slots: Mutex::default(),
+            slots: caches.slots,
             error_streaks: Mutex::default(),
             refresh: refresh::Shared::default(),
             synced: watch::channel(false).0,
@@ -229,32 +230,13 @@ impl Context {
         (provider.generation, secret)
     }
 
-    /// A slot for one check: one of the connection's namespace and one of its provider object,
-    /// or `None` when either is all in use (the caller comes back later instead of waiting
-    /// while it holds one of the controller's slots).
-    fn try_slots(
-        &self,
-        namespace: &str,
-        provider_label: &str,
-    ) -> Option<(
-        tokio::sync::OwnedSemaphorePermit,
-        tokio::sync::OwnedSemaphorePermit,
-    )> {
-        let ns = slot_in(
-            &self.namespace_slots,
-            namespace,
-            self.settings.per_namespace_concurrency,
-        )
-        .try_acquire_owned()
-        .ok()?;
-        let provider = slot_in(
-            &self.provider_slots,
-            provider_label,
-            self.settings.per_provider_concurrency,
-        )
-        .try_acquire_owned()
-        .ok()?;
-        Some((ns, provider))
+    /// A slot for one check of `conn`: one of its namespace and one of its provider object, or
+    /// `None` when either is all in use. Then the connection waits in line without holding one
+    /// of the controller's slots, and is reconciled again when its slot is free (`slots.rs`).
+    fn take_slot(&self, conn: &ChannelConnection, provider_label: &str) -> Option<slots::Slot> {
+        let ns = conn.namespace().unwrap_or_default();
+        let key = ObjectRef::new(&conn.name_any()).within(&ns);
+        self.slots.take(key, &ns, provider_label)
     }
 
     /// Records what a check learned about an application; a change re-evaluates the provider's
@@ -337,21 +319,6 @@ impl Context {
     }
 }
 
-/// The semaphore of `key` in `slots` (created with `size` permits on first use).
-fn slot_in(
-    slots: &Mutex<HashMap<String, Arc<Semaphore>>>,
-    key: &str,
-    size: usize,
-) -> Arc<Semaphore> {
-    let mut slots = slots
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    slots
-        .entry(key.to_owned())
-        .or_insert_with(|| Arc::new(Semaphore::new(size.max(1))))
-        .clone()
-}
-
 fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -379,7 +346,15 @@ pub async fn run(
     let (group_tx, group_rx) = futures::channel::mpsc::unbounded::<ObjectRef<ChannelGroup>>();
     let secret_index = Arc::new(index::SecretIndex::default());
     let unseen = Arc::new(cache::Unseen::default());
+    // Connections that waited for a slot are reconciled again through `wake_rx`.
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
+    let slots = Arc::new(slots::Slots::new(
+        settings.per_namespace_concurrency,
+        settings.per_provider_concurrency,
+        wake_tx,
+    ));
     let side = ConnectionSide {
+        slots: slots.clone(),
         metrics: deps.metrics.clone(),
         index: secret_index.clone(),
         unseen: unseen.clone(),
@@ -405,6 +380,7 @@ pub async fn run(
         cluster_providers,
         secrets,
         unseen,
+        slots,
     };
     let ctx = Context::new(
         client,
@@ -432,6 +408,7 @@ pub async fn run(
         .watches_stream(cluster_events, move |p| {
             using_cluster_provider(&by_cluster_provider, &p)
         })
+        .reconcile_on(wake_rx)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(log_errors("ChannelConnection"));
@@ -457,6 +434,7 @@ struct ConnectionSide {
     metrics: Arc<Metrics>,
     index: Arc<index::SecretIndex>,
     unseen: Arc<cache::Unseen>,
+    slots: Arc<slots::Slots>,
     groups: Store<ChannelGroup>,
     group_tx: futures::channel::mpsc::UnboundedSender<ObjectRef<ChannelGroup>>,
 }
@@ -471,6 +449,7 @@ impl ConnectionSide {
                     .forget_connection(&labels_of(c, &c.provider_ref().name));
                 self.index.delete(c);
                 self.unseen.forget(c);
+                self.slots.forget(&ObjectRef::from_obj(c));
                 c
             }
             watcher::Event::Apply(c) => {

@@ -47,6 +47,10 @@ impl Error {
 const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(5);
 const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
+/// When a connection waiting for a slot is looked at again if no slot freed before (it keeps
+/// its place in line; see `slots.rs`). A safety net: slots are handed on as they free.
+const WAITING_FALLBACK: Duration = Duration::from_secs(300);
+
 pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     use futures::FutureExt;
     ctx.wait_synced().await;
@@ -62,6 +66,7 @@ pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
         .catch_unwind()
         .await
         .unwrap_or(Err(Error::Panic));
+    ctx.slots.settle(&ObjectRef::from_obj(conn.as_ref()));
     if result.is_ok() {
         ctx.error_streaks
             .lock()
@@ -84,9 +89,9 @@ async fn check_if_due(cached: &Arc<CachedConnection>, ctx: &Arc<Context>) -> Res
     let started = Instant::now();
     let timings = conn.spec.validate();
     let Some(g) = gather(ctx, &conn, &ns, observed, timings.as_ref()).await? else {
-        // The provider (or this namespace) has every slot busy: come back shortly rather than
-        // hold one of the controller's slots while waiting.
-        return Ok(Action::requeue(busy_retry()));
+        // The provider (or this namespace) has every slot busy: the connection waits in line
+        // and is woken when its slot is free; the requeue is only a safety net.
+        return Ok(Action::requeue(WAITING_FALLBACK));
     };
     let old = conn.status.clone().unwrap_or_default();
     let (mut status, transition) = next_status(&old, &g.outcome, &check_context(&conn, &g, now));
@@ -225,7 +230,7 @@ async fn gather(
             let provider = resolve_provider(ctx, conn, ns);
             // Held through the check, until what it learned about the application is recorded.
             let slots = match &provider {
-                Some(p) => match ctx.try_slots(ns, &p.label()) {
+                Some(p) => match ctx.take_slot(conn, &p.label()) {
                     Some(slots) => Some(slots),
                     None => return Ok(None),
                 },
@@ -360,12 +365,6 @@ pub fn error_policy(conn: Arc<CachedConnection>, err: &Error, ctx: Arc<Context>)
         .mul_f64(rand::rng().random_range(0.8..1.2));
     warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %err, kind = err.metric_label(), streak, retry_in_s = wait.as_secs(), "reconcile error, retrying");
     Action::requeue(wait)
-}
-
-/// When to look again at a connection whose provider or namespace had no free slot.
-fn busy_retry() -> Duration {
-    use rand::Rng;
-    Duration::from_millis(rand::rng().random_range(1000..3000))
 }
 
 /// `relink_connection_ready` from the status as it stands.
