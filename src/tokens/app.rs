@@ -107,6 +107,10 @@ pub type NotReady = String;
 #[derive(Default)]
 pub struct ClientSecretCache {
     entries: Mutex<HashMap<SecretKey, (String, Token)>>,
+    /// Held while a client secret is read: the checks that start together (a sweep starts
+    /// dozens at once) wait for the first read instead of each reading the Secret. Reads are
+    /// rare (once per client secret version), so one lock for all providers is enough.
+    reading: tokio::sync::Mutex<()>,
 }
 
 /// Namespace, name and key of a client secret.
@@ -174,9 +178,14 @@ pub async fn load_app(
         None => None,
         Some(key) => {
             let (ns, name, secret_key) = key.clone();
-            let cached =
-                reuse.and_then(|(cache, versions)| cache.get(&key, &versions.version(&ns, &name)?));
-            let read = match cached {
+            let cached = || {
+                reuse.and_then(|(cache, versions)| cache.get(&key, &versions.version(&ns, &name)?))
+            };
+            let _reading = match (cached(), reuse) {
+                (Some(_), _) | (None, None) => None,
+                (None, Some((cache, _))) => Some(cache.reading.lock().await),
+            };
+            let read = match cached() {
                 Some(t) => Some(t),
                 None => {
                     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -187,7 +196,7 @@ pub async fn load_app(
                         &token,
                         secret.as_ref().and_then(|s| s.resource_version()),
                     ) {
-                        cache.put(key, v, t.clone());
+                        cache.put(key.clone(), v, t.clone());
                     }
                     token
                 }
