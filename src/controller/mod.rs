@@ -234,9 +234,8 @@ impl Context {
     /// `None` when either is all in use. Then the connection waits in line without holding one
     /// of the controller's slots, and is reconciled again when its slot is free (`slots.rs`).
     fn take_slot(&self, conn: &ChannelConnection, provider_label: &str) -> Option<slots::Slot> {
-        let ns = conn.namespace().unwrap_or_default();
-        let key = ObjectRef::new(&conn.name_any()).within(&ns);
-        self.slots.take(key, &ns, provider_label)
+        let key = ObjectRef::new(&conn.name_any()).within(&conn.namespace().unwrap_or_default());
+        self.slots.take(&key, provider_label)
     }
 
     /// Records what a check learned about an application; a change re-evaluates the provider's

@@ -20,6 +20,15 @@ use super::CachedConnection;
 
 type Key = ObjectRef<CachedConnection>;
 
+/// A connection in a line: its namespace (shared with the namespace's line) and name (one
+/// allocation, shared by the line and the map). A third of an `ObjectRef` copied twice: at the
+/// start of a sweep every due connection is in a line.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Conn {
+    namespace: Arc<str>,
+    name: Arc<str>,
+}
+
 /// The lines and counts of every namespace and provider.
 pub struct Slots {
     per_namespace: usize,
@@ -34,9 +43,9 @@ struct State {
     providers: HashMap<Arc<str>, Line>,
     /// Connections in a line, and what they wait for. Each is in exactly one line: its
     /// provider's while the provider is full, else its namespace's.
-    waiting: HashMap<Key, Want>,
+    waiting: HashMap<Conn, Want>,
     /// Slots taken for a woken connection until its reconcile claims them.
-    held: HashMap<Key, Want>,
+    held: HashMap<Conn, Want>,
 }
 
 #[derive(Default)]
@@ -45,7 +54,7 @@ struct Line {
     /// Waiting connections grouped by the other half of their want (the namespace in a
     /// provider's line, the provider in a namespace's line), groups served in turn: a thousand
     /// waiting checks of one tenant do not put another tenant's one behind them.
-    turns: VecDeque<(Arc<str>, VecDeque<Key>)>,
+    turns: VecDeque<(Arc<str>, VecDeque<Conn>)>,
 }
 
 /// The namespace and provider (label) a check needs a slot of.
@@ -105,11 +114,16 @@ impl Slots {
 
     /// A slot for a check of `conn`, or `None`: then `conn` waits in line (keeping its place if
     /// it already does) and is woken when its slot is free.
-    pub fn take(self: &Arc<Self>, conn: Key, namespace: &str, provider: &str) -> Option<Slot> {
+    pub fn take(self: &Arc<Self>, conn: &Key, provider: &str) -> Option<Slot> {
         let mut state = self.lock();
         let slot = |want| Slot {
             slots: self.clone(),
             want,
+        };
+        let want = state.want(conn.namespace.as_deref().unwrap_or_default(), provider);
+        let conn = Conn {
+            namespace: want.namespace.clone(),
+            name: conn.name.as_str().into(),
         };
         if let Some(want) = state.held.remove(&conn) {
             return Some(slot(want));
@@ -120,7 +134,6 @@ impl Slots {
             self.advance(&mut state, &want);
             return state.held.remove(&conn).map(slot);
         }
-        let want = state.want(namespace, provider);
         let provider_free = self.free(&mut state, Half::Provider, &want.provider);
         if provider_free && self.free(&mut state, Half::Namespace, &want.namespace) {
             state.start(&want);
@@ -142,24 +155,33 @@ impl Slots {
     /// Ends a reconcile of `conn`: slots taken for it that it did not claim (it was no longer
     /// due, say) go to the next in line.
     pub fn settle(&self, conn: &Key) {
-        self.settle_locked(&mut self.lock(), conn);
+        let mut state = self.lock();
+        if state.held.is_empty() {
+            return;
+        }
+        if let Some(conn) = state.find(conn) {
+            self.settle_locked(&mut state, &conn);
+        }
     }
 
     /// A deleted connection leaves its line, and slots taken for it are freed.
     pub fn forget(&self, conn: &Key) {
         let mut guard = self.lock();
         let state = &mut *guard;
-        if let Some(want) = state.waiting.remove(conn) {
+        let Some(conn) = state.find(conn) else {
+            return;
+        };
+        if let Some(want) = state.waiting.remove(&conn) {
             for half in [Half::Provider, Half::Namespace] {
                 if let Some(line) = state.line(half, want.key(half)) {
-                    line.remove(conn);
+                    line.remove(&conn);
                 }
             }
         }
-        self.settle_locked(state, conn);
+        self.settle_locked(state, &conn);
     }
 
-    fn settle_locked(&self, state: &mut State, conn: &Key) {
+    fn settle_locked(&self, state: &mut State, conn: &Conn) {
         if let Some(want) = state.held.remove(conn) {
             self.give_back(state, &want);
         }
@@ -211,12 +233,13 @@ impl Slots {
     }
 
     /// Takes the slots for `conn` and asks the controller to reconcile it.
-    fn wake(&self, state: &mut State, conn: Key, want: Want) {
+    fn wake(&self, state: &mut State, conn: Conn, want: Want) {
         state.waiting.remove(&conn);
         state.start(&want);
-        state.held.insert(conn.clone(), want);
+        let key = ObjectRef::new(&conn.name).within(&conn.namespace);
+        state.held.insert(conn, want);
         // Closed only when the controller has stopped: nothing to wake then.
-        let _ = self.wake.unbounded_send(conn);
+        let _ = self.wake.unbounded_send(key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -246,6 +269,17 @@ impl State {
         }
     }
 
+    /// `conn` as the lines know it, if its namespace has a line.
+    fn find(&self, conn: &Key) -> Option<Conn> {
+        let (namespace, _) = self
+            .namespaces
+            .get_key_value(conn.namespace.as_deref().unwrap_or_default())?;
+        Some(Conn {
+            namespace: namespace.clone(),
+            name: conn.name.as_str().into(),
+        })
+    }
+
     fn start(&mut self, want: &Want) {
         for half in [Half::Provider, Half::Namespace] {
             if let Some(line) = self.line(half, want.key(half)) {
@@ -264,7 +298,7 @@ impl State {
 
 impl Line {
     /// Puts `conn` at the back of its group's turn (a new group's turn comes last).
-    fn push(&mut self, group: &Arc<str>, conn: Key) {
+    fn push(&mut self, group: &Arc<str>, conn: Conn) {
         match self.turns.iter_mut().find(|(g, _)| g == group) {
             Some((_, queue)) => queue.push_back(conn),
             None => self
@@ -274,7 +308,7 @@ impl Line {
     }
 
     /// The first of the group whose turn it is; the group's turn then goes to the back.
-    fn pop(&mut self) -> Option<Key> {
+    fn pop(&mut self) -> Option<Conn> {
         let (group, mut queue) = self.turns.pop_front()?;
         let conn = queue.pop_front();
         if !queue.is_empty() {
@@ -283,7 +317,7 @@ impl Line {
         conn
     }
 
-    fn remove(&mut self, conn: &Key) {
+    fn remove(&mut self, conn: &Conn) {
         for (_, queue) in &mut self.turns {
             queue.retain(|k| k != conn);
         }
@@ -320,20 +354,20 @@ mod tests {
     #[test]
     fn a_full_provider_puts_checks_in_line_and_wakes_them_in_order() {
         let (slots, mut rx) = slots(10, 2);
-        let a = slots.take(key("a"), "ns", "p").expect("free");
-        let b = slots.take(key("b"), "ns", "p").expect("free");
-        assert!(slots.take(key("c"), "ns", "p").is_none());
-        assert!(slots.take(key("d"), "ns", "p").is_none());
+        let a = slots.take(&key("a"), "p").expect("free");
+        let b = slots.take(&key("b"), "p").expect("free");
+        assert!(slots.take(&key("c"), "p").is_none());
+        assert!(slots.take(&key("d"), "p").is_none());
         // Asking again keeps the place in line and wakes nothing.
-        assert!(slots.take(key("c"), "ns", "p").is_none());
+        assert!(slots.take(&key("c"), "p").is_none());
         assert_eq!(slots.waiting(), 2);
         assert!(woken(&mut rx).is_empty());
 
         drop(a);
         assert_eq!(woken(&mut rx), ["c"], "the first in line, once");
         // The freed slot is held for c: a newcomer does not overtake it.
-        assert!(slots.take(key("e"), "ns", "p").is_none());
-        let c = slots.take(key("c"), "ns", "p").expect("held for c");
+        assert!(slots.take(&key("e"), "p").is_none());
+        let c = slots.take(&key("c"), "p").expect("held for c");
         drop(b);
         assert_eq!(woken(&mut rx), ["d"]);
         drop(c);
@@ -345,11 +379,11 @@ mod tests {
     fn namespaces_waiting_for_one_provider_take_turns() {
         let (slots, mut rx) = slots(100, 1);
         let at = |name: &str, ns: &str| ObjectRef::new(name).within(ns);
-        let mut held = slots.take(at("first", "busy"), "busy", "shared");
+        let mut held = slots.take(&at("first", "busy"), "shared");
         for name in ["b1", "b2", "b3"] {
-            assert!(slots.take(at(name, "busy"), "busy", "shared").is_none());
+            assert!(slots.take(&at(name, "busy"), "shared").is_none());
         }
-        assert!(slots.take(at("q1", "quiet"), "quiet", "shared").is_none());
+        assert!(slots.take(&at("q1", "quiet"), "shared").is_none());
         let mut order = Vec::new();
         while let Some(slot) = held.take() {
             drop(slot);
@@ -360,7 +394,7 @@ mod tests {
             } else {
                 "busy"
             };
-            held = slots.take(at(name, ns), ns, "shared");
+            held = slots.take(&at(name, ns), "shared");
             order.extend(next);
         }
         assert_eq!(
@@ -373,9 +407,9 @@ mod tests {
     #[test]
     fn a_woken_check_that_needs_no_slot_hands_it_on() {
         let (slots, mut rx) = slots(10, 1);
-        let a = slots.take(key("a"), "ns", "p").expect("free");
-        assert!(slots.take(key("b"), "ns", "p").is_none());
-        assert!(slots.take(key("c"), "ns", "p").is_none());
+        let a = slots.take(&key("a"), "p").expect("free");
+        assert!(slots.take(&key("b"), "p").is_none());
+        assert!(slots.take(&key("c"), "p").is_none());
         drop(a);
         assert_eq!(woken(&mut rx), ["b"]);
         // b's reconcile found it no longer due and ended without a check.
@@ -384,15 +418,15 @@ mod tests {
         // Settling a connection that holds nothing changes nothing.
         slots.settle(&key("b"));
         assert!(woken(&mut rx).is_empty());
-        assert!(slots.take(key("c"), "ns", "p").is_some());
+        assert!(slots.take(&key("c"), "p").is_some());
     }
 
     #[test]
     fn a_deleted_connection_leaves_its_line_and_frees_what_was_held() {
         let (slots, mut rx) = slots(10, 1);
-        let a = slots.take(key("a"), "ns", "p").expect("free");
+        let a = slots.take(&key("a"), "p").expect("free");
         for name in ["b", "c", "d"] {
-            assert!(slots.take(key(name), "ns", "p").is_none());
+            assert!(slots.take(&key(name), "p").is_none());
         }
         slots.forget(&key("c"));
         drop(a);
@@ -409,9 +443,9 @@ mod tests {
     #[test]
     fn other_providers_run_while_one_provider_has_a_line() {
         let (slots, mut rx) = slots(10, 1);
-        let _stuck = slots.take(key("a"), "ns", "stuck").expect("free");
-        assert!(slots.take(key("b"), "ns", "stuck").is_none());
-        let healthy = slots.take(key("h"), "ns", "healthy");
+        let _stuck = slots.take(&key("a"), "stuck").expect("free");
+        assert!(slots.take(&key("b"), "stuck").is_none());
+        let healthy = slots.take(&key("h"), "healthy");
         assert!(healthy.is_some(), "another provider is not behind the line");
         drop(healthy);
         assert!(
@@ -425,12 +459,12 @@ mod tests {
         // One check per namespace and per provider; provider p serves both namespaces.
         let (slots, mut rx) = slots(1, 1);
         let at = |name: &str, ns: &str| ObjectRef::new(name).within(ns);
-        let a = slots.take(at("a", "ns1"), "ns1", "p").expect("free");
-        let b = slots.take(at("b", "ns2"), "ns2", "q").expect("free");
+        let a = slots.take(&at("a", "ns1"), "p").expect("free");
+        let b = slots.take(&at("b", "ns2"), "q").expect("free");
         // Provider p is full: c waits in p's line.
-        assert!(slots.take(at("c", "ns2"), "ns2", "p").is_none());
+        assert!(slots.take(&at("c", "ns2"), "p").is_none());
         // The namespace ns2 is full, though provider r is free: d waits in ns2's line.
-        assert!(slots.take(at("d", "ns2"), "ns2", "r").is_none());
+        assert!(slots.take(&at("d", "ns2"), "r").is_none());
         drop(a);
         // p is free but ns2 is still full: c moves to the back of ns2's line.
         assert!(woken(&mut rx).is_empty());
@@ -438,7 +472,7 @@ mod tests {
         assert_eq!(woken(&mut rx), ["d"], "first in ns2's line");
         slots.settle(&at("d", "ns2"));
         assert_eq!(woken(&mut rx), ["c"]);
-        assert!(slots.take(at("c", "ns2"), "ns2", "p").is_some());
+        assert!(slots.take(&at("c", "ns2"), "p").is_some());
         assert_eq!(slots.waiting(), 0);
     }
 }
