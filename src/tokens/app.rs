@@ -181,11 +181,17 @@ pub async fn load_app(
             let cached = || {
                 reuse.and_then(|(cache, versions)| cache.get(&key, &versions.version(&ns, &name)?))
             };
-            let _reading = match (cached(), reuse) {
-                (Some(_), _) | (None, None) => None,
-                (None, Some((cache, _))) => Some(cache.reading.lock().await),
+            // A miss waits for a read in flight, then looks again: a hit is looked up once.
+            let mut found = cached();
+            let _reading = match (&found, reuse) {
+                (None, Some((cache, _))) => {
+                    let reading = cache.reading.lock().await;
+                    found = cached();
+                    Some(reading)
+                }
+                _ => None,
             };
-            let read = match cached() {
+            let read = match found {
                 Some(t) => Some(t),
                 None => {
                     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
