@@ -167,7 +167,7 @@ pub fn details(args: &Args, r: &Run) -> String {
     );
     let _ = writeln!(
         out,
-        "  restart: ready after {:.1} s, everything reconciled after {:.1} s; in {:.0} s: {} provider calls ({} due by the schedule, {} not due), {} status writes, {} API writes, {} requests in all; CPU {:.2} s",
+        "  restart: ready after {:.1} s, everything looked at after {:.1} s; in {:.0} s: {} provider calls ({} due by the schedule, {} not due), {} status writes, {} API writes, {} requests in all; CPU {:.2} s",
         r.restart.ready_secs,
         r.restart.reconciled_secs,
         r.restart.observed_secs,
@@ -504,7 +504,7 @@ pub fn markdown(args: &Args, machine: &str, revision: &str, runs: &[Run]) -> Str
             )
         },
     );
-    row("Restart: ready / all reconciled (s)", "", &|_, r| {
+    row("Restart: ready / all looked at (s)", "", &|_, r| {
         format!(
             "{:.1} / {:.1}",
             r.restart.ready_secs, r.restart.reconciled_secs

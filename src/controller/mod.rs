@@ -9,6 +9,7 @@ mod cache;
 mod group;
 mod index;
 mod provider;
+mod queue;
 mod reconcile;
 mod refresh;
 mod schedule;
@@ -117,6 +118,8 @@ pub struct Context {
     unseen: Arc<cache::Unseen>,
     /// Checks in flight per namespace and provider, and the connections waiting for one.
     slots: Arc<slots::Slots>,
+    /// When each connection is looked at next (`queue.rs`).
+    queue: Arc<queue::DueQueue>,
     /// Failed reconciles in a row per connection uid, for the error backoff.
     error_streaks: Mutex<HashMap<String, u32>>,
     /// Refresh single flights, unwritten answers and Event rate limits (see `refresh.rs`).
@@ -149,6 +152,7 @@ struct Caches {
     secrets: SecretVersions,
     unseen: Arc<cache::Unseen>,
     slots: Arc<slots::Slots>,
+    queue: Arc<queue::DueQueue>,
 }
 
 type Triggers = (
@@ -182,6 +186,7 @@ impl Context {
             client_secrets: tokens::ClientSecretCache::default(),
             unseen: caches.unseen,
             slots: caches.slots,
+            queue: caches.queue,
             error_streaks: Mutex::default(),
             refresh: refresh::Shared::default(),
             synced: watch::channel(false).0,
@@ -352,8 +357,11 @@ pub async fn run(
         settings.per_provider_concurrency,
         wake_tx,
     ));
+    let due_queue = Arc::new(queue::DueQueue::default());
     let side = ConnectionSide {
         slots: slots.clone(),
+        queue: due_queue.clone(),
+        cached: conn_store.clone(),
         metrics: deps.metrics.clone(),
         index: secret_index.clone(),
         unseen: unseen.clone(),
@@ -380,6 +388,7 @@ pub async fn run(
         secrets,
         unseen,
         slots,
+        queue: due_queue.clone(),
     };
     let ctx = Context::new(
         client,
@@ -392,6 +401,7 @@ pub async fn run(
 
     let shutdown = shutdown.shared();
     let provider_ctx = ctx.clone();
+    let ctx_for_looks = ctx.clone();
     let groups = group::run(group_controller, group_rx, shutdown.clone(), ctx.clone());
     let (by_provider, by_cluster_provider) = (conn_store.clone(), conn_store.clone());
     info!(
@@ -411,9 +421,19 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(log_errors("ChannelConnection"));
-    let provider_status =
-        provider_status(provider_ctx, wc, provider_rx, cluster_provider_rx, shutdown);
-    futures::join!(connections, groups, provider_status);
+    let provider_status = provider_status(
+        provider_ctx,
+        wc,
+        provider_rx,
+        cluster_provider_rx,
+        shutdown.clone(),
+    );
+    let look_ctx = ctx_for_looks;
+    let looks = async move {
+        look_ctx.wait_synced().await;
+        queue::run(due_queue, |key| reconcile::look(&look_ctx, key), shutdown).await;
+    };
+    futures::join!(connections, groups, provider_status, looks);
     info!("controller stopped");
 }
 
@@ -434,13 +454,16 @@ struct ConnectionSide {
     index: Arc<index::SecretIndex>,
     unseen: Arc<cache::Unseen>,
     slots: Arc<slots::Slots>,
+    queue: Arc<queue::DueQueue>,
+    /// The connection cache, as the watch has just filled it.
+    cached: Store<CachedConnection>,
     groups: Store<ChannelGroup>,
     group_tx: futures::channel::mpsc::UnboundedSender<ObjectRef<ChannelGroup>>,
 }
 
 impl ConnectionSide {
     /// Follows one watch event: the Secret index, unseen writes, the ready series of a deleted
-    /// connection, and a recount of the groups of the connection's namespace.
+    /// connection, the due queue, and a recount of the groups of the connection's namespace.
     fn seen(&self, event: &watcher::Event<CachedConnection>) {
         let changed = match event {
             watcher::Event::Delete(c) => {
@@ -448,7 +471,9 @@ impl ConnectionSide {
                     .forget_connection(&labels_of(c, &c.provider_ref().name));
                 self.index.delete(c);
                 self.unseen.forget(c);
-                self.slots.forget(&ObjectRef::from_obj(c));
+                let key = ObjectRef::from_obj(c);
+                self.slots.forget(&key);
+                self.queue.forget(&key);
                 c
             }
             watcher::Event::Apply(c) => {
@@ -460,6 +485,15 @@ impl ConnectionSide {
             // The first list: index it; groups are counted once their own list is in.
             watcher::Event::InitApply(c) => {
                 self.index.apply(c);
+                return;
+            }
+            // A complete list (at start, or after the watch lost track): every connection is
+            // looked at once, as the cache now has it, without a reconcile each.
+            watcher::Event::InitDone => {
+                for c in self.cached.state() {
+                    self.queue
+                        .after(&ObjectRef::from_obj(c.as_ref()), Duration::ZERO);
+                }
                 return;
             }
             _ => return,
@@ -501,9 +535,14 @@ fn connection_events(
         })
         .reflect(writer)
         .inspect_ok(move |event| side.seen(event))
-        .applied_objects()
-        // The operator's own status writes come back through the watch; they are not news.
-        .try_filter(|c| std::future::ready(c.is_news()))
+        // Changes only: a complete list goes to the due queue (`seen`). The operator's own
+        // status writes come back through the watch; they are not news.
+        .try_filter_map(|event| {
+            std::future::ready(Ok(match event {
+                watcher::Event::Apply(c) if c.is_news() => Some(c),
+                _ => None,
+            }))
+        })
 }
 
 /// A cache of provider objects (without managedFields) and the stream of their changes.
@@ -524,11 +563,30 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
+    // The store shows the previous list until a new one is complete.
+    let before = writer.as_reader();
+    let mut listed = false;
     let events = watcher(api, wc)
         .default_backoff()
         .modify(|p| p.managed_fields_mut().clear())
         .reflect(writer)
-        .touched_objects();
+        .try_filter_map(move |event| {
+            std::future::ready(Ok(match event {
+                watcher::Event::Apply(p) | watcher::Event::Delete(p) => Some(p),
+                // The first list triggers nothing (every connection is looked at once the
+                // caches are complete); a later one passes on what changed meanwhile.
+                watcher::Event::InitApply(p) if listed => {
+                    let old = before.get(&ObjectRef::from_obj(&p));
+                    let same = old.is_some_and(|o| o.resource_version() == p.resource_version());
+                    (!same).then_some(p)
+                }
+                watcher::Event::InitDone => {
+                    listed = true;
+                    None
+                }
+                _ => None,
+            }))
+        });
     (store, events)
 }
 

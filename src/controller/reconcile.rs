@@ -51,6 +51,14 @@ const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// its place in line; see `slots.rs`). A safety net: slots are handed on as they free.
 const WAITING_FALLBACK: Duration = Duration::from_secs(300);
 
+/// What a reconcile asks for next: to be looked at again after a while (the due queue keeps
+/// it, see `queue.rs`), or only when the connection changes.
+#[derive(Debug)]
+enum Next {
+    After(Duration),
+    Change,
+}
+
 pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     use futures::FutureExt;
     ctx.wait_synced().await;
@@ -66,7 +74,13 @@ pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
         .catch_unwind()
         .await
         .unwrap_or(Err(Error::Panic));
-    ctx.slots.settle(&ObjectRef::from_obj(conn.as_ref()));
+    let key = ObjectRef::from_obj(conn.as_ref());
+    ctx.slots.settle(&key);
+    match &result {
+        Ok(Next::After(wait)) => ctx.queue.after(&key, *wait),
+        Ok(Next::Change) => ctx.queue.forget(&key),
+        Err(_) => {}
+    }
     if result.is_ok() {
         ctx.error_streaks
             .lock()
@@ -76,10 +90,12 @@ pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    result
+    // Only a failure is retried by kube's controller (`error_policy`); the due queue keeps
+    // every other next time.
+    result.map(|_| Action::await_change())
 }
 
-async fn check_if_due(cached: &Arc<CachedConnection>, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn check_if_due(cached: &Arc<CachedConnection>, ctx: &Arc<Context>) -> Result<Next, Error> {
     let now = jiff::Timestamp::now();
     let (conn, observed) = match due_object(ctx, cached, now).await? {
         Ok(due) => due,
@@ -91,7 +107,7 @@ async fn check_if_due(cached: &Arc<CachedConnection>, ctx: &Arc<Context>) -> Res
     let Some(g) = gather(ctx, &conn, &ns, observed, timings.as_ref()).await? else {
         // The provider (or this namespace) has every slot busy: the connection waits in line
         // and is woken when its slot is free; the requeue is only a safety net.
-        return Ok(Action::requeue(WAITING_FALLBACK));
+        return Ok(Next::After(WAITING_FALLBACK));
     };
     let old = conn.status.clone().unwrap_or_default();
     let (mut status, transition) = next_status(&old, &g.outcome, &check_context(&conn, &g, now));
@@ -152,8 +168,8 @@ async fn check_if_due(cached: &Arc<CachedConnection>, ctx: &Arc<Context>) -> Res
         .await;
     }
     Ok(match wait {
-        Some(w) => Action::requeue(w),
-        None => Action::await_change(),
+        Some(w) => Next::After(w),
+        None => Next::Change,
     })
 }
 
@@ -167,14 +183,14 @@ async fn due_object(
     ctx: &Context,
     handed: &Arc<CachedConnection>,
     now: jiff::Timestamp,
-) -> Result<Result<(Arc<ChannelConnection>, super::Observed), Action>, Error> {
+) -> Result<Result<(Arc<ChannelConnection>, super::Observed), Next>, Error> {
     let decide = |conn: &ChannelConnection| {
         let observed = ctx.observed(conn);
         let due = schedule::due(conn, &observed, now, ctx.settings.check_request_min_gap);
         match due {
             // After a restart the gauge is there at once, without waiting for the next check.
-            Due::Idle => Err(Action::await_change()),
-            Due::Later(wait) => Err(Action::requeue(wait)),
+            Due::Idle => Err(Next::Change),
+            Due::Later(wait) => Err(Next::After(wait)),
             Due::Now(why) => Ok((observed, why)),
         }
     };
@@ -191,7 +207,7 @@ async fn due_object(
             let ns = cached.namespace().unwrap_or_default();
             let api: Api<ChannelConnection> = Api::namespaced(ctx.client.clone(), &ns);
             let Some(mut full) = api.get_opt(&cached.name_any()).await? else {
-                return Ok(Err(Action::await_change()));
+                return Ok(Err(Next::Change));
             };
             full.metadata.managed_fields = None;
             match decide(&full) {
@@ -202,6 +218,38 @@ async fn due_object(
     };
     debug!(namespace = ?conn.namespace(), name = %conn.name_any(), why, "check due");
     Ok(Ok((conn, observed)))
+}
+
+/// Looks at a connection whose deadline in the due queue has passed: not due yet, it gets its
+/// new deadline; due, it takes its slots and goes to the controller, or waits in line (no
+/// reconcile is spent on it until its check can start). The reconcile decides again on the
+/// newest copy, so a look that is wrong costs a reconcile, never a check.
+pub(super) fn look(ctx: &Context, key: &ObjectRef<CachedConnection>) {
+    let Some(handed) = ctx.connections.get(key) else {
+        return; // deleted meanwhile
+    };
+    let (cached, _) = ctx.unseen.current(&ctx.connections, &handed);
+    let view = cached.view();
+    let observed = ctx.observed(&view);
+    let now = jiff::Timestamp::now();
+    match schedule::due(&view, &observed, now, ctx.settings.check_request_min_gap) {
+        Due::Idle => export_ready(ctx, &view),
+        Due::Later(wait) => {
+            export_ready(ctx, &view);
+            ctx.queue.after(key, wait);
+        }
+        Due::Now(_) => {
+            // As `gather`: only a check that calls a provider needs slots.
+            let calls = !view.spec.suspend && view.spec.validate().is_ok();
+            let ns = key.namespace.as_deref().unwrap_or_default();
+            match calls.then(|| resolve_provider(ctx, &view, ns)).flatten() {
+                Some(p) => ctx.slots.start(key, &p.label()),
+                None => ctx.slots.run_now(key),
+            }
+            // A safety net: the reconcile sets the real next time.
+            ctx.queue.after(key, WAITING_FALLBACK);
+        }
+    }
 }
 
 /// The inputs a check needs (provider, slots, Secret, provider answer), or `None` when the

@@ -112,10 +112,21 @@ impl SecretVersions {
                     None
                 }
                 Ok(watcher::Event::InitApply(s)) => {
+                    let (k, version) = (key_of(&s), s.resource_version().unwrap_or_default());
+                    // The first list triggers nothing: every connection is looked at once the
+                    // caches are complete. A list after the watch lost track passes on the
+                    // Secrets that changed meanwhile.
+                    let changed = *this.synced.borrow()
+                        && this
+                            .versions
+                            .read()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get(k)
+                            .is_none_or(|v| v != version);
                     if let Some(buf) = relist.as_mut() {
-                        buf.insert(key_of(&s), s.resource_version().unwrap_or_default());
+                        buf.insert(k, version);
                     }
-                    Some(Ok(s))
+                    changed.then_some(Ok(s))
                 }
                 Ok(watcher::Event::InitDone) => {
                     if let Some(buf) = relist.take() {

@@ -20,13 +20,13 @@ use super::CachedConnection;
 
 type Key = ObjectRef<CachedConnection>;
 
-/// A connection in a line: its namespace (shared with the namespace's line) and name (one
-/// allocation, shared by the line and the map). A third of an `ObjectRef` copied twice: at the
-/// start of a sweep every due connection is in a line.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Conn {
-    namespace: Arc<str>,
-    name: Arc<str>,
+/// A connection in a line (or the due queue): its namespace (shared with the namespace's line)
+/// and name (one allocation, shared by the line and the map). A third of an `ObjectRef` copied
+/// twice: at the start of a sweep every due connection is in a line.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct Conn {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 /// The lines and counts of every namespace and provider.
@@ -116,28 +116,50 @@ impl Slots {
     /// it already does) and is woken when its slot is free.
     pub fn take(self: &Arc<Self>, conn: &Key, provider: &str) -> Option<Slot> {
         let mut state = self.lock();
-        let slot = |want| Slot {
+        let (_, want) = self.claim(&mut state, conn, provider)?;
+        Some(Slot {
             slots: self.clone(),
             want,
-        };
+        })
+    }
+
+    /// Starts a check of a due connection: with its slots free, they are taken for it and the
+    /// controller is asked to reconcile it (which claims them); else it waits in line. Either
+    /// way without a reconcile spent on finding out.
+    pub fn start(&self, conn: &Key, provider: &str) {
+        let mut state = self.lock();
+        if let Some((conn, want)) = self.claim(&mut state, conn, provider) {
+            self.hand(&mut state, conn, want);
+        }
+    }
+
+    /// Asks the controller to reconcile a due connection whose check needs no slot (it calls
+    /// no provider).
+    pub fn run_now(&self, conn: &Key) {
+        let _ = self.wake.unbounded_send(conn.clone());
+    }
+
+    /// Takes the slots of `conn` (or those held for it), or puts it in line. What it returns is
+    /// counted as busy.
+    fn claim(&self, state: &mut State, conn: &Key, provider: &str) -> Option<(Conn, Want)> {
         let want = state.want(conn.namespace.as_deref().unwrap_or_default(), provider);
         let conn = Conn {
             namespace: want.namespace.clone(),
             name: conn.name.as_str().into(),
         };
         if let Some(want) = state.held.remove(&conn) {
-            return Some(slot(want));
+            return Some((conn, want));
         }
         if let Some(want) = state.waiting.get(&conn).cloned() {
             // In line already. Moving the lines here is a safety net only: a free slot is
             // always given to the first in line the moment it is freed.
-            self.advance(&mut state, &want);
-            return state.held.remove(&conn).map(slot);
+            self.advance(state, &want);
+            return state.held.remove(&conn).map(|want| (conn, want));
         }
-        let provider_free = self.free(&mut state, Half::Provider, &want.provider);
-        if provider_free && self.free(&mut state, Half::Namespace, &want.namespace) {
+        let provider_free = self.free(state, Half::Provider, &want.provider);
+        if provider_free && self.free(state, Half::Namespace, &want.namespace) {
             state.start(&want);
-            return Some(slot(want));
+            return Some((conn, want));
         }
         // In the line of what is full (the provider's first).
         let half = if provider_free {
@@ -235,7 +257,17 @@ impl Slots {
     /// Takes the slots for `conn` and asks the controller to reconcile it.
     fn wake(&self, state: &mut State, conn: Conn, want: Want) {
         state.waiting.remove(&conn);
+        if state.waiting.is_empty() {
+            // The capacity of a sweep's line is not kept once nobody waits.
+            state.waiting.shrink_to_fit();
+        }
         state.start(&want);
+        self.hand(state, conn, want);
+    }
+
+    /// Keeps the slots taken for `conn` until its reconcile claims them, and asks the
+    /// controller to reconcile it.
+    fn hand(&self, state: &mut State, conn: Conn, want: Want) {
         let key = ObjectRef::new(&conn.name).within(&conn.namespace);
         state.held.insert(conn, want);
         // Closed only when the controller has stopped: nothing to wake then.
