@@ -1,12 +1,12 @@
 //! What the connection cache keeps of each object, and the status writes it has not seen yet.
 //!
 //! The cache decides only whether a check is due (`schedule::due`), which connections a
-//! Secret or provider event concerns, group membership and the ready gauge. It keeps the spec
-//! and labels, the request annotations and the few status fields those read; everything else
-//! (condition messages, account, scopes, the link, notification records, `managedFields`,
+//! Secret or provider event concerns, group membership and the ready gauge. It keeps the
+//! labels, the request annotations and the few spec and status fields those read; everything
+//! else (condition messages, account, scopes, the link, notification records, `managedFields`,
 //! other annotations) is dropped. A check that is due reads the whole object from the API
 //! server, unless the cached object never had a status (a new connection: the cache then
-//! holds all of it that a check reads).
+//! holds its whole spec, all of it that a check reads).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -32,11 +32,13 @@ use crate::api::{
 /// kube's store and controller key on (name, namespace) and what `due` reads (generation,
 /// creation and deletion times); the uid, labels and relink's annotations sit beside it.
 /// The watch's `resourceVersion` is dropped once the watcher has read it
-/// ([`CachedConnection::forget_version`]), so the store's and the scheduler's references
-/// carry no copy of it. The spec is kept as the API server's compact JSON and decoded when
-/// it is read ([`CachedConnection::spec`], a few microseconds when a check is due): the text
-/// is under half the size of the decoded spec with its twenty-odd strings. The two fields
-/// events are matched on (the provider and the Secret) are kept decoded.
+/// ([`CachedConnection::forget_version`]), so the store's references carry no copy of it.
+/// The spec of a connection that was never checked is kept as the API server's compact JSON
+/// (under half the size of the decoded spec with its twenty-odd strings): its first check
+/// reads it from here, without a GET. Once the connection has a status, a due check reads the
+/// whole object anyway, so the cache keeps only what deciding "due?" reads: `suspend` and
+/// whether the spec is valid. The two fields events are matched on (the provider and the
+/// Secret) are kept decoded.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(try_from = "Wire")]
 pub struct CachedConnection {
@@ -45,12 +47,21 @@ pub struct CachedConnection {
     labels: Pairs,
     /// relink's own annotations (the requests); usually none.
     annotations: Pairs,
-    spec: Box<str>,
+    spec: Spec,
     provider_ref: ProviderRef,
     secret_name: Box<str>,
     pub status: Option<SlimStatus>,
     /// Whether this copy changed what can make a check due (see [`CachedConnection::set_news`]).
     news: bool,
+}
+
+/// What the cache keeps of the spec (see [`CachedConnection`]).
+#[derive(Clone, Debug)]
+enum Spec {
+    /// The whole spec, as JSON text: the connection has no status yet.
+    Text(Box<str>),
+    /// `spec.suspend`, and whether the spec passed validation.
+    Checked { suspend: bool, valid: bool },
 }
 
 /// The status fields `schedule::due`, the ready gauge and group counts read.
@@ -102,9 +113,20 @@ struct Pairs(Box<[(Box<str>, Box<str>)]>);
 
 impl CachedConnection {
     /// The connection as the rest of the operator reads it: what the cache kept, every other
-    /// status field empty and condition messages blank.
+    /// status field empty and condition messages blank. Once the connection has a status the
+    /// spec holds only the provider, the Secret's name and `suspend` (the rest at defaults).
     pub fn view(&self) -> ChannelConnection {
-        let mut c = ChannelConnection::new(&self.name_any(), self.spec());
+        let spec = match &self.spec {
+            Spec::Text(text) => {
+                serde_json::from_str(text).expect("the cached spec was decoded on arrival")
+            }
+            Spec::Checked { suspend, .. } => ChannelConnectionSpec {
+                provider_ref: self.provider_ref.clone(),
+                suspend: *suspend,
+                ..ChannelConnectionSpec::new("", &self.secret_name)
+            },
+        };
+        let mut c = ChannelConnection::new(&self.name_any(), spec);
         c.metadata = self.metadata.clone();
         c.metadata.uid = self.uid();
         c.metadata.labels = self.labels.to_map();
@@ -113,9 +135,13 @@ impl CachedConnection {
         c
     }
 
-    /// The spec (decoded from the kept text, which was decoded once already on arrival).
-    pub fn spec(&self) -> ChannelConnectionSpec {
-        serde_json::from_str(&self.spec).expect("the cached spec was decoded on arrival")
+    /// Whether a check would call a provider: not suspended, and the spec valid.
+    pub fn calls_provider(&self) -> bool {
+        match &self.spec {
+            Spec::Text(text) => serde_json::from_str::<ChannelConnectionSpec>(text)
+                .is_ok_and(|spec| !spec.suspend && spec.validate().is_ok()),
+            Spec::Checked { suspend, valid } => !suspend && *valid,
+        }
     }
 
     /// `spec.providerRef`.
@@ -285,7 +311,13 @@ impl TryFrom<Wire> for CachedConnection {
             uid: m.uid.map(Uid::from).unwrap_or_default(),
             labels: m.labels,
             annotations: m.annotations,
-            spec: Box::from(w.spec.get()),
+            spec: match &w.status {
+                None => Spec::Text(Box::from(w.spec.get())),
+                Some(_) => Spec::Checked {
+                    suspend: spec.suspend,
+                    valid: spec.validate().is_ok(),
+                },
+            },
             provider_ref: spec.provider_ref,
             secret_name: spec.secret_ref.name.into_boxed_str(),
             status: w.status,
@@ -530,6 +562,52 @@ mod tests {
         );
         assert_eq!(c.metadata.uid.as_deref(), Some("u1"));
         assert_eq!(c.spec.secret_ref.name, "s");
+    }
+
+    #[test]
+    fn a_checked_connection_keeps_only_what_due_reads_of_its_spec() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let decode = |c: &ChannelConnection| -> CachedConnection {
+            serde_json::from_value(serde_json::to_value(c).unwrap()).unwrap()
+        };
+        let mut unchecked = checked(now);
+        unchecked.status = None;
+        unchecked.spec.owners = vec!["ops@example.test".into()];
+        let fresh = decode(&unchecked);
+        assert!(matches!(fresh.spec, Spec::Text(_)));
+        assert_eq!(
+            fresh.view().spec,
+            unchecked.spec,
+            "a first check reads the whole spec from the cache"
+        );
+        assert!(fresh.calls_provider());
+
+        let mut with_status = checked(now);
+        with_status.spec.owners = vec!["ops@example.test".into()];
+        let kept = decode(&with_status);
+        assert!(matches!(
+            kept.spec,
+            Spec::Checked {
+                suspend: false,
+                valid: true
+            }
+        ));
+        let view = kept.view();
+        assert_eq!(view.spec.provider_ref, with_status.spec.provider_ref);
+        assert_eq!(view.spec.secret_ref.name, "s");
+        assert!(view.spec.owners.is_empty(), "not kept once checked");
+        assert!(kept.calls_provider());
+
+        let mut invalid = checked(now);
+        invalid.spec.check_interval = "1s".into();
+        assert!(
+            !decode(&invalid).calls_provider(),
+            "an invalid spec calls nothing"
+        );
+        let mut suspended = checked(now);
+        suspended.spec.suspend = true;
+        let suspended = decode(&suspended);
+        assert!(suspended.view().spec.suspend && !suspended.calls_provider());
     }
 
     #[test]

@@ -445,6 +445,9 @@ fn secret_events(
     secrets: &SecretVersions,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
 {
+    // Pages of 1,000: metadata is small (about 1 KiB a Secret with its managedFields), and a
+    // cluster holds many more Secrets than connections.
+    let wc = wc.page_size(1000);
     secrets.track(watcher(api_for::<PartialObjectMeta<Secret>>(client, ns), wc).default_backoff())
 }
 
@@ -516,13 +519,13 @@ fn connection_events(
     writer: reflector::store::Writer<CachedConnection>,
     side: ConnectionSide,
 ) -> impl futures::Stream<Item = Result<CachedConnection, watcher::Error>> + Send + 'static {
-    // Pages of 100: the text of a page of whole objects is held while it is decoded, and is
-    // the peak of a (re)list.
+    // Pages of 250: the text of a page of whole objects (about 1 MiB) is held while it is
+    // decoded; smaller pages cost a list request per hundred connections and a slower start.
     let wc = match &settings.selector {
         Some(sel) => wc.labels(sel),
         None => wc,
     }
-    .page_size(100);
+    .page_size(250);
     // Whether an object is news is decided against the cached copy before the cache takes
     // the new one: no map of its own beside the cache.
     let cached = writer.as_reader();
@@ -563,8 +566,10 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    // The store shows the previous list until a new one is complete.
-    let before = writer.as_reader();
+    // Connections read a provider's spec (its generation) and nothing else of it: its own
+    // status writes, and the first list (every connection is looked at once the caches are
+    // complete), trigger nothing.
+    let mut generations: HashMap<ObjectRef<K>, Option<i64>> = HashMap::new();
     let mut listed = false;
     let events = watcher(api, wc)
         .default_backoff()
@@ -572,19 +577,20 @@ where
         .reflect(writer)
         .try_filter_map(move |event| {
             std::future::ready(Ok(match event {
-                watcher::Event::Apply(p) | watcher::Event::Delete(p) => Some(p),
-                // The first list triggers nothing (every connection is looked at once the
-                // caches are complete); a later one passes on what changed meanwhile.
-                watcher::Event::InitApply(p) if listed => {
-                    let old = before.get(&ObjectRef::from_obj(&p));
-                    let same = old.is_some_and(|o| o.resource_version() == p.resource_version());
-                    (!same).then_some(p)
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    let generation = p.meta().generation;
+                    let old = generations.insert(ObjectRef::from_obj(&p), generation);
+                    (listed && old != Some(generation)).then_some(p)
+                }
+                watcher::Event::Delete(p) => {
+                    generations.remove(&ObjectRef::from_obj(&p));
+                    Some(p)
                 }
                 watcher::Event::InitDone => {
                     listed = true;
                     None
                 }
-                _ => None,
+                watcher::Event::Init => None,
             }))
         });
     (store, events)
