@@ -3,7 +3,6 @@ pub mod access;
 pub mod account;
 pub mod api;
 pub mod controller;
-pub mod heap;
 pub mod notify;
 pub mod providers;
 pub mod reauth;

@@ -256,17 +256,6 @@ pub async fn run(config: OperatorConfig) -> Result<(), String> {
         let _ = stop_tx.send(true);
     });
     let probes = serve_probes(&config, metrics.clone(), ready.clone(), &stop_rx).await?;
-    let (writes, mut stopping) = (metrics.clone(), stop_rx.clone());
-    tokio::spawn(relink::heap::trim_while_busy(
-        move || writes.status_writes.get(),
-        std::time::Duration::from_secs(2),
-        || {
-            relink::heap::trim();
-        },
-        async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        },
-    ));
     let key = StateKey::load_or_create(
         &client,
         &config.operator_namespace,
