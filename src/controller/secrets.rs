@@ -199,4 +199,42 @@ mod tests {
         v.record("ns", "b", "8".into());
         assert_eq!(v.version("ns", "b").as_deref(), Some("8"));
     }
+
+    fn meta(name: &str, version: &str) -> PartialObjectMeta<Secret> {
+        let mut m = PartialObjectMeta::<Secret>::default();
+        m.metadata.name = Some(name.into());
+        m.metadata.namespace = Some("ns".into());
+        m.metadata.resource_version = Some(version.into());
+        m
+    }
+
+    #[tokio::test]
+    async fn only_a_later_list_passes_on_the_secrets_that_changed() {
+        use watcher::Event::{Apply, Init, InitApply, InitDone};
+        let v = SecretVersions::default();
+        let events = vec![
+            Init,
+            InitApply(meta("a", "1")),
+            InitApply(meta("b", "1")),
+            InitDone,
+            Apply(meta("a", "2")),
+            // The watch lost track: b changed and c appeared meanwhile; a did not change.
+            Init,
+            InitApply(meta("a", "2")),
+            InitApply(meta("b", "5")),
+            InitApply(meta("c", "1")),
+            InitDone,
+        ];
+        let passed: Vec<String> = v
+            .track(futures::stream::iter(events.into_iter().map(Ok)))
+            .map(|s| s.expect("no error").name_any())
+            .collect()
+            .await;
+        assert_eq!(
+            passed,
+            ["a", "b", "c"],
+            "the first list passes nothing; the change after it and what changed in the gap pass"
+        );
+        assert_eq!(v.version("ns", "b").as_deref(), Some("5"));
+    }
 }
