@@ -135,13 +135,15 @@ impl CachedConnection {
         c
     }
 
-    /// Whether a check would call a provider: not suspended, and the spec valid.
-    pub fn calls_provider(&self) -> bool {
-        match &self.spec {
-            Spec::Text(text) => serde_json::from_str::<ChannelConnectionSpec>(text)
-                .is_ok_and(|spec| !spec.suspend && spec.validate().is_ok()),
-            Spec::Checked { suspend, valid } => !suspend && *valid,
-        }
+    /// Whether a check would call a provider: not suspended, and the spec valid. `view` is
+    /// this connection's [`CachedConnection::view`], whose spec is whole while it is kept as
+    /// text (so it is not decoded again here).
+    pub fn calls_provider(&self, view: &ChannelConnection) -> bool {
+        !view.spec.suspend
+            && match &self.spec {
+                Spec::Text(_) => view.spec.validate().is_ok(),
+                Spec::Checked { valid, .. } => *valid,
+            }
     }
 
     /// `spec.providerRef`.
@@ -580,7 +582,7 @@ mod tests {
             unchecked.spec,
             "a first check reads the whole spec from the cache"
         );
-        assert!(fresh.calls_provider());
+        assert!(fresh.calls_provider(&fresh.view()));
 
         let mut with_status = checked(now);
         with_status.spec.owners = vec!["ops@example.test".into()];
@@ -596,18 +598,24 @@ mod tests {
         assert_eq!(view.spec.provider_ref, with_status.spec.provider_ref);
         assert_eq!(view.spec.secret_ref.name, "s");
         assert!(view.spec.owners.is_empty(), "not kept once checked");
-        assert!(kept.calls_provider());
+        assert!(kept.calls_provider(&view));
 
         let mut invalid = checked(now);
         invalid.spec.check_interval = "1s".into();
+        let invalid = decode(&invalid);
         assert!(
-            !decode(&invalid).calls_provider(),
+            !invalid.calls_provider(&invalid.view()),
             "an invalid spec calls nothing"
         );
+        let mut unchecked_invalid = checked(now);
+        unchecked_invalid.status = None;
+        unchecked_invalid.spec.check_interval = "1s".into();
+        let unchecked_invalid = decode(&unchecked_invalid);
+        assert!(!unchecked_invalid.calls_provider(&unchecked_invalid.view()));
         let mut suspended = checked(now);
         suspended.spec.suspend = true;
         let suspended = decode(&suspended);
-        assert!(suspended.view().spec.suspend && !suspended.calls_provider());
+        assert!(suspended.view().spec.suspend && !suspended.calls_provider(&suspended.view()));
     }
 
     #[test]

@@ -401,7 +401,7 @@ pub async fn run(
 
     let shutdown = shutdown.shared();
     let provider_ctx = ctx.clone();
-    let ctx_for_looks = ctx.clone();
+    let look_ctx = ctx.clone();
     let groups = group::run(group_controller, group_rx, shutdown.clone(), ctx.clone());
     let (by_provider, by_cluster_provider) = (conn_store.clone(), conn_store.clone());
     info!(
@@ -428,7 +428,6 @@ pub async fn run(
         cluster_provider_rx,
         shutdown.clone(),
     );
-    let look_ctx = ctx_for_looks;
     let looks = async move {
         look_ctx.wait_synced().await;
         queue::run(due_queue, |key| reconcile::look(&look_ctx, key), shutdown).await;

@@ -57,10 +57,17 @@ impl DueQueue {
         let at = self.millis(Instant::now()).saturating_add(millis(wait));
         let first = {
             let mut state = self.lock();
-            let conn = state.conn(conn);
-            if let Some(old) = state.at.insert(conn.clone(), at) {
-                state.order.remove(&(old, conn.clone()));
-            }
+            let fresh = state.conn(conn);
+            // A connection that has a deadline keeps its name as stored: the map and the order
+            // share one allocation of it.
+            let conn = match state.at.remove_entry(&fresh) {
+                Some((stored, old)) => {
+                    state.order.remove(&(old, stored.clone()));
+                    stored
+                }
+                None => fresh,
+            };
+            state.at.insert(conn.clone(), at);
             let first = state.order.first().is_none_or(|(t, _)| at < *t);
             state.order.insert((at, conn));
             first
@@ -201,6 +208,15 @@ mod tests {
         ObjectRef::new(name).within("ns")
     }
 
+    impl State {
+        fn conn_if_known(&self, name: &str) -> Conn {
+            Conn {
+                namespace: self.namespaces.get("ns").unwrap().clone(),
+                name: name.into(),
+            }
+        }
+    }
+
     fn names(keys: Vec<Key>) -> Vec<String> {
         keys.into_iter().map(|k| k.name).collect()
     }
@@ -234,6 +250,18 @@ mod tests {
         );
         q.after(&key("a"), Duration::ZERO);
         assert_eq!(names(q.take_due(Instant::now(), 10)), ["a"]);
+    }
+
+    #[test]
+    fn a_rescheduled_connection_keeps_one_copy_of_its_name() {
+        let q = DueQueue::default();
+        q.after(&key("a"), Duration::from_secs(60));
+        q.after(&key("a"), Duration::from_secs(30));
+        let state = q.lock();
+        let (in_map, _) = state.at.get_key_value(&state.conn_if_known("a")).unwrap();
+        let (_, in_order) = state.order.first().unwrap();
+        assert!(Arc::ptr_eq(&in_map.name, &in_order.name));
+        assert_eq!(state.order.len(), 1);
     }
 
     #[test]

@@ -240,7 +240,7 @@ pub(super) fn look(ctx: &Context, key: &ObjectRef<CachedConnection>) {
         }
         Due::Now(_) => {
             // As `gather`: only a check that calls a provider needs slots.
-            let calls = cached.calls_provider();
+            let calls = cached.calls_provider(&view);
             let ns = key.namespace.as_deref().unwrap_or_default();
             match calls.then(|| resolve_provider(ctx, &view, ns)).flatten() {
                 Some(p) => ctx.slots.start(key, &p.label()),
