@@ -64,37 +64,106 @@ enum Spec {
     Checked { suspend: bool, valid: bool },
 }
 
-/// The status fields `schedule::due`, the ready gauge and group counts read.
+/// The status fields `schedule::due`, the ready gauge and group counts read, kept without an
+/// allocation of their own in the usual case: times in whole seconds (as relink writes them),
+/// the two kept conditions inline, the Secret version as a number, and the fields that are
+/// usually empty (handled requests, a pending re-authorization) behind one box.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "WireStatus")]
 pub struct SlimStatus {
     observed_generation: Option<i64>,
-    /// `Ready` and `Stalled`: type, status and reason.
-    #[serde(default, deserialize_with = "kept_conditions")]
-    conditions: Box<[SlimCondition]>,
-    last_check_time: Option<Time>,
-    next_check_time: Option<Time>,
-    observed_secret_version: Option<Box<str>>,
     observed_provider_generation: Option<i64>,
+    last_check_time: Seconds,
+    next_check_time: Seconds,
+    observed_secret_version: Version,
+    /// `Ready` and `Stalled`, in that order: status and reason.
+    conditions: [Option<SlimCondition>; 2],
+    rare: Option<Box<RareStatus>>,
+}
+
+/// The conditions the cache keeps, in the order of [`SlimStatus::conditions`].
+const KEPT_CONDITIONS: [ConditionType; 2] = [ConditionType::Ready, ConditionType::Stalled];
+
+/// Status fields that are usually empty.
+#[derive(Clone, Debug, Default)]
+struct RareStatus {
     last_handled_check_request: Option<Box<str>>,
     last_handled_refresh_request: Option<Box<str>>,
     last_handled_reauthorize_request: Option<Box<str>>,
-    pending_reauthorization: Option<Box<PendingReauthorization>>,
+    pending_reauthorization: Option<PendingReauthorization>,
 }
 
-/// A kept condition: its type and status as constants, its reason as relink's enum when it
-/// is one of relink's (always, unless another writer put it there).
+/// A kept condition: its status, and its reason as relink's enum when it is one of relink's
+/// (always, unless another writer put it there).
 #[derive(Clone, Debug)]
 struct SlimCondition {
-    type_: ConditionType,
-    status: &'static str,
+    status: ConditionStatus,
     reason: SlimReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ConditionStatus {
+    True,
+    False,
+    Unknown,
 }
 
 #[derive(Clone, Debug)]
 enum SlimReason {
     Known(Reason),
     Other(Box<str>),
+}
+
+/// A time in whole seconds since the epoch, `i64::MIN` for none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Seconds(i64);
+
+impl Default for Seconds {
+    fn default() -> Self {
+        Seconds(i64::MIN)
+    }
+}
+
+impl Seconds {
+    fn of(t: Option<Time>) -> Seconds {
+        t.map_or_else(Seconds::default, |t| Seconds(t.0.as_second()))
+    }
+
+    fn time(self) -> Option<jiff::Timestamp> {
+        (self.0 != i64::MIN)
+            .then(|| jiff::Timestamp::from_second(self.0).ok())
+            .flatten()
+    }
+}
+
+/// A `resourceVersion`: opaque text, in practice a decimal number, kept as one when it reads
+/// back exactly.
+#[derive(Clone, Debug, Default, PartialEq)]
+enum Version {
+    #[default]
+    None,
+    Number(u64),
+    Text(Box<str>),
+}
+
+impl Version {
+    fn of(text: Option<String>) -> Version {
+        match text {
+            None => Version::None,
+            Some(t) => match t.parse::<u64>() {
+                Ok(n) if n.to_string() == t => Version::Number(n),
+                _ => Version::Text(t.into_boxed_str()),
+            },
+        }
+    }
+
+    fn text(&self) -> Option<String> {
+        match self {
+            Version::None => None,
+            Version::Number(n) => Some(n.to_string()),
+            Version::Text(t) => Some(t.to_string()),
+        }
+    }
 }
 
 /// A uid: Kubernetes writes lowercase UUIDs, kept as their 128 bits; anything else as text.
@@ -209,36 +278,110 @@ impl CachedConnection {
 
 impl SlimStatus {
     fn view(&self) -> ChannelConnectionStatus {
-        let condition = |c: &SlimCondition| Condition {
-            type_: c.type_.as_str().to_owned(),
-            status: c.status.to_owned(),
-            reason: match &c.reason {
-                SlimReason::Known(r) => r.as_str().to_owned(),
-                SlimReason::Other(text) => text.to_string(),
-            },
-            message: String::new(),
-            last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
-            observed_generation: None,
-        };
-        let text = |t: &Option<Box<str>>| t.as_deref().map(str::to_owned);
+        let conditions = (KEPT_CONDITIONS.iter().zip(&self.conditions))
+            .filter_map(|(type_, c)| Some((type_, c.as_ref()?)))
+            .map(|(type_, c)| Condition {
+                type_: type_.as_str().to_owned(),
+                status: match c.status {
+                    ConditionStatus::True => "True",
+                    ConditionStatus::False => "False",
+                    ConditionStatus::Unknown => "Unknown",
+                }
+                .to_owned(),
+                reason: match &c.reason {
+                    SlimReason::Known(r) => r.as_str().to_owned(),
+                    SlimReason::Other(text) => text.to_string(),
+                },
+                message: String::new(),
+                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            })
+            .collect();
+        let rare = self.rare.as_deref().cloned().unwrap_or_default();
+        let text = |t: Option<Box<str>>| t.map(String::from);
         ChannelConnectionStatus {
             observed_generation: self.observed_generation,
-            conditions: self.conditions.iter().map(condition).collect(),
-            last_check_time: self.last_check_time.clone(),
-            next_check_time: self.next_check_time.clone(),
-            observed_secret_version: text(&self.observed_secret_version),
+            conditions,
+            last_check_time: self.last_check_time.time().map(Time),
+            next_check_time: self.next_check_time.time().map(Time),
+            observed_secret_version: self.observed_secret_version.text(),
             observed_provider_generation: self.observed_provider_generation,
-            last_handled_check_request: text(&self.last_handled_check_request),
-            last_handled_refresh_request: text(&self.last_handled_refresh_request),
-            last_handled_reauthorize_request: text(&self.last_handled_reauthorize_request),
-            pending_reauthorization: self.pending_reauthorization.as_deref().cloned(),
+            last_handled_check_request: text(rare.last_handled_check_request),
+            last_handled_refresh_request: text(rare.last_handled_refresh_request),
+            last_handled_reauthorize_request: text(rare.last_handled_reauthorize_request),
+            pending_reauthorization: rare.pending_reauthorization,
             ..Default::default()
         }
     }
 
     /// `lastCheckTime`.
-    pub fn last_check_time(&self) -> Option<&Time> {
-        self.last_check_time.as_ref()
+    pub fn last_check_time(&self) -> Option<jiff::Timestamp> {
+        self.last_check_time.time()
+    }
+}
+
+/// The status as the API server sends it, with only the kept fields decoded.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireStatus {
+    observed_generation: Option<i64>,
+    #[serde(default)]
+    conditions: Option<Vec<WireCondition>>,
+    last_check_time: Option<Time>,
+    next_check_time: Option<Time>,
+    observed_secret_version: Option<String>,
+    observed_provider_generation: Option<i64>,
+    last_handled_check_request: Option<Box<str>>,
+    last_handled_refresh_request: Option<Box<str>>,
+    last_handled_reauthorize_request: Option<Box<str>>,
+    pending_reauthorization: Option<PendingReauthorization>,
+}
+
+#[derive(Deserialize)]
+struct WireCondition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+    reason: String,
+}
+
+impl From<WireStatus> for SlimStatus {
+    fn from(w: WireStatus) -> SlimStatus {
+        let mut conditions = [None, None];
+        for c in w.conditions.unwrap_or_default() {
+            let Some(i) = KEPT_CONDITIONS.iter().position(|t| t.as_str() == c.type_) else {
+                continue;
+            };
+            let status = match c.status.as_str() {
+                "True" => ConditionStatus::True,
+                "False" => ConditionStatus::False,
+                _ => ConditionStatus::Unknown,
+            };
+            let reason = match Reason::parse(&c.reason) {
+                Some(r) => SlimReason::Known(r),
+                None => SlimReason::Other(c.reason.into_boxed_str()),
+            };
+            conditions[i] = Some(SlimCondition { status, reason });
+        }
+        let rare = RareStatus {
+            last_handled_check_request: w.last_handled_check_request,
+            last_handled_refresh_request: w.last_handled_refresh_request,
+            last_handled_reauthorize_request: w.last_handled_reauthorize_request,
+            pending_reauthorization: w.pending_reauthorization,
+        };
+        let usual = rare.last_handled_check_request.is_none()
+            && rare.last_handled_refresh_request.is_none()
+            && rare.last_handled_reauthorize_request.is_none()
+            && rare.pending_reauthorization.is_none();
+        SlimStatus {
+            observed_generation: w.observed_generation,
+            observed_provider_generation: w.observed_provider_generation,
+            last_check_time: Seconds::of(w.last_check_time),
+            next_check_time: Seconds::of(w.next_check_time),
+            observed_secret_version: Version::of(w.observed_secret_version),
+            conditions,
+            rare: (!usual).then(|| Box::new(rare)),
+        }
     }
 }
 
@@ -402,37 +545,6 @@ fn relink_annotations<'de, D: Deserializer<'de>>(d: D) -> Result<Pairs, D::Error
     Ok(Pairs(kept.into_boxed_slice()))
 }
 
-fn kept_conditions<'de, D: Deserializer<'de>>(d: D) -> Result<Box<[SlimCondition]>, D::Error> {
-    #[derive(Deserialize)]
-    struct WireCondition {
-        #[serde(rename = "type")]
-        type_: String,
-        status: String,
-        reason: String,
-    }
-    let kept = [ConditionType::Ready, ConditionType::Stalled];
-    let all = Option::<Vec<WireCondition>>::deserialize(d)?.unwrap_or_default();
-    Ok(all
-        .into_iter()
-        .filter_map(|c| {
-            let type_ = *kept.iter().find(|t| t.as_str() == c.type_)?;
-            let status = ["True", "False"]
-                .into_iter()
-                .find(|s| *s == c.status)
-                .unwrap_or("Unknown");
-            let reason = match Reason::parse(&c.reason) {
-                Some(r) => SlimReason::Known(r),
-                None => SlimReason::Other(c.reason.into_boxed_str()),
-            };
-            Some(SlimCondition {
-                type_,
-                status,
-                reason,
-            })
-        })
-        .collect())
-}
-
 /// `lastCheckTime` of status writes this process made and has not seen back through the
 /// watch yet, by connection uid. While an entry is here the cached object is behind, and a
 /// check that looks due reads the object instead of trusting the cache. Entries leave as soon
@@ -461,7 +573,7 @@ impl Unseen {
             return false;
         };
         let cached = status.and_then(SlimStatus::last_check_time);
-        if cached.is_some_and(|c| c.0 >= *written) {
+        if cached.is_some_and(|c| c >= *written) {
             writes.remove(uid);
             return false;
         }
@@ -564,6 +676,64 @@ mod tests {
         );
         assert_eq!(c.metadata.uid.as_deref(), Some("u1"));
         assert_eq!(c.spec.secret_ref.name, "s");
+    }
+
+    #[test]
+    fn the_slim_status_reads_back_as_written() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let decode = |c: &ChannelConnection| -> CachedConnection {
+            serde_json::from_value(serde_json::to_value(c).unwrap()).unwrap()
+        };
+        let mut c = checked(now);
+        let s = c.status.as_mut().unwrap();
+        s.observed_secret_version = Some("123456".into());
+        let next = Some(Time(now + jiff::SignedDuration::from_secs(900)));
+        s.next_check_time = next.clone();
+        s.observed_generation = Some(3);
+        s.observed_provider_generation = Some(4);
+        s.conditions[0].status = "Unknown".into();
+        s.conditions.push(Condition {
+            type_: "Stalled".into(),
+            status: "False".into(),
+            reason: "SomebodyElsesReason".into(),
+            message: String::new(),
+            last_transition_time: Time(now),
+            observed_generation: None,
+        });
+        let slim = decode(&c);
+        assert!(slim.status.as_ref().unwrap().rare.is_none(), "nothing rare");
+        assert_eq!(
+            slim.status.as_ref().unwrap().observed_secret_version,
+            Version::Number(123456)
+        );
+        let back = slim.view().status.unwrap();
+        assert_eq!(back.observed_secret_version.as_deref(), Some("123456"));
+        assert_eq!(back.next_check_time, next);
+        assert_eq!(
+            (back.observed_generation, back.observed_provider_generation),
+            (Some(3), Some(4))
+        );
+        let kept: Vec<_> = (back.conditions.iter())
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("Ready", "Unknown", "Valid"),
+                ("Stalled", "False", "SomebodyElsesReason")
+            ]
+        );
+
+        // Versions that are not plain numbers, and the fields usually empty.
+        let s = c.status.as_mut().unwrap();
+        s.observed_secret_version = Some("007".into());
+        s.last_handled_check_request = Some("1".into());
+        s.last_handled_reauthorize_request = Some("2".into());
+        let back = decode(&c).view().status.unwrap();
+        assert_eq!(back.observed_secret_version.as_deref(), Some("007"));
+        assert_eq!(back.last_handled_check_request.as_deref(), Some("1"));
+        assert_eq!(back.last_handled_reauthorize_request.as_deref(), Some("2"));
+        assert_eq!(back.last_handled_refresh_request, None);
     }
 
     #[test]

@@ -430,7 +430,7 @@ pub async fn run(
     );
     let looks = async move {
         look_ctx.wait_synced().await;
-        queue::run(due_queue, |key| reconcile::look(&look_ctx, key), shutdown).await;
+        queue::run(due_queue, |conn| reconcile::look(&look_ctx, conn), shutdown).await;
     };
     futures::join!(connections, groups, provider_status, looks);
     info!("controller stopped");

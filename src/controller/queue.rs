@@ -54,10 +54,16 @@ impl Default for DueQueue {
 impl DueQueue {
     /// Looks at `conn` after `wait` (replacing an earlier or later deadline it had).
     pub fn after(&self, conn: &Key, wait: Duration) {
+        let fresh = self.lock().conn(conn);
+        self.put(fresh, wait);
+    }
+
+    /// As [`DueQueue::after`], for a connection as the queue handed it out: its name is kept as
+    /// it is, not copied.
+    pub fn put(&self, fresh: Conn, wait: Duration) {
         let at = self.millis(Instant::now()).saturating_add(millis(wait));
         let first = {
             let mut state = self.lock();
-            let fresh = state.conn(conn);
             // A connection that has a deadline keeps its name as stored: the map and the order
             // share one allocation of it.
             let conn = match state.at.remove_entry(&fresh) {
@@ -96,7 +102,7 @@ impl DueQueue {
     }
 
     /// Takes out up to `max` connections whose deadline has passed at `now`.
-    fn take_due(&self, now: Instant, max: usize) -> Vec<Key> {
+    fn take_due(&self, now: Instant, max: usize) -> Vec<Conn> {
         let now = self.millis(now);
         let mut state = self.lock();
         let mut due = Vec::new();
@@ -111,7 +117,7 @@ impl DueQueue {
                 break;
             };
             state.at.remove(&conn);
-            due.push(ObjectRef::new(&conn.name).within(&conn.namespace));
+            due.push(conn);
         }
         if state.at.is_empty() {
             // A sweep's worth of capacity is not kept once nothing is waiting.
@@ -173,7 +179,7 @@ const BATCH: usize = 256;
 /// `shutdown` resolves.
 pub async fn run(
     queue: Arc<DueQueue>,
-    mut look: impl FnMut(&Key),
+    mut look: impl FnMut(Conn),
     shutdown: impl Future<Output = ()>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -181,11 +187,11 @@ pub async fn run(
         let earlier = queue.earlier.notified();
         let due = queue.take_due(Instant::now(), BATCH);
         if due.len() == BATCH {
-            due.iter().for_each(&mut look);
+            due.into_iter().for_each(&mut look);
             tokio::task::yield_now().await;
             continue;
         }
-        due.iter().for_each(&mut look);
+        due.into_iter().for_each(&mut look);
         let sleep = async {
             match queue.next() {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -217,8 +223,8 @@ mod tests {
         }
     }
 
-    fn names(keys: Vec<Key>) -> Vec<String> {
-        keys.into_iter().map(|k| k.name).collect()
+    fn names(conns: Vec<Conn>) -> Vec<String> {
+        conns.into_iter().map(|c| c.name.to_string()).collect()
     }
 
     #[test]
@@ -292,8 +298,8 @@ mod tests {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run(
             q.clone(),
-            move |k: &Key| {
-                let _ = tx.send((k.name.clone(), Instant::now()));
+            move |c: Conn| {
+                let _ = tx.send((c.name.to_string(), Instant::now()));
             },
             async move {
                 let _ = stop_rx.await;

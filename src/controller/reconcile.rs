@@ -224,8 +224,9 @@ async fn due_object(
 /// new deadline; due, it takes its slots and goes to the controller, or waits in line (no
 /// reconcile is spent on it until its check can start). The reconcile decides again on the
 /// newest copy, so a look that is wrong costs a reconcile, never a check.
-pub(super) fn look(ctx: &Context, key: &ObjectRef<CachedConnection>) {
-    let Some(handed) = ctx.connections.get(key) else {
+pub(super) fn look(ctx: &Context, conn: super::slots::Conn) {
+    let key = conn.key();
+    let Some(handed) = ctx.connections.get(&key) else {
         return; // deleted meanwhile
     };
     let (cached, _) = ctx.unseen.current(&ctx.connections, &handed);
@@ -236,18 +237,20 @@ pub(super) fn look(ctx: &Context, key: &ObjectRef<CachedConnection>) {
         Due::Idle => export_ready(ctx, &view),
         Due::Later(wait) => {
             export_ready(ctx, &view);
-            ctx.queue.after(key, wait);
+            ctx.queue.put(conn, wait);
         }
         Due::Now(_) => {
             // As `gather`: only a check that calls a provider needs slots.
             let calls = cached.calls_provider(&view);
-            let ns = key.namespace.as_deref().unwrap_or_default();
-            match calls.then(|| resolve_provider(ctx, &view, ns)).flatten() {
-                Some(p) => ctx.slots.start(key, &p.label()),
-                None => ctx.slots.run_now(key),
+            match calls
+                .then(|| resolve_provider(ctx, &view, &conn.namespace))
+                .flatten()
+            {
+                Some(p) => ctx.slots.start(&conn, &p.label()),
+                None => ctx.slots.run_now(&key),
             }
             // A safety net: the reconcile sets the real next time.
-            ctx.queue.after(key, WAITING_FALLBACK);
+            ctx.queue.put(conn, WAITING_FALLBACK);
         }
     }
 }

@@ -29,6 +29,13 @@ pub(super) struct Conn {
     pub name: Arc<str>,
 }
 
+impl Conn {
+    /// The connection's key in kube's store.
+    pub fn key(&self) -> Key {
+        ObjectRef::new(&self.name).within(&self.namespace)
+    }
+}
+
 /// The lines and counts of every namespace and provider.
 pub struct Slots {
     per_namespace: usize,
@@ -116,7 +123,8 @@ impl Slots {
     /// it already does) and is woken when its slot is free.
     pub fn take(self: &Arc<Self>, conn: &Key, provider: &str) -> Option<Slot> {
         let mut state = self.lock();
-        let (_, want) = self.claim(&mut state, conn, provider)?;
+        let ns = conn.namespace.as_deref().unwrap_or_default();
+        let (_, want) = self.claim(&mut state, ns, conn.name.as_str().into(), provider)?;
         Some(Slot {
             slots: self.clone(),
             want,
@@ -126,9 +134,11 @@ impl Slots {
     /// Starts a check of a due connection: with its slots free, they are taken for it and the
     /// controller is asked to reconcile it (which claims them); else it waits in line. Either
     /// way without a reconcile spent on finding out.
-    pub fn start(&self, conn: &Key, provider: &str) {
+    /// `conn` comes from the due queue: a connection in line shares its name with the queue.
+    pub fn start(&self, conn: &Conn, provider: &str) {
         let mut state = self.lock();
-        if let Some((conn, want)) = self.claim(&mut state, conn, provider) {
+        let claimed = self.claim(&mut state, &conn.namespace, conn.name.clone(), provider);
+        if let Some((conn, want)) = claimed {
             self.hand(&mut state, conn, want);
         }
     }
@@ -141,11 +151,17 @@ impl Slots {
 
     /// Takes the slots of `conn` (or those held for it), or puts it in line. What it returns is
     /// counted as busy.
-    fn claim(&self, state: &mut State, conn: &Key, provider: &str) -> Option<(Conn, Want)> {
-        let want = state.want(conn.namespace.as_deref().unwrap_or_default(), provider);
+    fn claim(
+        &self,
+        state: &mut State,
+        namespace: &str,
+        name: Arc<str>,
+        provider: &str,
+    ) -> Option<(Conn, Want)> {
+        let want = state.want(namespace, provider);
         let conn = Conn {
             namespace: want.namespace.clone(),
-            name: conn.name.as_str().into(),
+            name,
         };
         if let Some(want) = state.held.remove(&conn) {
             return Some((conn, want));
@@ -405,6 +421,25 @@ mod tests {
         drop(c);
         assert_eq!(woken(&mut rx), ["e"]);
         assert_eq!(slots.waiting(), 0);
+    }
+
+    #[test]
+    fn a_connection_started_from_the_due_queue_waits_under_the_queues_copy_of_its_name() {
+        let (slots, mut rx) = slots(10, 1);
+        let _busy = slots.take(&key("a"), "p").expect("free");
+        let conn = Conn {
+            namespace: "ns".into(),
+            name: "b".into(),
+        };
+        slots.start(&conn, "p");
+        let state = slots.lock();
+        let (waiting, _) = state.waiting.get_key_value(&conn).expect("in line");
+        assert!(
+            Arc::ptr_eq(&waiting.name, &conn.name),
+            "one allocation of the name for the queue and the line"
+        );
+        drop(state);
+        assert!(woken(&mut rx).is_empty());
     }
 
     #[test]
