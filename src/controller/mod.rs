@@ -12,6 +12,7 @@ mod provider;
 mod queue;
 mod reconcile;
 mod refresh;
+mod runner;
 mod schedule;
 mod secrets;
 mod slots;
@@ -26,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -408,19 +409,37 @@ pub async fn run(
         namespace = ns.as_deref().unwrap_or("<all>"),
         "starting the ChannelConnection controller"
     );
-    let connections = Controller::for_stream(connections, conn_store)
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .watches_stream(secret_events, move |s| {
-            secret_index.connections(&s.namespace().unwrap_or_default(), &s.name_any())
-        })
-        .watches_stream(provider_events, move |p| using_provider(&by_provider, &p))
-        .watches_stream(cluster_events, move |p| {
-            using_cluster_provider(&by_cluster_provider, &p)
-        })
-        .reconcile_on(wake_rx)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(log_errors("ChannelConnection"));
+    // Every trigger goes to the due queue, which looks at the connection now.
+    let trigger_queue = due_queue.clone();
+    let triggers = futures::stream::select_all([
+        connections
+            .map_ok(|c| vec![ObjectRef::from_obj(&c)])
+            .boxed(),
+        secret_events
+            .map_ok(move |s| {
+                secret_index.connections(&s.namespace().unwrap_or_default(), &s.name_any())
+            })
+            .boxed(),
+        provider_events
+            .map_ok(move |p| using_provider(&by_provider, &p))
+            .boxed(),
+        cluster_events
+            .map_ok(move |p| using_cluster_provider(&by_cluster_provider, &p))
+            .boxed(),
+    ])
+    .take_until(shutdown.clone())
+    .for_each(move |keys| {
+        match keys {
+            Ok(keys) => {
+                for key in keys {
+                    trigger_queue.after(&key, Duration::ZERO);
+                }
+            }
+            Err(e) => warn!(error = %e, "watch failed, retrying"),
+        }
+        std::future::ready(())
+    });
+    let checks = runner::run(ctx.clone(), wake_rx, shutdown.clone());
     let provider_status = provider_status(
         provider_ctx,
         wc,
@@ -432,7 +451,7 @@ pub async fn run(
         look_ctx.wait_synced().await;
         queue::run(due_queue, |conn| reconcile::look(&look_ctx, conn), shutdown).await;
     };
-    futures::join!(connections, groups, provider_status, looks);
+    futures::join!(triggers, checks, groups, provider_status, looks);
     info!("controller stopped");
 }
 

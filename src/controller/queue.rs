@@ -6,8 +6,10 @@
 //! queue keeps a deadline per connection (namespace shared, name, a millisecond count: about
 //! 150 bytes), and [`run`] looks at a connection when its deadline passes: not yet due (the
 //! cache says so), it is put back; due, it takes its slots (`slots.rs`) and is handed to the
-//! controller, or waits in line without a reconcile. So a check costs one reconcile, and no
-//! reconcile is spent on a connection only to find its provider busy.
+//! runner (`runner.rs`), or waits in line without a reconcile. So a check costs one
+//! reconcile, and no reconcile is spent on a connection only to find its provider busy.
+//! Triggers (a connection's own change, its Secret's, its provider's, a failed reconcile's
+//! backoff) are deadlines too: now, or when the backoff ends.
 //!
 //! The queue only decides when to look: the reconcile decides again on the newest copy, so a
 //! look that is early or repeated costs a reconcile, never a check.

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -59,40 +58,42 @@ enum Next {
     Change,
 }
 
-pub async fn reconcile(conn: Arc<CachedConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Runs one reconcile of a connection handed over by the due queue (`runner.rs`), and gives
+/// the due queue its next time: the one the check asks for, or the backoff after a failure.
+pub(super) async fn run_one(ctx: &Arc<Context>, key: &super::slots::Key) {
     use futures::FutureExt;
+    let Some(conn) = ctx.connections.get(key) else {
+        // Deleted meanwhile: slots taken for it go to the next in line.
+        ctx.slots.settle(key);
+        return;
+    };
     ctx.wait_synced().await;
     let started = Instant::now();
-    let uid = conn.uid().unwrap_or_default();
     // The last line of defence: a panic in one check is this connection's error, retried
     // with backoff, never the end of the process (the panic hook logs where it happened).
     // The controller's locks ignore poisoning, so a panic while one is held cannot turn into
     // a panic of every later check.
     // Boxed: the check's state is large, and the task that runs this future is moved whole
     // when it starts and finishes.
-    let result = std::panic::AssertUnwindSafe(Box::pin(check_if_due(&conn, &ctx)))
+    let result = std::panic::AssertUnwindSafe(Box::pin(check_if_due(&conn, ctx)))
         .catch_unwind()
         .await
         .unwrap_or(Err(Error::Panic));
-    let key = ObjectRef::from_obj(conn.as_ref());
-    ctx.slots.settle(&key);
+    ctx.slots.settle(key);
     match &result {
-        Ok(Next::After(wait)) => ctx.queue.after(&key, *wait),
-        Ok(Next::Change) => ctx.queue.forget(&key),
-        Err(_) => {}
+        Ok(Next::After(wait)) => ctx.queue.after(key, *wait),
+        Ok(Next::Change) => ctx.queue.forget(key),
+        Err(e) => ctx.queue.after(key, error_policy(&conn, e, ctx)),
     }
     if result.is_ok() {
         ctx.error_streaks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&uid);
+            .remove(&conn.uid().unwrap_or_default());
     }
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    // Only a failure is retried by kube's controller (`error_policy`); the due queue keeps
-    // every other next time.
-    result.map(|_| Action::await_change())
 }
 
 async fn check_if_due(cached: &Arc<CachedConnection>, ctx: &Arc<Context>) -> Result<Next, Error> {
@@ -390,10 +391,10 @@ async fn publish(
     }
 }
 
-/// Retries a failed reconcile (an API error, a rejected status write, a panic) with
-/// exponential backoff per connection and jitter, so one broken object retries ever more
-/// slowly instead of every few seconds.
-pub fn error_policy(conn: Arc<CachedConnection>, err: &Error, ctx: Arc<Context>) -> Action {
+/// When to look again at a connection whose reconcile failed (an API error, a rejected status
+/// write, a panic): exponential backoff per connection and jitter, so one broken object
+/// retries ever more slowly instead of every few seconds.
+fn error_policy(conn: &CachedConnection, err: &Error, ctx: &Context) -> Duration {
     use rand::Rng;
     ctx.metrics
         .reconcile_errors
@@ -415,7 +416,7 @@ pub fn error_policy(conn: Arc<CachedConnection>, err: &Error, ctx: Arc<Context>)
         .min(ERROR_BACKOFF_MAX)
         .mul_f64(rand::rng().random_range(0.8..1.2));
     warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %err, kind = err.metric_label(), streak, retry_in_s = wait.as_secs(), "reconcile error, retrying");
-    Action::requeue(wait)
+    wait
 }
 
 /// `relink_connection_ready` from the status as it stands.

@@ -3,12 +3,13 @@
 //!
 //! A connection that finds its namespace or provider full waits in line (the namespaces of a
 //! provider's line take turns, as do the providers of a namespace's line; first come first
-//! served within each) and is woken through the controller's trigger stream once its slot is
-//! free, with the slot already taken for it. kube's controller is never asked to retry a
+//! served within each) and is handed to the runner (`runner.rs`) once its slot is free, with
+//! the slot already taken for it. The runner is never asked to retry a
 //! connection that cannot run yet: a sweep of N due connections costs about two reconciles
 //! each (one to join the line, one to check), however long the line. (Retrying every 1-3 s
 //! instead cost 7.5 reconciles per check at 2,000 connections, more the larger the fleet.)
-//! Waiting connections hold no controller slot, so a provider that hangs delays only its own.
+//! Waiting connections hold none of the runner's places, so a provider that hangs delays only
+//! its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::CachedConnection;
 
-type Key = ObjectRef<CachedConnection>;
+pub(super) type Key = ObjectRef<CachedConnection>;
 
 /// A connection in a line (or the due queue): its namespace (shared with the namespace's line)
 /// and name (one allocation, shared by the line and the map). A third of an `ObjectRef` copied
@@ -132,7 +133,7 @@ impl Slots {
     }
 
     /// Starts a check of a due connection: with its slots free, they are taken for it and the
-    /// controller is asked to reconcile it (which claims them); else it waits in line. Either
+    /// runner is asked to reconcile it (which claims them); else it waits in line. Either
     /// way without a reconcile spent on finding out.
     /// `conn` comes from the due queue: a connection in line shares its name with the queue.
     pub fn start(&self, conn: &Conn, provider: &str) {
@@ -143,7 +144,7 @@ impl Slots {
         }
     }
 
-    /// Asks the controller to reconcile a due connection whose check needs no slot (it calls
+    /// Asks the runner to reconcile a due connection whose check needs no slot (it calls
     /// no provider).
     pub fn run_now(&self, conn: &Key) {
         let _ = self.wake.unbounded_send(conn.clone());
@@ -270,7 +271,7 @@ impl Slots {
         state.line(half, key).is_some_and(|l| l.busy < size)
     }
 
-    /// Takes the slots for `conn` and asks the controller to reconcile it.
+    /// Takes the slots for `conn` and asks the runner to reconcile it.
     fn wake(&self, state: &mut State, conn: Conn, want: Want) {
         state.waiting.remove(&conn);
         if state.waiting.is_empty() {
@@ -282,11 +283,11 @@ impl Slots {
     }
 
     /// Keeps the slots taken for `conn` until its reconcile claims them, and asks the
-    /// controller to reconcile it.
+    /// runner to reconcile it.
     fn hand(&self, state: &mut State, conn: Conn, want: Want) {
         let key = ObjectRef::new(&conn.name).within(&conn.namespace);
         state.held.insert(conn, want);
-        // Closed only when the controller has stopped: nothing to wake then.
+        // Closed only when the runner has stopped: nothing to wake then.
         let _ = self.wake.unbounded_send(key);
     }
 
