@@ -14,12 +14,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Resource;
 use kube::api::ObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Resource, ResourceExt};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::store::{Conn, Connections};
 use crate::api::{
     ChannelConnection, ChannelConnectionSpec, ChannelConnectionStatus, ConditionType,
     PendingReauthorization, ProviderRef, Reason,
@@ -28,21 +28,22 @@ use crate::api::{
 /// A connection as the cache holds it, decoded straight from the watch: `managedFields`,
 /// other annotations and most of the status are skipped while decoding, so they cost neither
 /// memory nor the work of building them. What is kept is kept compactly (one cached object
-/// per connection makes every byte count ten thousand times): `metadata` holds only what
-/// kube's store and controller key on (name, namespace) and what `due` reads (generation,
-/// creation and deletion times); the uid, labels and relink's annotations sit beside it.
-/// The watch's `resourceVersion` is dropped once the watcher has read it
-/// ([`CachedConnection::forget_version`]), so the store's references carry no copy of it.
+/// per connection makes every byte count ten thousand times): the key (namespace and name,
+/// shared with the cache's map and the due queue, see `store.rs`), what `due` reads of the
+/// metadata (generation, creation and deletion times), the uid, labels and relink's
+/// annotations.
 /// The spec of a connection that was never checked is kept as the API server's compact JSON
 /// (under half the size of the decoded spec with its twenty-odd strings): its first check
 /// reads it from here, without a GET. Once the connection has a status, a due check reads the
 /// whole object anyway, so the cache keeps only what deciding "due?" reads: `suspend` and
 /// whether the spec is valid. The two fields events are matched on (the provider and the
 /// Secret) are kept decoded.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(try_from = "Wire")]
+#[derive(Clone, Debug)]
 pub struct CachedConnection {
-    pub metadata: ObjectMeta,
+    conn: Conn,
+    generation: Option<i64>,
+    created: Seconds,
+    deleted: Seconds,
     uid: Uid,
     labels: Pairs,
     /// relink's own annotations (the requests); usually none.
@@ -53,6 +54,21 @@ pub struct CachedConnection {
     pub status: Option<SlimStatus>,
     /// Whether this copy changed what can make a check due (see [`CachedConnection::set_news`]).
     news: bool,
+}
+
+/// A connection as kube's watcher decodes it: the slim copy, and the metadata the watcher
+/// itself reads (its `resourceVersion`, to resume), which is dropped with this wrapper.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "Wire")]
+pub struct Watched {
+    metadata: ObjectMeta,
+    pub conn: CachedConnection,
+}
+
+impl<'de> Deserialize<'de> for CachedConnection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Watched::deserialize(d).map(|w| w.conn)
+    }
 }
 
 /// What the cache keeps of the spec (see [`CachedConnection`]).
@@ -195,8 +211,11 @@ impl CachedConnection {
                 ..ChannelConnectionSpec::new("", &self.secret_name)
             },
         };
-        let mut c = ChannelConnection::new(&self.name_any(), spec);
-        c.metadata = self.metadata.clone();
+        let mut c = ChannelConnection::new(&self.conn.name, spec);
+        c.metadata.namespace = Some(self.conn.namespace.to_string());
+        c.metadata.generation = self.generation;
+        c.metadata.creation_timestamp = self.created.time().map(Time);
+        c.metadata.deletion_timestamp = self.deleted.time().map(Time);
         c.metadata.uid = self.uid();
         c.metadata.labels = self.labels.to_map();
         c.metadata.annotations = self.annotations.to_map();
@@ -213,6 +232,25 @@ impl CachedConnection {
                 Spec::Text(_) => view.spec.validate().is_ok(),
                 Spec::Checked { valid, .. } => *valid,
             }
+    }
+
+    /// The connection's namespace and name, as the cache keys it.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// Takes the cache's copy of the key (see `store.rs`).
+    pub(super) fn set_conn(&mut self, conn: Conn) {
+        debug_assert!(conn == self.conn);
+        self.conn = conn;
+    }
+
+    pub fn name(&self) -> &str {
+        &self.conn.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.conn.namespace
     }
 
     /// `spec.providerRef`.
@@ -259,8 +297,8 @@ impl CachedConnection {
     fn triggers(&self) -> (&Uid, Option<i64>, bool, [Option<&str>; 3]) {
         (
             &self.uid,
-            self.metadata.generation,
-            self.metadata.deletion_timestamp.is_some(),
+            self.generation,
+            self.deleted != Seconds::default(),
             [
                 crate::api::CHECK_REQUESTED_ANNOTATION,
                 crate::api::REFRESH_REQUESTED_ANNOTATION,
@@ -268,11 +306,6 @@ impl CachedConnection {
             ]
             .map(|key| self.annotation(key)),
         )
-    }
-
-    /// Drops the `resourceVersion` (read by the watcher, by nothing after it).
-    pub fn forget_version(&mut self) {
-        self.metadata.resource_version = None;
     }
 }
 
@@ -385,7 +418,7 @@ impl From<WireStatus> for SlimStatus {
     }
 }
 
-impl Resource for CachedConnection {
+impl Resource for Watched {
     type DynamicType = ();
     type Scope = k8s_openapi::NamespaceResourceScope;
 
@@ -435,7 +468,7 @@ struct WireMeta {
     annotations: Pairs,
 }
 
-impl TryFrom<Wire> for CachedConnection {
+impl TryFrom<Wire> for Watched {
     type Error = serde_json::Error;
 
     fn try_from(w: Wire) -> Result<Self, Self::Error> {
@@ -443,16 +476,12 @@ impl TryFrom<Wire> for CachedConnection {
         // Decoded once here, so a spec that does not decode fails the watch event, not a
         // later read; kept as text.
         let spec: ChannelConnectionSpec = serde_json::from_str(w.spec.get())?;
-        Ok(CachedConnection {
-            metadata: ObjectMeta {
-                name: m.name,
-                namespace: m.namespace,
-                resource_version: m.resource_version,
-                generation: m.generation,
-                creation_timestamp: m.creation_timestamp,
-                deletion_timestamp: m.deletion_timestamp,
-                ..Default::default()
-            },
+        let (name, namespace) = (m.name.unwrap_or_default(), m.namespace.unwrap_or_default());
+        let conn = CachedConnection {
+            conn: Conn::new(&namespace, &name),
+            generation: m.generation,
+            created: Seconds::of(m.creation_timestamp),
+            deleted: Seconds::of(m.deletion_timestamp),
             uid: m.uid.map(Uid::from).unwrap_or_default(),
             labels: m.labels,
             annotations: m.annotations,
@@ -467,7 +496,14 @@ impl TryFrom<Wire> for CachedConnection {
             secret_name: spec.secret_ref.name.into_boxed_str(),
             status: w.status,
             news: true,
-        })
+        };
+        let metadata = ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace),
+            resource_version: m.resource_version,
+            ..Default::default()
+        };
+        Ok(Watched { metadata, conn })
     }
 }
 
@@ -581,7 +617,7 @@ impl Unseen {
     }
 
     /// The copy of a connection a check decides on, and whether it is behind a write of this
-    /// process. kube hands a reconcile the copy the cache had when the reconcile was started;
+    /// process. A reconcile starts from the copy the cache had when the reconcile started;
     /// the watch may have replaced it (and forgotten the write it carried) before the
     /// reconcile runs, so the newest copy is read again here.
     ///
@@ -591,15 +627,13 @@ impl Unseen {
     /// every status write of this process.
     pub fn current(
         &self,
-        cache: &Store<CachedConnection>,
+        cache: &Connections,
         handed: &Arc<CachedConnection>,
     ) -> (Arc<CachedConnection>, bool) {
         let pending = handed
             .uid()
             .is_some_and(|uid| self.lock().contains_key(&uid));
-        let newest = cache
-            .get(&ObjectRef::from_obj(handed.as_ref()))
-            .unwrap_or_else(|| handed.clone());
+        let newest = cache.get(handed.conn()).unwrap_or_else(|| handed.clone());
         let behind = pending && self.behind(newest.status.as_ref(), newest.uid().as_deref());
         (newest, behind)
     }
@@ -857,8 +891,8 @@ mod tests {
         // Caught up: forgotten, so an older cached copy is trusted again.
         assert!(!behind(&old));
     }
-    /// The race behind a flaky "call that was not due": kube hands a reconcile the copy it had
-    /// when the reconcile started; the watch then delivers this process's own status write and
+    /// The race behind a flaky "call that was not due": a reconcile starts from the copy the
+    /// cache had when it started; the watch then delivers this process's own status write and
     /// forgets it before the reconcile first runs. The handed copy has no status and no write
     /// is pending, yet the connection was just checked: the check must decide on the newest copy.
     #[test]
@@ -870,17 +904,17 @@ mod tests {
         };
         let mut unchecked = checked(now);
         unchecked.status = None;
-        let (store, mut writer) = kube::runtime::reflector::store::<CachedConnection>();
+        let store = Connections::default();
         let unseen = Unseen::default();
         let first = slim(unchecked);
-        writer.apply_watcher_event(&Event::Apply(first.as_ref().clone()));
+        store.apply(&mut Event::Apply(first.as_ref().clone()));
 
         // Never checked, nothing written: the handed copy is the newest and may be trusted.
         let (copy, behind) = unseen.current(&store, &first);
         assert!(copy.status.is_none() && !behind);
 
         // Checked and written; the reconcile after it is handed the copy from before.
-        let handed = store.get(&ObjectRef::from_obj(first.as_ref())).unwrap();
+        let handed = store.get(first.conn()).unwrap();
         unseen.wrote("u1".into(), now);
         let (copy, behind) = unseen.current(&store, &handed);
         assert!(
@@ -890,7 +924,7 @@ mod tests {
 
         // The watch delivers the write and forgets it (as `ConnectionSide::seen` does).
         let written = slim(checked(now));
-        writer.apply_watcher_event(&Event::Apply(written.as_ref().clone()));
+        store.apply(&mut Event::Apply(written.as_ref().clone()));
         assert!(!unseen.behind(written.status.as_ref(), Some("u1")));
         let (copy, behind) = unseen.current(&store, &handed);
         assert!(!behind);

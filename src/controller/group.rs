@@ -41,8 +41,7 @@ impl Health {
 
 /// Whether `conn` belongs to the group described by `spec`.
 pub fn is_member(spec: &ChannelGroupSpec, conn: &CachedConnection) -> bool {
-    let name = conn.name_any();
-    if spec.connections.contains(&name) {
+    if spec.connections.iter().any(|n| n == conn.name()) {
         return true;
     }
     let Some(sel) = &spec.selector else {
@@ -203,7 +202,7 @@ pub async fn reconcile(group: Arc<ChannelGroup>, ctx: Arc<Context>) -> Result<Ac
         .connections
         .state()
         .into_iter()
-        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()) && is_member(&group.spec, c))
+        .filter(|c| c.namespace() == ns && is_member(&group.spec, c))
         .map(|c| Arc::new(c.view()))
         .collect();
     members.sort_by_key(|c| c.name_any());

@@ -9,11 +9,9 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
-
 use super::CachedConnection;
 use super::secrets::{Key, key};
+use super::store::Conn;
 
 #[derive(Default)]
 pub struct SecretIndex {
@@ -22,8 +20,9 @@ pub struct SecretIndex {
 
 #[derive(Default)]
 struct Inner {
-    /// Secret digest → names of the connections (of its namespace) that name it.
-    by_secret: HashMap<Key, Vec<Box<str>>>,
+    /// Secret digest → the connections (of its namespace) that name it, keys shared with the
+    /// cache.
+    by_secret: HashMap<Key, Vec<Conn>>,
     /// Connection digest → digest of the Secret it named last, to move it when
     /// `spec.secretRef` changes.
     by_connection: HashMap<Key, Key>,
@@ -32,37 +31,35 @@ struct Inner {
 impl SecretIndex {
     /// Records (or moves) the Secret `conn` names.
     pub fn apply(&self, conn: &CachedConnection) {
-        let ns = conn.namespace().unwrap_or_default();
-        let name = conn.name_any();
-        let secret = key(&ns, conn.secret_name());
+        let (ns, name) = (conn.namespace(), conn.name());
+        let secret = key(ns, conn.secret_name());
         let mut inner = self
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let me = key(&ns, &name);
+        let me = key(ns, name);
         if inner.by_connection.get(&me) == Some(&secret) {
             return;
         }
-        inner.forget(me, &name);
+        inner.forget(me, conn.conn());
         inner
             .by_secret
             .entry(secret)
             .or_default()
-            .push(name.into_boxed_str());
+            .push(conn.conn().clone());
         inner.by_connection.insert(me, secret);
     }
 
     /// Forgets a deleted connection.
     pub fn delete(&self, conn: &CachedConnection) {
-        let (ns, name) = (conn.namespace().unwrap_or_default(), conn.name_any());
         self.inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .forget(key(&ns, &name), &name);
+            .forget(key(conn.namespace(), conn.name()), conn.conn());
     }
 
     /// The connections that name Secret `namespace/name`.
-    pub fn connections(&self, namespace: &str, name: &str) -> Vec<ObjectRef<CachedConnection>> {
+    pub fn connections(&self, namespace: &str, name: &str) -> Vec<Conn> {
         let inner = self
             .inner
             .read()
@@ -70,22 +67,18 @@ impl SecretIndex {
         inner
             .by_secret
             .get(&key(namespace, name))
-            .map(|names| {
-                (names.iter())
-                    .map(|n| ObjectRef::new(n).within(namespace))
-                    .collect()
-            })
+            .cloned()
             .unwrap_or_default()
     }
 }
 
 impl Inner {
-    fn forget(&mut self, me: Key, name: &str) {
+    fn forget(&mut self, me: Key, conn: &Conn) {
         let Some(old) = self.by_connection.remove(&me) else {
             return;
         };
         if let Some(names) = self.by_secret.get_mut(&old) {
-            names.retain(|n| &**n != name);
+            names.retain(|n| n != conn);
             if names.is_empty() {
                 self.by_secret.remove(&old);
             }
@@ -115,7 +108,7 @@ mod tests {
         assert!(index.connections("other", "s1").is_empty());
         index.apply(&conn("a", "s2"));
         assert_eq!(index.connections("ns", "s1").len(), 1);
-        assert_eq!(index.connections("ns", "s2")[0].name, "a");
+        assert_eq!(&*index.connections("ns", "s2")[0].name, "a");
         index.delete(&conn("b", "s1"));
         assert!(index.connections("ns", "s1").is_empty());
         assert!(index.inner.read().unwrap().by_secret.len() == 1);

@@ -1,9 +1,10 @@
 //! The `ChannelConnection` controller: watches, caches and the shared [`Context`].
 //!
 //! Caches hold only what deciding "is a check due?" needs: a slim copy of each connection
-//! (`cache.rs`), provider objects, and the `resourceVersion` of each Secret from a
+//! (`cache.rs`, in a map of our own: `store.rs`), provider objects, and the `resourceVersion` of each Secret from a
 //! metadata-only watch. The whole connection and its Secret's data are read when a check is
-//! due.
+//! due. When a connection is looked at and checked is decided by the due queue (`queue.rs`),
+//! the slots (`slots.rs`) and the runner (`runner.rs`), not by kube's controller.
 
 mod cache;
 mod group;
@@ -17,6 +18,7 @@ mod schedule;
 mod secrets;
 mod slots;
 pub mod status;
+mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,7 @@ pub use cache::CachedConnection;
 pub use reconcile::Error;
 pub use schedule::{Due, Observed, due};
 pub use secrets::SecretVersions;
+use store::Conn;
 
 /// Operator settings the controller needs (from flags).
 #[derive(Clone, Debug)]
@@ -107,8 +110,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub notifier: Arc<Notifier>,
     pub settings: Settings,
-    /// Slim connections (see `cache.rs`), read by the group controller.
-    pub connections: Store<CachedConnection>,
+    /// Slim connections (see `cache.rs`, `store.rs`), read by the group controller.
+    pub connections: Arc<store::Connections>,
     pub providers: Store<ChannelProvider>,
     pub cluster_providers: Store<ClusterChannelProvider>,
     pub secrets: SecretVersions,
@@ -147,7 +150,7 @@ struct AppProblem {
 
 /// The caches a [`Context`] reads.
 struct Caches {
-    connections: Store<CachedConnection>,
+    connections: Arc<store::Connections>,
     providers: Store<ChannelProvider>,
     cluster_providers: Store<ClusterChannelProvider>,
     secrets: SecretVersions,
@@ -240,7 +243,7 @@ impl Context {
     /// `None` when either is all in use. Then the connection waits in line without holding one
     /// of the controller's slots, and is reconciled again when its slot is free (`slots.rs`).
     fn take_slot(&self, conn: &ChannelConnection, provider_label: &str) -> Option<slots::Slot> {
-        let key = ObjectRef::new(&conn.name_any()).within(&conn.namespace().unwrap_or_default());
+        let key = Conn::new(&conn.namespace().unwrap_or_default(), &conn.name_any());
         self.slots.take(&key, provider_label)
     }
 
@@ -345,7 +348,7 @@ pub async fn run(
     let wc = watcher::Config::default();
     let ns = settings.namespace.clone();
 
-    let (conn_store, conn_writer) = reflector::store::<CachedConnection>();
+    let conn_store = Arc::new(store::Connections::default());
     // Groups are recounted when a connection of their namespace changes (or goes away).
     let group_controller = Controller::new(api_for::<ChannelGroup>(&client, &ns), wc.clone());
     let (group_tx, group_rx) = futures::channel::mpsc::unbounded::<ObjectRef<ChannelGroup>>();
@@ -369,7 +372,7 @@ pub async fn run(
         groups: group_controller.store(),
         group_tx,
     };
-    let connections = connection_events(&client, &settings, wc.clone(), conn_writer, side);
+    let connections = connection_events(&client, &settings, wc.clone(), side);
     let (providers, provider_events) =
         cached_watch(api_for::<ChannelProvider>(&client, &ns), wc.clone());
     let (cluster_providers, cluster_events) = cached_watch(
@@ -412,9 +415,7 @@ pub async fn run(
     // Every trigger goes to the due queue, which looks at the connection now.
     let trigger_queue = due_queue.clone();
     let triggers = futures::stream::select_all([
-        connections
-            .map_ok(|c| vec![ObjectRef::from_obj(&c)])
-            .boxed(),
+        connections.map_ok(|c| vec![c]).boxed(),
         secret_events
             .map_ok(move |s| {
                 secret_index.connections(&s.namespace().unwrap_or_default(), &s.name_any())
@@ -476,8 +477,8 @@ struct ConnectionSide {
     unseen: Arc<cache::Unseen>,
     slots: Arc<slots::Slots>,
     queue: Arc<queue::DueQueue>,
-    /// The connection cache, as the watch has just filled it.
-    cached: Store<CachedConnection>,
+    /// The connection cache, filled by the watch.
+    cached: Arc<store::Connections>,
     groups: Store<ChannelGroup>,
     group_tx: futures::channel::mpsc::UnboundedSender<ObjectRef<ChannelGroup>>,
 }
@@ -488,13 +489,15 @@ impl ConnectionSide {
     fn seen(&self, event: &watcher::Event<CachedConnection>) {
         let changed = match event {
             watcher::Event::Delete(c) => {
-                self.metrics
-                    .forget_connection(&labels_of(c, &c.provider_ref().name));
+                self.metrics.forget_connection(&ConnectionLabels {
+                    namespace: c.namespace().to_owned(),
+                    name: c.name().to_owned(),
+                    provider: c.provider_ref().name.clone(),
+                });
                 self.index.delete(c);
                 self.unseen.forget(c);
-                let key = ObjectRef::from_obj(c);
-                self.slots.forget(&key);
-                self.queue.forget(&key);
+                self.slots.forget(c.conn());
+                self.queue.forget(c.conn());
                 c
             }
             watcher::Event::Apply(c) => {
@@ -512,15 +515,14 @@ impl ConnectionSide {
             // looked at once, as the cache now has it, without a reconcile each.
             watcher::Event::InitDone => {
                 for c in self.cached.state() {
-                    self.queue
-                        .after(&ObjectRef::from_obj(c.as_ref()), Duration::ZERO);
+                    self.queue.after(c.conn(), Duration::ZERO);
                 }
                 return;
             }
             _ => return,
         };
         let ns = changed.namespace();
-        for g in self.groups.state().iter().filter(|g| g.namespace() == ns) {
+        for g in (self.groups.state().iter()).filter(|g| g.namespace().as_deref() == Some(ns)) {
             let _ = self
                 .group_tx
                 .unbounded_send(ObjectRef::from_obj(g.as_ref()));
@@ -534,9 +536,8 @@ fn connection_events(
     client: &Client,
     settings: &Settings,
     wc: watcher::Config,
-    writer: reflector::store::Writer<CachedConnection>,
     side: ConnectionSide,
-) -> impl futures::Stream<Item = Result<CachedConnection, watcher::Error>> + Send + 'static {
+) -> impl futures::Stream<Item = Result<Conn, watcher::Error>> + Send + 'static {
     // Pages of 250: the text of a page of whole objects (about 1 MiB) is held while it is
     // decoded; smaller pages cost a list request per hundred connections and a slower start.
     let wc = match &settings.selector {
@@ -544,26 +545,38 @@ fn connection_events(
         None => wc,
     }
     .page_size(250);
-    // Whether an object is news is decided against the cached copy before the cache takes
-    // the new one: no map of its own beside the cache.
-    let cached = writer.as_reader();
-    watcher(api_for::<CachedConnection>(client, &settings.namespace), wc)
+    watcher(api_for::<cache::Watched>(client, &settings.namespace), wc)
         .default_backoff()
-        .modify(move |c| {
-            c.forget_version();
-            let before = cached.get(&ObjectRef::from_obj(c));
-            c.set_news(before.as_deref());
+        .map_ok(move |event| {
+            let mut event = slim(event);
+            // Whether an object is news is decided against the cached copy before the cache
+            // takes the new one: no map of its own beside the cache.
+            if let watcher::Event::Apply(c) = &mut event {
+                c.set_news(side.cached.get(c.conn()).as_deref());
+            }
+            side.cached.apply(&mut event);
+            side.seen(&event);
+            event
         })
-        .reflect(writer)
-        .inspect_ok(move |event| side.seen(event))
         // Changes only: a complete list goes to the due queue (`seen`). The operator's own
         // status writes come back through the watch; they are not news.
         .try_filter_map(|event| {
             std::future::ready(Ok(match event {
-                watcher::Event::Apply(c) if c.is_news() => Some(c),
+                watcher::Event::Apply(c) if c.is_news() => Some(c.conn().clone()),
                 _ => None,
             }))
         })
+}
+
+/// A watch event of the slim copy (the watcher's metadata dropped).
+fn slim(event: watcher::Event<cache::Watched>) -> watcher::Event<CachedConnection> {
+    match event {
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(w) => watcher::Event::InitApply(w.conn),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+        watcher::Event::Apply(w) => watcher::Event::Apply(w.conn),
+        watcher::Event::Delete(w) => watcher::Event::Delete(w.conn),
+    }
 }
 
 /// A cache of provider objects (without managedFields) and the stream of their changes.
@@ -688,23 +701,17 @@ fn labels_of(c: &impl Resource, provider: &str) -> ConnectionLabels {
 }
 
 /// The connections that name ChannelProvider `p`.
-fn using_provider(
-    store: &Store<CachedConnection>,
-    p: &ChannelProvider,
-) -> Vec<ObjectRef<CachedConnection>> {
+fn using_provider(store: &store::Connections, p: &ChannelProvider) -> Vec<Conn> {
     let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
     referencing(store, |c| {
         c.provider_ref().kind == ProviderKind::ChannelProvider
             && c.provider_ref().name == name
-            && c.namespace().as_deref() == Some(&ns)
+            && c.namespace() == ns
     })
 }
 
 /// The connections that name ClusterChannelProvider `p`.
-fn using_cluster_provider(
-    store: &Store<CachedConnection>,
-    p: &ClusterChannelProvider,
-) -> Vec<ObjectRef<CachedConnection>> {
+fn using_cluster_provider(store: &store::Connections, p: &ClusterChannelProvider) -> Vec<Conn> {
     let name = p.name_any();
     referencing(store, |c| {
         c.provider_ref().kind == ProviderKind::ClusterChannelProvider
@@ -712,14 +719,11 @@ fn using_cluster_provider(
     })
 }
 
-fn referencing(
-    store: &Store<CachedConnection>,
-    pred: impl Fn(&CachedConnection) -> bool,
-) -> Vec<ObjectRef<CachedConnection>> {
+fn referencing(store: &store::Connections, pred: impl Fn(&CachedConnection) -> bool) -> Vec<Conn> {
     store
         .state()
         .iter()
         .filter(|c| pred(c))
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .map(|c| c.conn().clone())
         .collect()
 }

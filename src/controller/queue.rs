@@ -14,17 +14,12 @@
 //! The queue only decides when to look: the reconcile decides again on the newest copy, so a
 //! look that is early or repeated costs a reconcile, never a check.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube::runtime::reflector::ObjectRef;
-
-use super::CachedConnection;
-use super::slots::Conn;
-
-type Key = ObjectRef<CachedConnection>;
+use super::store::Conn;
 
 /// Deadlines of every connection that has one.
 pub struct DueQueue {
@@ -39,8 +34,6 @@ struct State {
     /// Milliseconds after `epoch` at which each connection is due.
     at: HashMap<Conn, u64>,
     order: BTreeSet<(u64, Conn)>,
-    /// Namespaces, shared by their connections' entries.
-    namespaces: HashSet<Arc<str>>,
 }
 
 impl Default for DueQueue {
@@ -55,13 +48,11 @@ impl Default for DueQueue {
 
 impl DueQueue {
     /// Looks at `conn` after `wait` (replacing an earlier or later deadline it had).
-    pub fn after(&self, conn: &Key, wait: Duration) {
-        let fresh = self.lock().conn(conn);
-        self.put(fresh, wait);
+    pub fn after(&self, conn: &Conn, wait: Duration) {
+        self.put(conn.clone(), wait);
     }
 
-    /// As [`DueQueue::after`], for a connection as the queue handed it out: its name is kept as
-    /// it is, not copied.
+    /// As [`DueQueue::after`], for a connection the queue handed out.
     pub fn put(&self, fresh: Conn, wait: Duration) {
         let at = self.millis(Instant::now()).saturating_add(millis(wait));
         let first = {
@@ -86,19 +77,9 @@ impl DueQueue {
     }
 
     /// `conn` has no deadline any more (deleted, or waits for a change).
-    pub fn forget(&self, conn: &Key) {
+    pub fn forget(&self, conn: &Conn) {
         let mut state = self.lock();
-        let Some(ns) = state
-            .namespaces
-            .get(conn.namespace.as_deref().unwrap_or_default())
-        else {
-            return;
-        };
-        let conn = Conn {
-            namespace: ns.clone(),
-            name: conn.name.as_str().into(),
-        };
-        if let Some(at) = state.at.remove(&conn) {
+        if let Some((conn, at)) = state.at.remove_entry(conn) {
             state.order.remove(&(at, conn));
         }
     }
@@ -152,24 +133,6 @@ impl DueQueue {
     }
 }
 
-impl State {
-    fn conn(&mut self, key: &Key) -> Conn {
-        let ns = key.namespace.as_deref().unwrap_or_default();
-        let namespace = match self.namespaces.get(ns) {
-            Some(n) => n.clone(),
-            None => {
-                let n: Arc<str> = ns.into();
-                self.namespaces.insert(n.clone());
-                n
-            }
-        };
-        Conn {
-            namespace,
-            name: key.name.as_str().into(),
-        }
-    }
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -212,17 +175,8 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn key(name: &str) -> Key {
-        ObjectRef::new(name).within("ns")
-    }
-
-    impl State {
-        fn conn_if_known(&self, name: &str) -> Conn {
-            Conn {
-                namespace: self.namespaces.get("ns").unwrap().clone(),
-                name: name.into(),
-            }
-        }
+    fn key(name: &str) -> Conn {
+        Conn::new("ns", name)
     }
 
     fn names(conns: Vec<Conn>) -> Vec<String> {
@@ -266,7 +220,7 @@ mod tests {
         q.after(&key("a"), Duration::from_secs(60));
         q.after(&key("a"), Duration::from_secs(30));
         let state = q.lock();
-        let (in_map, _) = state.at.get_key_value(&state.conn_if_known("a")).unwrap();
+        let (in_map, _) = state.at.get_key_value(&key("a")).unwrap();
         let (_, in_order) = state.order.first().unwrap();
         assert!(Arc::ptr_eq(&in_map.name, &in_order.name));
         assert_eq!(state.order.len(), 1);
@@ -278,7 +232,7 @@ mod tests {
         q.after(&key("gone"), Duration::ZERO);
         q.after(&key("kept"), Duration::ZERO);
         q.forget(&key("gone"));
-        q.forget(&ObjectRef::new("other").within("elsewhere"));
+        q.forget(&Conn::new("elsewhere", "other"));
         assert_eq!(names(q.take_due(Instant::now(), 10)), ["kept"]);
     }
 

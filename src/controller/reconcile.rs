@@ -60,7 +60,7 @@ enum Next {
 
 /// Runs one reconcile of a connection handed over by the due queue (`runner.rs`), and gives
 /// the due queue its next time: the one the check asks for, or the backoff after a failure.
-pub(super) async fn run_one(ctx: &Arc<Context>, key: &super::slots::Key) {
+pub(super) async fn run_one(ctx: &Arc<Context>, key: &super::store::Conn) {
     use futures::FutureExt;
     let Some(conn) = ctx.connections.get(key) else {
         // Deleted meanwhile: slots taken for it go to the next in line.
@@ -205,9 +205,9 @@ async fn due_object(
         }
         Ok(due) if fresh => (Arc::new(view), due),
         Ok(_) => {
-            let ns = cached.namespace().unwrap_or_default();
-            let api: Api<ChannelConnection> = Api::namespaced(ctx.client.clone(), &ns);
-            let Some(mut full) = api.get_opt(&cached.name_any()).await? else {
+            let api: Api<ChannelConnection> =
+                Api::namespaced(ctx.client.clone(), cached.namespace());
+            let Some(mut full) = api.get_opt(cached.name()).await? else {
                 return Ok(Err(Next::Change));
             };
             full.metadata.managed_fields = None;
@@ -225,9 +225,8 @@ async fn due_object(
 /// new deadline; due, it takes its slots and goes to the controller, or waits in line (no
 /// reconcile is spent on it until its check can start). The reconcile decides again on the
 /// newest copy, so a look that is wrong costs a reconcile, never a check.
-pub(super) fn look(ctx: &Context, conn: super::slots::Conn) {
-    let key = conn.key();
-    let Some(handed) = ctx.connections.get(&key) else {
+pub(super) fn look(ctx: &Context, conn: super::store::Conn) {
+    let Some(handed) = ctx.connections.get(&conn) else {
         return; // deleted meanwhile
     };
     let (cached, _) = ctx.unseen.current(&ctx.connections, &handed);
@@ -248,7 +247,7 @@ pub(super) fn look(ctx: &Context, conn: super::slots::Conn) {
                 .flatten()
             {
                 Some(p) => ctx.slots.start(&conn, &p.label()),
-                None => ctx.slots.run_now(&key),
+                None => ctx.slots.run_now(&conn),
             }
             // A safety net: the reconcile sets the real next time.
             ctx.queue.put(conn, WAITING_FALLBACK);
@@ -415,7 +414,7 @@ fn error_policy(conn: &CachedConnection, err: &Error, ctx: &Context) -> Duration
         .saturating_mul(2u32.saturating_pow(streak.min(16) - 1))
         .min(ERROR_BACKOFF_MAX)
         .mul_f64(rand::rng().random_range(0.8..1.2));
-    warn!(namespace = ?conn.namespace(), name = %conn.name_any(), error = %err, kind = err.metric_label(), streak, retry_in_s = wait.as_secs(), "reconcile error, retrying");
+    warn!(namespace = conn.namespace(), name = conn.name(), error = %err, kind = err.metric_label(), streak, retry_in_s = wait.as_secs(), "reconcile error, retrying");
     wait
 }
 

@@ -18,7 +18,7 @@ use futures::{FutureExt, StreamExt};
 
 use super::Context;
 use super::reconcile;
-use super::slots::Key;
+use super::store::Conn as Key;
 
 /// Runs reconciles of the connections handed over through `handed` until `shutdown`
 /// resolves; reconciles in flight then finish first.
@@ -98,10 +98,8 @@ impl Runs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::runtime::reflector::ObjectRef;
-
     fn key(name: &str) -> Key {
-        ObjectRef::new(name).within("ns")
+        Key::new("ns", name)
     }
 
     #[test]

@@ -14,35 +14,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+pub(super) use super::store::Conn;
 use futures::channel::mpsc::UnboundedSender;
-use kube::runtime::reflector::ObjectRef;
-
-use super::CachedConnection;
-
-pub(super) type Key = ObjectRef<CachedConnection>;
-
-/// A connection in a line (or the due queue): its namespace (shared with the namespace's line)
-/// and name (one allocation, shared by the line and the map). A third of an `ObjectRef` copied
-/// twice: at the start of a sweep every due connection is in a line.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) struct Conn {
-    pub namespace: Arc<str>,
-    pub name: Arc<str>,
-}
-
-impl Conn {
-    /// The connection's key in kube's store.
-    pub fn key(&self) -> Key {
-        ObjectRef::new(&self.name).within(&self.namespace)
-    }
-}
 
 /// The lines and counts of every namespace and provider.
 pub struct Slots {
     per_namespace: usize,
     per_provider: usize,
     state: Mutex<State>,
-    wake: UnboundedSender<Key>,
+    wake: UnboundedSender<Conn>,
 }
 
 #[derive(Default)]
@@ -111,7 +91,7 @@ impl Drop for Slot {
 }
 
 impl Slots {
-    pub fn new(per_namespace: usize, per_provider: usize, wake: UnboundedSender<Key>) -> Self {
+    pub fn new(per_namespace: usize, per_provider: usize, wake: UnboundedSender<Conn>) -> Self {
         Slots {
             per_namespace: per_namespace.max(1),
             per_provider: per_provider.max(1),
@@ -122,10 +102,9 @@ impl Slots {
 
     /// A slot for a check of `conn`, or `None`: then `conn` waits in line (keeping its place if
     /// it already does) and is woken when its slot is free.
-    pub fn take(self: &Arc<Self>, conn: &Key, provider: &str) -> Option<Slot> {
+    pub fn take(self: &Arc<Self>, conn: &Conn, provider: &str) -> Option<Slot> {
         let mut state = self.lock();
-        let ns = conn.namespace.as_deref().unwrap_or_default();
-        let (_, want) = self.claim(&mut state, ns, conn.name.as_str().into(), provider)?;
+        let (_, want) = self.claim(&mut state, conn, provider)?;
         Some(Slot {
             slots: self.clone(),
             want,
@@ -135,35 +114,25 @@ impl Slots {
     /// Starts a check of a due connection: with its slots free, they are taken for it and the
     /// runner is asked to reconcile it (which claims them); else it waits in line. Either
     /// way without a reconcile spent on finding out.
-    /// `conn` comes from the due queue: a connection in line shares its name with the queue.
+    /// A connection in line shares its key with the cache and the due queue.
     pub fn start(&self, conn: &Conn, provider: &str) {
         let mut state = self.lock();
-        let claimed = self.claim(&mut state, &conn.namespace, conn.name.clone(), provider);
-        if let Some((conn, want)) = claimed {
+        if let Some((conn, want)) = self.claim(&mut state, conn, provider) {
             self.hand(&mut state, conn, want);
         }
     }
 
     /// Asks the runner to reconcile a due connection whose check needs no slot (it calls
     /// no provider).
-    pub fn run_now(&self, conn: &Key) {
+    pub fn run_now(&self, conn: &Conn) {
         let _ = self.wake.unbounded_send(conn.clone());
     }
 
     /// Takes the slots of `conn` (or those held for it), or puts it in line. What it returns is
     /// counted as busy.
-    fn claim(
-        &self,
-        state: &mut State,
-        namespace: &str,
-        name: Arc<str>,
-        provider: &str,
-    ) -> Option<(Conn, Want)> {
-        let want = state.want(namespace, provider);
-        let conn = Conn {
-            namespace: want.namespace.clone(),
-            name,
-        };
+    fn claim(&self, state: &mut State, conn: &Conn, provider: &str) -> Option<(Conn, Want)> {
+        let want = state.want(&conn.namespace, provider);
+        let conn = conn.clone();
         if let Some(want) = state.held.remove(&conn) {
             return Some((conn, want));
         }
@@ -193,31 +162,26 @@ impl Slots {
 
     /// Ends a reconcile of `conn`: slots taken for it that it did not claim (it was no longer
     /// due, say) go to the next in line.
-    pub fn settle(&self, conn: &Key) {
+    pub fn settle(&self, conn: &Conn) {
         let mut state = self.lock();
         if state.held.is_empty() {
             return;
         }
-        if let Some(conn) = state.find(conn) {
-            self.settle_locked(&mut state, &conn);
-        }
+        self.settle_locked(&mut state, conn);
     }
 
     /// A deleted connection leaves its line, and slots taken for it are freed.
-    pub fn forget(&self, conn: &Key) {
+    pub fn forget(&self, conn: &Conn) {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let Some(conn) = state.find(conn) else {
-            return;
-        };
-        if let Some(want) = state.waiting.remove(&conn) {
+        if let Some(want) = state.waiting.remove(conn) {
             for half in [Half::Provider, Half::Namespace] {
                 if let Some(line) = state.line(half, want.key(half)) {
-                    line.remove(&conn);
+                    line.remove(conn);
                 }
             }
         }
-        self.settle_locked(state, &conn);
+        self.settle_locked(state, conn);
     }
 
     fn settle_locked(&self, state: &mut State, conn: &Conn) {
@@ -285,10 +249,9 @@ impl Slots {
     /// Keeps the slots taken for `conn` until its reconcile claims them, and asks the
     /// runner to reconcile it.
     fn hand(&self, state: &mut State, conn: Conn, want: Want) {
-        let key = ObjectRef::new(&conn.name).within(&conn.namespace);
-        state.held.insert(conn, want);
+        state.held.insert(conn.clone(), want);
         // Closed only when the runner has stopped: nothing to wake then.
-        let _ = self.wake.unbounded_send(key);
+        let _ = self.wake.unbounded_send(conn);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -316,17 +279,6 @@ impl State {
             namespace: key(&mut self.namespaces, namespace),
             provider: key(&mut self.providers, provider),
         }
-    }
-
-    /// `conn` as the lines know it, if its namespace has a line.
-    fn find(&self, conn: &Key) -> Option<Conn> {
-        let (namespace, _) = self
-            .namespaces
-            .get_key_value(conn.namespace.as_deref().unwrap_or_default())?;
-        Some(Conn {
-            namespace: namespace.clone(),
-            name: conn.name.as_str().into(),
-        })
     }
 
     fn start(&mut self, want: &Want) {
@@ -379,18 +331,18 @@ mod tests {
     use super::*;
     use futures::channel::mpsc::{UnboundedReceiver, unbounded};
 
-    fn key(name: &str) -> Key {
-        ObjectRef::new(name).within("ns")
+    fn key(name: &str) -> Conn {
+        Conn::new("ns", name)
     }
 
-    fn slots(per_namespace: usize, per_provider: usize) -> (Arc<Slots>, UnboundedReceiver<Key>) {
+    fn slots(per_namespace: usize, per_provider: usize) -> (Arc<Slots>, UnboundedReceiver<Conn>) {
         let (tx, rx) = unbounded();
         (Arc::new(Slots::new(per_namespace, per_provider, tx)), rx)
     }
 
-    fn woken(rx: &mut UnboundedReceiver<Key>) -> Vec<String> {
+    fn woken(rx: &mut UnboundedReceiver<Conn>) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|k| k.name)
+            .map(|k| k.name.to_string())
             .collect()
     }
 
@@ -446,7 +398,7 @@ mod tests {
     #[test]
     fn namespaces_waiting_for_one_provider_take_turns() {
         let (slots, mut rx) = slots(100, 1);
-        let at = |name: &str, ns: &str| ObjectRef::new(name).within(ns);
+        let at = |name: &str, ns: &str| Conn::new(ns, name);
         let mut held = slots.take(&at("first", "busy"), "shared");
         for name in ["b1", "b2", "b3"] {
             assert!(slots.take(&at(name, "busy"), "shared").is_none());
@@ -526,7 +478,7 @@ mod tests {
     fn a_full_namespace_and_a_full_provider_are_both_waited_for() {
         // One check per namespace and per provider; provider p serves both namespaces.
         let (slots, mut rx) = slots(1, 1);
-        let at = |name: &str, ns: &str| ObjectRef::new(name).within(ns);
+        let at = |name: &str, ns: &str| Conn::new(ns, name);
         let a = slots.take(&at("a", "ns1"), "p").expect("free");
         let b = slots.take(&at("b", "ns2"), "q").expect("free");
         // Provider p is full: c waits in p's line.
