@@ -3,8 +3,8 @@
 //! events at start-up times 10,000 connections would be 10^8 comparisons).
 //!
 //! A connection and its Secret share a namespace, so the index keeps, per Secret digest, the
-//! names of the connections naming it, and per connection digest the Secret it names: about
-//! a hundred bytes per connection.
+//! keys of the connections naming it (shared with the cache, see `store.rs`), and per
+//! connection digest the Secret it names: about a hundred bytes per connection.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
