@@ -1,9 +1,9 @@
 //! The `ChannelConnection` controller: watches, caches and the shared [`Context`].
 //!
 //! Caches hold only what deciding "is a check due?" needs: a slim copy of each connection
-//! (`cache.rs`, in a map of our own: `store.rs`), provider objects, and the `resourceVersion` of each Secret from a
-//! metadata-only watch. The whole connection and its Secret's data are read when a check is
-//! due. When a connection is looked at and checked is decided by the due queue (`queue.rs`),
+//! (`cache.rs`, in a map of our own: `store.rs`), provider objects, and the `resourceVersion`
+//! of each Secret from a metadata-only watch. The whole connection and its Secret's data are
+//! read when a check is due. When a connection is looked at and checked is decided by the due queue (`queue.rs`),
 //! the slots (`slots.rs`) and the runner (`runner.rs`), not by kube's controller.
 
 mod cache;
