@@ -597,34 +597,52 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    // Connections read a provider's spec (its generation) and nothing else of it: its own
-    // status writes, and the first list (every connection is looked at once the caches are
-    // complete), trigger nothing.
-    let mut generations: HashMap<ObjectRef<K>, Option<i64>> = HashMap::new();
-    let mut listed = false;
+    let mut news = ProviderNews::default();
     let events = watcher(api, wc)
         .default_backoff()
         .modify(|p| p.managed_fields_mut().clear())
         .reflect(writer)
-        .try_filter_map(move |event| {
-            std::future::ready(Ok(match event {
-                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-                    let generation = p.meta().generation;
-                    let old = generations.insert(ObjectRef::from_obj(&p), generation);
-                    (listed && old != Some(generation)).then_some(p)
-                }
-                watcher::Event::Delete(p) => {
-                    generations.remove(&ObjectRef::from_obj(&p));
-                    Some(p)
-                }
-                watcher::Event::InitDone => {
-                    listed = true;
-                    None
-                }
-                watcher::Event::Init => None,
-            }))
-        });
+        .try_filter_map(move |event| std::future::ready(Ok(news.of(event))));
     (store, events)
+}
+
+/// Which provider events concern connections. A connection reads a provider's spec (its
+/// generation) and nothing else of it: the provider's own status writes, and the first list
+/// (every connection is looked at once the caches are complete), trigger nothing; a later list
+/// (after the watch lost track) passes on the providers whose generation changed meanwhile.
+struct ProviderNews<K: Resource<DynamicType = ()>> {
+    generations: HashMap<ObjectRef<K>, Option<i64>>,
+    listed: bool,
+}
+
+impl<K: Resource<DynamicType = ()>> Default for ProviderNews<K> {
+    fn default() -> Self {
+        ProviderNews {
+            generations: HashMap::new(),
+            listed: false,
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> ProviderNews<K> {
+    fn of(&mut self, event: watcher::Event<K>) -> Option<K> {
+        match event {
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                let generation = p.meta().generation;
+                let old = self.generations.insert(ObjectRef::from_obj(&p), generation);
+                (self.listed && old != Some(generation)).then_some(p)
+            }
+            watcher::Event::Delete(p) => {
+                self.generations.remove(&ObjectRef::from_obj(&p));
+                Some(p)
+            }
+            watcher::Event::InitDone => {
+                self.listed = true;
+                None
+            }
+            watcher::Event::Init => None,
+        }
+    }
 }
 
 /// Marks the caches complete (and the process ready) once every first list is in.
@@ -726,4 +744,58 @@ fn referencing(store: &store::Connections, pred: impl Fn(&CachedConnection) -> b
         .filter(|c| pred(c))
         .map(|c| c.conn().clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn provider(name: &str, generation: i64) -> ChannelProvider {
+        let mut p: ChannelProvider = serde_json::from_value(serde_json::json!({
+            "apiVersion": "relink.dev/v1alpha1", "kind": "ChannelProvider",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"type": "google", "clientId": "c"}
+        }))
+        .unwrap();
+        p.metadata.generation = Some(generation);
+        p
+    }
+
+    fn names(out: Option<ChannelProvider>) -> Option<String> {
+        out.map(|p| p.name_any())
+    }
+
+    #[test]
+    fn only_a_new_generation_of_a_provider_concerns_its_connections() {
+        let mut news = ProviderNews::default();
+        // The first list: every connection is looked at anyway.
+        assert_eq!(names(news.of(Event::Init)), None);
+        assert_eq!(names(news.of(Event::InitApply(provider("a", 1)))), None);
+        assert_eq!(names(news.of(Event::InitApply(provider("b", 1)))), None);
+        assert_eq!(names(news.of(Event::InitDone)), None);
+        // A status write (same generation) is not news; a spec edit is.
+        assert_eq!(names(news.of(Event::Apply(provider("a", 1)))), None);
+        assert_eq!(
+            names(news.of(Event::Apply(provider("a", 2)))),
+            Some("a".into())
+        );
+        // A later list passes on what changed while the watch was away, and nothing else.
+        assert_eq!(names(news.of(Event::Init)), None);
+        assert_eq!(names(news.of(Event::InitApply(provider("a", 2)))), None);
+        assert_eq!(
+            names(news.of(Event::InitApply(provider("b", 3)))),
+            Some("b".into())
+        );
+        assert_eq!(
+            names(news.of(Event::InitApply(provider("c", 1)))),
+            Some("c".into())
+        );
+        assert_eq!(names(news.of(Event::InitDone)), None);
+        // A deleted provider concerns its connections.
+        assert_eq!(
+            names(news.of(Event::Delete(provider("b", 3)))),
+            Some("b".into())
+        );
+    }
 }
