@@ -499,9 +499,11 @@ async fn provider_outage_tells_nobody() {
     sc.request_check("chan").await;
     sc.wait_condition("chan", ConditionType::Reconciling, "ProviderUnavailable")
         .await;
-    // The operator retries on its own (1s, 2s, ...): wait for several failed checks.
+    // The operator retries on its own (1s, 2s, ...): wait for several failed checks, counted
+    // in the status (the sandbox sees a call before its check's status write lands).
     support::eventually("several failed checks", Duration::from_secs(30), || async {
-        (sc.sandbox.calls_for("page-1").len() >= 3).then_some(())
+        let written = sc.status("chan").await.consecutive_failures >= 3;
+        (written && sc.sandbox.calls_for("page-1").len() >= 3).then_some(())
     })
     .await;
     let s = sc.status("chan").await;
