@@ -907,7 +907,7 @@ mod tests {
         let store = Connections::default();
         let unseen = Unseen::default();
         let first = slim(unchecked);
-        store.apply(&mut Event::Apply(first.as_ref().clone()));
+        store.apply(Event::Apply(first.as_ref().clone()));
 
         // Never checked, nothing written: the handed copy is the newest and may be trusted.
         let (copy, behind) = unseen.current(&store, &first);
@@ -924,7 +924,7 @@ mod tests {
 
         // The watch delivers the write and forgets it (as `ConnectionSide::seen` does).
         let written = slim(checked(now));
-        store.apply(&mut Event::Apply(written.as_ref().clone()));
+        store.apply(Event::Apply(written.as_ref().clone()));
         assert!(!unseen.behind(written.status.as_ref(), Some("u1")));
         let (copy, behind) = unseen.current(&store, &handed);
         assert!(!behind);

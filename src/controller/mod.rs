@@ -486,7 +486,7 @@ struct ConnectionSide {
 impl ConnectionSide {
     /// Follows one watch event: the Secret index, unseen writes, the ready series of a deleted
     /// connection, the due queue, and a recount of the groups of the connection's namespace.
-    fn seen(&self, event: &watcher::Event<CachedConnection>) {
+    fn seen(&self, event: &watcher::Event<Arc<CachedConnection>>) {
         let changed = match event {
             watcher::Event::Delete(c) => {
                 self.metrics.forget_connection(&ConnectionLabels {
@@ -554,7 +554,7 @@ fn connection_events(
             if let watcher::Event::Apply(c) = &mut event {
                 c.set_news(side.cached.get(c.conn()).as_deref());
             }
-            side.cached.apply(&mut event);
+            let event = side.cached.apply(event);
             side.seen(&event);
             event
         })

@@ -226,10 +226,11 @@ async fn due_object(
 /// reconcile is spent on it until its check can start). The reconcile decides again on the
 /// newest copy, so a look that is wrong costs a reconcile, never a check.
 pub(super) fn look(ctx: &Context, conn: super::store::Conn) {
-    let Some(handed) = ctx.connections.get(&conn) else {
+    // The newest copy, just read. Whether a write of this process is still unseen does not
+    // matter here: a look that is wrong costs a reconcile, and the reconcile asks.
+    let Some(cached) = ctx.connections.get(&conn) else {
         return; // deleted meanwhile
     };
-    let (cached, _) = ctx.unseen.current(&ctx.connections, &handed);
     let view = cached.view();
     let observed = ctx.observed(&view);
     let now = jiff::Timestamp::now();

@@ -64,32 +64,44 @@ impl Connections {
         self.read().map.len()
     }
 
-    /// Follows one watch event. A new copy takes the key of the copy it replaces (or of the
-    /// namespace's connections), so a connection's name and namespace stay one allocation each
-    /// however often its status is written.
-    pub fn apply(&self, event: &mut watcher::Event<CachedConnection>) {
+    /// Follows one watch event, and passes it on with the copy as the cache now holds it (one
+    /// allocation for the cache and whoever reads the event). A new copy takes the key of the
+    /// copy it replaces (or of the namespace's connections), so a connection's name and
+    /// namespace stay one allocation each however often its status is written.
+    pub fn apply(
+        &self,
+        event: watcher::Event<CachedConnection>,
+    ) -> watcher::Event<Arc<CachedConnection>> {
         let mut inner = self.write();
         match event {
-            watcher::Event::Init => inner.listing = Some(HashMap::new()),
-            watcher::Event::InitApply(c) => {
-                inner.share_key(c);
-                let key = c.conn().clone();
-                let copy = Arc::new(c.clone());
-                inner.listing.get_or_insert_default().insert(key, copy);
+            watcher::Event::Init => {
+                inner.listing = Some(HashMap::new());
+                watcher::Event::Init
+            }
+            watcher::Event::InitApply(mut c) => {
+                inner.share_key(&mut c);
+                let c = Arc::new(c);
+                let listing = inner.listing.get_or_insert_default();
+                listing.insert(c.conn().clone(), c.clone());
+                watcher::Event::InitApply(c)
             }
             watcher::Event::InitDone => {
                 if let Some(listed) = inner.listing.take() {
                     inner.map = listed;
                 }
+                watcher::Event::InitDone
             }
-            watcher::Event::Apply(c) => {
-                inner.share_key(c);
-                let key = c.conn().clone();
-                inner.map.insert(key, Arc::new(c.clone()));
+            watcher::Event::Apply(mut c) => {
+                inner.share_key(&mut c);
+                let c = Arc::new(c);
+                inner.map.insert(c.conn().clone(), c.clone());
+                watcher::Event::Apply(c)
             }
-            watcher::Event::Delete(c) => {
-                inner.share_key(c);
-                inner.map.remove(c.conn());
+            watcher::Event::Delete(mut c) => {
+                if let Some((key, _)) = inner.map.remove_entry(c.conn()) {
+                    c.set_conn(key);
+                }
+                watcher::Event::Delete(Arc::new(c))
             }
         }
     }
@@ -147,11 +159,11 @@ mod tests {
     #[test]
     fn a_list_replaces_the_cache_and_copies_share_their_keys() {
         let store = Connections::default();
-        store.apply(&mut watcher::Event::Init);
-        store.apply(&mut watcher::Event::InitApply(conn("a", 1)));
-        store.apply(&mut watcher::Event::InitApply(conn("b", 1)));
+        store.apply(watcher::Event::Init);
+        store.apply(watcher::Event::InitApply(conn("a", 1)));
+        store.apply(watcher::Event::InitApply(conn("b", 1)));
         assert_eq!(store.len(), 0, "not before the list is complete");
-        store.apply(&mut watcher::Event::InitDone);
+        store.apply(watcher::Event::InitDone);
         assert_eq!(store.len(), 2);
         let a = store.get(&Conn::new("ns", "a")).expect("listed");
         let b = store.get(&Conn::new("ns", "b")).expect("listed");
@@ -161,16 +173,22 @@ mod tests {
         );
 
         // A new copy (the operator's own status write, say) keeps the name's allocation.
-        store.apply(&mut watcher::Event::Apply(conn("a", 2)));
+        let watcher::Event::Apply(passed) = store.apply(watcher::Event::Apply(conn("a", 2))) else {
+            panic!("an Apply passes on as an Apply");
+        };
         let a2 = store.get(&Conn::new("ns", "a")).expect("applied");
         assert!(Arc::ptr_eq(&a.conn().name, &a2.conn().name));
+        assert!(
+            Arc::ptr_eq(&passed, &a2),
+            "the event passes on the cache's copy, not a second one"
+        );
 
         // A re-list without b: b was deleted while the watch was away.
-        store.apply(&mut watcher::Event::Init);
-        store.apply(&mut watcher::Event::InitApply(conn("a", 2)));
-        store.apply(&mut watcher::Event::InitDone);
+        store.apply(watcher::Event::Init);
+        store.apply(watcher::Event::InitApply(conn("a", 2)));
+        store.apply(watcher::Event::InitDone);
         assert_eq!(store.len(), 1);
-        store.apply(&mut watcher::Event::Delete(conn("a", 2)));
+        store.apply(watcher::Event::Delete(conn("a", 2)));
         assert_eq!(store.len(), 0);
     }
 }
