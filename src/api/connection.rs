@@ -412,6 +412,12 @@ pub struct ChannelConnectionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
 
+    /// Whether relink renews the access token itself before `expiresAt` (a refresh token in
+    /// the Secret, or the provider's token exchange), as of the last check the provider
+    /// answered. When false, a person must renew the token before then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshable: Option<bool>,
+
     /// When the refresh token itself stops working, where the provider says so (a refresh does
     /// not extend it; a person must log in before then).
     #[serde(default, skip_serializing_if = "Option::is_none")]

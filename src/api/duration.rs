@@ -92,27 +92,21 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         return Err(err());
     }
     let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in input.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
+    let mut rest = input;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        let unit = match rest[end..].chars().next() {
+            Some('h') => 3600,
+            Some('m') => 60,
+            Some('s') => 1,
             _ => return Err(err()),
         };
-        let n: u64 = digits.parse().map_err(|_| err())?;
+        let n: u64 = rest[..end].parse().map_err(|_| err())?;
         total = n
             .checked_mul(unit)
             .and_then(|v| total.checked_add(v))
             .ok_or_else(err)?;
-        digits.clear();
-    }
-    if !digits.is_empty() {
-        return Err(err());
+        rest = &rest[end + 1..];
     }
     Ok(Duration::from_secs(total))
 }
@@ -157,7 +151,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "15", "m", "1d", "1.5h", "-1m", "1h 30m"] {
+        for bad in [
+            "", "15", "m", "1d", "1.5h", "-1m", "1h 30m", "h1", "1hm", "1m5", "+1m", "1é",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} should fail");
         }
     }

@@ -71,26 +71,28 @@ impl<'de> Deserialize<'de> for CachedConnection {
     }
 }
 
-/// What the cache keeps of the spec (see [`CachedConnection`]).
+/// What the cache keeps of the spec (see [`CachedConnection`]): `spec.suspend`, whether the
+/// spec passed validation, and, until the connection has a status, the whole spec as JSON
+/// text.
 #[derive(Clone, Debug)]
-enum Spec {
-    /// The whole spec, as JSON text: the connection has no status yet.
-    Text(Box<str>),
-    /// `spec.suspend`, and whether the spec passed validation.
-    Checked { suspend: bool, valid: bool },
+struct Spec {
+    text: Option<Box<str>>,
+    suspend: bool,
+    valid: bool,
 }
 
 /// The status fields `schedule::due`, the ready gauge and group counts read, kept without an
 /// allocation of their own in the usual case: times in whole seconds (as relink writes them),
 /// the two kept conditions inline, the Secret version as a number, and the fields that are
 /// usually empty (handled requests, a pending re-authorization) behind one box.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(from = "WireStatus")]
+#[derive(Clone, Debug, Default)]
 pub struct SlimStatus {
     observed_generation: Option<i64>,
     observed_provider_generation: Option<i64>,
     last_check_time: Seconds,
     next_check_time: Seconds,
+    expires_at: Seconds,
+    refreshable: Option<bool>,
     observed_secret_version: Version,
     /// `Ready` and `Stalled`, in that order: status and reason.
     conditions: [Option<SlimCondition>; 2],
@@ -163,13 +165,15 @@ enum Version {
 }
 
 impl Version {
-    fn of(text: Option<String>) -> Version {
-        match text {
-            None => Version::None,
-            Some(t) => match t.parse::<u64>() {
-                Ok(n) if n.to_string() == t => Version::Number(n),
-                _ => Version::Text(t.into_boxed_str()),
-            },
+    fn of(text: Option<&str>) -> Version {
+        let Some(t) = text else {
+            return Version::None;
+        };
+        // Only digits, no leading zero (but "0"): then the number reads back as this text.
+        let canonical = t.bytes().all(|b| b.is_ascii_digit()) && (t == "0" || !t.starts_with('0'));
+        match t.parse::<u64>() {
+            Ok(n) if canonical => Version::Number(n),
+            _ => Version::Text(t.into()),
         }
     }
 
@@ -199,18 +203,33 @@ struct Pairs(Box<[(Box<str>, Box<str>)]>);
 impl CachedConnection {
     /// The connection as the rest of the operator reads it: what the cache kept, every other
     /// status field empty and condition messages blank. Once the connection has a status the
-    /// spec holds only the provider, the Secret's name and `suspend` (the rest at defaults).
+    /// spec holds only what [`CachedConnection::slim_view`] holds.
     pub fn view(&self) -> ChannelConnection {
-        let spec = match &self.spec {
-            Spec::Text(text) => {
-                serde_json::from_str(text).expect("the cached spec was decoded on arrival")
-            }
-            Spec::Checked { suspend, .. } => ChannelConnectionSpec {
-                provider_ref: self.provider_ref.clone(),
-                suspend: *suspend,
-                ..ChannelConnectionSpec::new("", &self.secret_name)
-            },
-        };
+        match &self.spec.text {
+            Some(text) => self
+                .build(serde_json::from_str(text).expect("the cached spec was decoded on arrival")),
+            None => self.slim_view(),
+        }
+    }
+
+    /// [`CachedConnection::view`] without decoding a kept spec text: the spec holds only the
+    /// provider, the Secret's name and `suspend` (the rest at defaults). Enough for
+    /// `schedule::due`, the observed versions, the provider and the ready gauge.
+    pub fn slim_view(&self) -> ChannelConnection {
+        self.build(ChannelConnectionSpec {
+            provider_ref: self.provider_ref.clone(),
+            suspend: self.spec.suspend,
+            ..ChannelConnectionSpec::new("", &self.secret_name)
+        })
+    }
+
+    /// Whether the spec is whole only in [`CachedConnection::view`]: the connection has no
+    /// status yet.
+    pub fn spec_is_kept(&self) -> bool {
+        self.spec.text.is_some()
+    }
+
+    fn build(&self, spec: ChannelConnectionSpec) -> ChannelConnection {
         let mut c = ChannelConnection::new(&self.conn.name, spec);
         c.metadata.namespace = Some(self.conn.namespace.to_string());
         c.metadata.generation = self.generation;
@@ -223,15 +242,9 @@ impl CachedConnection {
         c
     }
 
-    /// Whether a check would call a provider: not suspended, and the spec valid. `view` is
-    /// this connection's [`CachedConnection::view`], whose spec is whole while it is kept as
-    /// text (so it is not decoded again here).
-    pub fn calls_provider(&self, view: &ChannelConnection) -> bool {
-        !view.spec.suspend
-            && match &self.spec {
-                Spec::Text(_) => view.spec.validate().is_ok(),
-                Spec::Checked { valid, .. } => *valid,
-            }
+    /// Whether a check would call a provider: not suspended, and the spec valid.
+    pub fn calls_provider(&self) -> bool {
+        !self.spec.suspend && self.spec.valid
     }
 
     /// The connection's namespace and name, as the cache keys it.
@@ -337,6 +350,8 @@ impl SlimStatus {
             conditions,
             last_check_time: self.last_check_time.time().map(Time),
             next_check_time: self.next_check_time.time().map(Time),
+            expires_at: self.expires_at.time().map(Time),
+            refreshable: self.refreshable,
             observed_secret_version: self.observed_secret_version.text(),
             observed_provider_generation: self.observed_provider_generation,
             last_handled_check_request: text(rare.last_handled_check_request),
@@ -353,16 +368,26 @@ impl SlimStatus {
     }
 }
 
-/// The status as the API server sends it, with only the kept fields decoded.
+impl<'de> Deserialize<'de> for SlimStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        WireStatus::deserialize(d).map(SlimStatus::from)
+    }
+}
+
+/// The status as the API server sends it, with only the kept fields decoded; its short
+/// strings borrowed from the event's text where they hold no escapes.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireStatus {
+struct WireStatus<'a> {
     observed_generation: Option<i64>,
-    #[serde(default)]
-    conditions: Option<Vec<WireCondition>>,
+    #[serde(default, borrow)]
+    conditions: Option<Vec<WireCondition<'a>>>,
     last_check_time: Option<Time>,
     next_check_time: Option<Time>,
-    observed_secret_version: Option<String>,
+    expires_at: Option<Time>,
+    refreshable: Option<bool>,
+    #[serde(borrow)]
+    observed_secret_version: Option<Cow<'a, str>>,
     observed_provider_generation: Option<i64>,
     last_handled_check_request: Option<Box<str>>,
     last_handled_refresh_request: Option<Box<str>>,
@@ -371,28 +396,33 @@ struct WireStatus {
 }
 
 #[derive(Deserialize)]
-struct WireCondition {
-    #[serde(rename = "type")]
-    type_: String,
-    status: String,
-    reason: String,
+struct WireCondition<'a> {
+    #[serde(rename = "type", borrow)]
+    type_: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    reason: Cow<'a, str>,
 }
 
-impl From<WireStatus> for SlimStatus {
-    fn from(w: WireStatus) -> SlimStatus {
+impl From<WireStatus<'_>> for SlimStatus {
+    fn from(w: WireStatus<'_>) -> SlimStatus {
         let mut conditions = [None, None];
         for c in w.conditions.unwrap_or_default() {
-            let Some(i) = KEPT_CONDITIONS.iter().position(|t| t.as_str() == c.type_) else {
+            let Some(i) = KEPT_CONDITIONS
+                .iter()
+                .position(|t| t.as_str() == c.type_.as_ref())
+            else {
                 continue;
             };
-            let status = match c.status.as_str() {
+            let status = match c.status.as_ref() {
                 "True" => ConditionStatus::True,
                 "False" => ConditionStatus::False,
                 _ => ConditionStatus::Unknown,
             };
             let reason = match Reason::parse(&c.reason) {
                 Some(r) => SlimReason::Known(r),
-                None => SlimReason::Other(c.reason.into_boxed_str()),
+                None => SlimReason::Other(c.reason.into()),
             };
             conditions[i] = Some(SlimCondition { status, reason });
         }
@@ -411,7 +441,9 @@ impl From<WireStatus> for SlimStatus {
             observed_provider_generation: w.observed_provider_generation,
             last_check_time: Seconds::of(w.last_check_time),
             next_check_time: Seconds::of(w.next_check_time),
-            observed_secret_version: Version::of(w.observed_secret_version),
+            expires_at: Seconds::of(w.expires_at),
+            refreshable: w.refreshable,
+            observed_secret_version: Version::of(w.observed_secret_version.as_deref()),
             conditions,
             rare: (!usual).then(|| Box::new(rare)),
         }
@@ -485,12 +517,10 @@ impl TryFrom<Wire> for Watched {
             uid: m.uid.map(Uid::from).unwrap_or_default(),
             labels: m.labels,
             annotations: m.annotations,
-            spec: match &w.status {
-                None => Spec::Text(Box::from(w.spec.get())),
-                Some(_) => Spec::Checked {
-                    suspend: spec.suspend,
-                    valid: spec.validate().is_ok(),
-                },
+            spec: Spec {
+                text: w.status.is_none().then(|| Box::from(w.spec.get())),
+                suspend: spec.suspend,
+                valid: spec.validate().is_ok(),
             },
             provider_ref: spec.provider_ref,
             secret_name: spec.secret_ref.name.into_boxed_str(),
@@ -509,23 +539,49 @@ impl TryFrom<Wire> for Watched {
 
 impl From<String> for Uid {
     fn from(text: String) -> Uid {
-        let digits: String = text.chars().filter(|c| *c != '-').collect();
-        match u128::from_str_radix(&digits, 16) {
-            Ok(n) if digits.len() == 32 && format_uuid(n) == text => Uid::Uuid(n),
-            _ => Uid::Text(text.into_boxed_str()),
+        match parse_uuid(&text) {
+            Some(n) => Uid::Uuid(n),
+            None => Uid::Text(text.into_boxed_str()),
         }
     }
 }
 
+/// The 128 bits of a UUID written exactly as [`format_uuid`] writes it (lowercase, dashes
+/// at 8, 13, 18 and 23), so that it reads back as the same text; else `None`.
+fn parse_uuid(text: &str) -> Option<u128> {
+    let b = text.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let digit = match c {
+            b'-' if matches!(i, 8 | 13 | 18 | 23) => continue,
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        if matches!(i, 8 | 13 | 18 | 23) {
+            return None;
+        }
+        n = n << 4 | u128::from(digit);
+    }
+    Some(n)
+}
+
 fn format_uuid(n: u128) -> String {
-    format!(
+    use std::fmt::Write;
+    let mut s = String::with_capacity(36);
+    let _ = write!(
+        s,
         "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
         n >> 96,
         (n >> 80) & 0xffff,
         (n >> 64) & 0xffff,
         (n >> 48) & 0xffff,
         n & 0xffff_ffff_ffff
-    )
+    );
+    s
 }
 
 impl Pairs {
@@ -692,6 +748,33 @@ mod tests {
     }
 
     #[test]
+    fn a_uid_reads_back_as_written() {
+        let uuid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        assert_eq!(
+            Uid::from(uuid.to_owned()),
+            Uid::Uuid(0x0f1e2d3c4b5a69788796a5b4c3d2e1f0)
+        );
+        assert_eq!(format_uuid(parse_uuid(uuid).unwrap()), uuid);
+        // Anything that would not read back identically is kept as text.
+        for other in [
+            "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f",
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f00",
+            "0f1e2d3c-4b5a-6978-8796a-5b4c3d2e1f0",
+            "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1g0",
+            "+f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+            "u1",
+        ] {
+            assert_eq!(
+                Uid::from(other.to_owned()),
+                Uid::Text(other.into()),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
     fn the_cache_keeps_what_due_reads_and_drops_the_rest() {
         let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
         let json = serde_json::to_value(checked(now)).unwrap();
@@ -725,6 +808,8 @@ mod tests {
         s.next_check_time = next.clone();
         s.observed_generation = Some(3);
         s.observed_provider_generation = Some(4);
+        s.expires_at = Some(Time(now + jiff::SignedDuration::from_hours(24)));
+        s.refreshable = Some(false);
         s.conditions[0].status = "Unknown".into();
         s.conditions.push(Condition {
             type_: "Stalled".into(),
@@ -743,6 +828,11 @@ mod tests {
         let back = slim.view().status.unwrap();
         assert_eq!(back.observed_secret_version.as_deref(), Some("123456"));
         assert_eq!(back.next_check_time, next);
+        assert_eq!(
+            (back.expires_at, back.refreshable),
+            (c.status.as_ref().unwrap().expires_at.clone(), Some(false)),
+            "the expiry gauge is exported from the cache after a restart"
+        );
         assert_eq!(
             (back.observed_generation, back.observed_provider_generation),
             (Some(3), Some(4))
@@ -780,46 +870,43 @@ mod tests {
         unchecked.status = None;
         unchecked.spec.owners = vec!["ops@example.test".into()];
         let fresh = decode(&unchecked);
-        assert!(matches!(fresh.spec, Spec::Text(_)));
+        assert!(fresh.spec_is_kept());
         assert_eq!(
             fresh.view().spec,
             unchecked.spec,
             "a first check reads the whole spec from the cache"
         );
-        assert!(fresh.calls_provider(&fresh.view()));
+        assert!(fresh.calls_provider());
+        let slim = fresh.slim_view();
+        assert_eq!(slim.spec.provider_ref, unchecked.spec.provider_ref);
+        assert_eq!(slim.spec.secret_ref.name, "s");
+        assert!(slim.spec.owners.is_empty(), "the slim view decodes nothing");
+        assert_eq!(slim.metadata, fresh.view().metadata);
 
         let mut with_status = checked(now);
         with_status.spec.owners = vec!["ops@example.test".into()];
         let kept = decode(&with_status);
-        assert!(matches!(
-            kept.spec,
-            Spec::Checked {
-                suspend: false,
-                valid: true
-            }
-        ));
+        assert!(!kept.spec_is_kept() && !kept.spec.suspend && kept.spec.valid);
         let view = kept.view();
         assert_eq!(view.spec.provider_ref, with_status.spec.provider_ref);
         assert_eq!(view.spec.secret_ref.name, "s");
         assert!(view.spec.owners.is_empty(), "not kept once checked");
-        assert!(kept.calls_provider(&view));
+        assert!(kept.calls_provider());
+        assert_eq!(kept.slim_view(), view);
 
         let mut invalid = checked(now);
         invalid.spec.check_interval = "1s".into();
         let invalid = decode(&invalid);
-        assert!(
-            !invalid.calls_provider(&invalid.view()),
-            "an invalid spec calls nothing"
-        );
+        assert!(!invalid.calls_provider(), "an invalid spec calls nothing");
         let mut unchecked_invalid = checked(now);
         unchecked_invalid.status = None;
         unchecked_invalid.spec.check_interval = "1s".into();
         let unchecked_invalid = decode(&unchecked_invalid);
-        assert!(!unchecked_invalid.calls_provider(&unchecked_invalid.view()));
+        assert!(!unchecked_invalid.calls_provider());
         let mut suspended = checked(now);
         suspended.spec.suspend = true;
         let suspended = decode(&suspended);
-        assert!(suspended.view().spec.suspend && !suspended.calls_provider(&suspended.view()));
+        assert!(suspended.view().spec.suspend && !suspended.calls_provider());
     }
 
     #[test]

@@ -197,7 +197,13 @@ async fn due_object(
     };
     let (cached, behind) = ctx.unseen.current(&ctx.connections, handed);
     let fresh = cached.status.is_none() && !behind;
-    let view = cached.view();
+    // A first check reads the whole spec kept in the cache; else deciding needs no more of
+    // it than the slim view holds.
+    let view = if fresh {
+        cached.view()
+    } else {
+        cached.slim_view()
+    };
     let (conn, (observed, why)) = match decide(&view) {
         Err(action) => {
             export_ready(ctx, &view);
@@ -231,7 +237,7 @@ pub(super) fn look(ctx: &Context, conn: super::store::Conn) {
     let Some(cached) = ctx.connections.get(&conn) else {
         return; // deleted meanwhile
     };
-    let view = cached.view();
+    let view = cached.slim_view();
     let observed = ctx.observed(&view);
     let now = jiff::Timestamp::now();
     match schedule::due(&view, &observed, now, ctx.settings.check_request_min_gap) {
@@ -242,7 +248,7 @@ pub(super) fn look(ctx: &Context, conn: super::store::Conn) {
         }
         Due::Now(_) => {
             // As `gather`: only a check that calls a provider needs slots.
-            let calls = cached.calls_provider(&view);
+            let calls = cached.calls_provider();
             match calls
                 .then(|| resolve_provider(ctx, &view, &conn.namespace))
                 .flatten()
@@ -419,18 +425,42 @@ fn error_policy(conn: &CachedConnection, err: &Error, ctx: &Context) -> Duration
     wait
 }
 
-/// `relink_connection_ready` from the status as it stands.
+/// `relink_connection_ready` and `relink_token_expiration_timestamp_seconds` from the status
+/// as it stands (after a restart, before the connection's next check).
 fn export_ready(ctx: &Context, conn: &ChannelConnection) {
     use crate::api::ConditionType;
-    let ready = conn
-        .status
-        .as_ref()
-        .and_then(|s| s.condition(ConditionType::Ready))
+    let none = ChannelConnectionStatus::default();
+    let status = conn.status.as_ref().unwrap_or(&none);
+    let ready = status
+        .condition(ConditionType::Ready)
         .is_some_and(|c| c.status == "True");
+    let labels = super::connection_labels(conn);
     ctx.metrics
         .connection_ready
-        .get_or_create(&super::connection_labels(conn))
+        .get_or_create(&labels)
         .set(i64::from(ready));
+    export_expiry(ctx, &labels, status);
+}
+
+/// The expiry a person must act on: a token relink renews itself never needs anyone.
+fn export_expiry(
+    ctx: &Context,
+    labels: &crate::telemetry::metrics::ConnectionLabels,
+    status: &ChannelConnectionStatus,
+) {
+    let m = &ctx.metrics.token_expiration;
+    match status
+        .expires_at
+        .as_ref()
+        .filter(|_| status.refreshable == Some(false))
+    {
+        Some(t) => {
+            m.get_or_create(labels).set(t.0.as_second() as f64);
+        }
+        None => {
+            m.remove(labels);
+        }
+    }
 }
 
 fn record_metrics(
@@ -449,24 +479,7 @@ fn record_metrics(
     m.connection_ready
         .get_or_create(&labels)
         .set(i64::from(ready));
-    // The expiry a person must act on: a token relink renews itself never needs anyone.
-    let refreshable = matches!(
-        outcome,
-        Outcome::Checked {
-            refreshable: true,
-            ..
-        }
-    );
-    match status.expires_at.as_ref().filter(|_| !refreshable) {
-        Some(t) => {
-            m.token_expiration
-                .get_or_create(&labels)
-                .set(t.0.as_second() as f64);
-        }
-        None => {
-            m.token_expiration.remove(&labels);
-        }
-    }
+    export_expiry(ctx, &labels, status);
     if !matches!(outcome, Outcome::Suspended) {
         m.checks
             .get_or_create(&ResultLabels {
@@ -728,8 +741,7 @@ async fn secret_and_token(
     observed: &mut super::Observed,
 ) -> Result<Result<(Secret, Token), Outcome>, Error> {
     let sref = &conn.spec.secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(secret) = secrets.get_opt(&sref.name).await? else {
+    let Some(secret) = crate::tokens::secret::get(&ctx.client, ns, &sref.name).await? else {
         observed.secret_version = None;
         return Ok(Err(Outcome::SecretNotFound {
             secret: sref.name.clone(),

@@ -37,7 +37,8 @@ pub fn due(
     now: jiff::Timestamp,
     min_gap: Duration,
 ) -> Due {
-    let status = conn.status.clone().unwrap_or_default();
+    let none = crate::api::ChannelConnectionStatus::default();
+    let status = conn.status.as_ref().unwrap_or(&none);
     let generation_changed = status.observed_generation != conn.metadata.generation;
     let shown = |reason: Reason| {
         status
@@ -86,13 +87,14 @@ pub fn due(
     if let Some(why) = trigger {
         let since_last = status
             .last_check_time
+            .as_ref()
             .map(|t| Duration::try_from(now.duration_since(t.0)).unwrap_or(Duration::ZERO));
         return match since_last {
             Some(since) if since < min_gap => Due::Later(min_gap - since),
             _ => Due::Now(why),
         };
     }
-    match status.next_check_time {
+    match &status.next_check_time {
         Some(next) if next.0 > now => {
             Due::Later(Duration::try_from(next.0.duration_since(now)).unwrap_or(Duration::ZERO))
         }

@@ -172,6 +172,9 @@ fn apply_verdict(
     set: &mut Setter<'_>,
 ) {
     use ConditionType::*;
+    if let Outcome::Checked { refreshable, .. } = outcome {
+        s.refreshable = Some(*refreshable);
+    }
     let (token_ok, scopes_ok, reason, message) = match outcome {
         Outcome::Checked {
             verdict: Verdict::Valid(grant),

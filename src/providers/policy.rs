@@ -34,11 +34,11 @@ impl EndpointPolicy {
 
     /// Whether `host` was allowed explicitly (then any scheme and address is fine).
     pub fn host_allowed(&self, host: &str) -> bool {
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        self.allowed_hosts.contains(&host)
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        // The list is lowercase (see `new`).
+        self.allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(host))
     }
 
     /// Checks a URL a namespaced provider wants called; the error says why and names the flag.
@@ -48,10 +48,10 @@ impl EndpointPolicy {
         let host = url
             .host()
             .ok_or_else(|| format!("endpoint {raw:?} has no host"))?;
-        let host_str = match &host {
-            Host::Domain(d) => d.to_string(),
-            Host::Ipv4(ip) => ip.to_string(),
-            Host::Ipv6(ip) => ip.to_string(),
+        let host_str: std::borrow::Cow<str> = match &host {
+            Host::Domain(d) => (*d).into(),
+            Host::Ipv4(ip) => ip.to_string().into(),
+            Host::Ipv6(ip) => ip.to_string().into(),
         };
         if self.host_allowed(&host_str) {
             return Ok(());

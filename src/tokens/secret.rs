@@ -23,6 +23,104 @@ pub fn read_key(secret: &Secret, key: &str) -> Option<Token> {
     Some(Token::new(text))
 }
 
+/// Reads Secret `namespace/name` as a check needs it: the whole object but
+/// `metadata.managedFields`, `None` when it does not exist. The API server sends the managed
+/// fields with every read; decoding them builds a JSON tree per writer that nobody reads.
+pub async fn get(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Secret>, kube::Error> {
+    let api: Api<ReadSecret> = Api::namespaced(client.clone(), namespace);
+    Ok(api.get_opt(name).await?.map(|s| s.0))
+}
+
+/// A Secret decoded without its managed fields (see [`get`]).
+#[derive(Clone, Debug)]
+struct ReadSecret(Secret);
+
+impl kube::Resource for ReadSecret {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        Secret::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        Secret::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        Secret::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        Secret::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ReadSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            metadata: Meta,
+            data: Option<BTreeMap<String, ByteString>>,
+            #[serde(rename = "type")]
+            type_: Option<String>,
+            immutable: Option<bool>,
+        }
+        /// `ObjectMeta` but `managedFields` (and `selfLink`, which no server sends).
+        #[derive(Default, serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            name: Option<String>,
+            generate_name: Option<String>,
+            namespace: Option<String>,
+            uid: Option<String>,
+            resource_version: Option<String>,
+            generation: Option<i64>,
+            creation_timestamp: Option<Time>,
+            deletion_timestamp: Option<Time>,
+            deletion_grace_period_seconds: Option<i64>,
+            labels: Option<BTreeMap<String, String>>,
+            annotations: Option<BTreeMap<String, String>>,
+            owner_references: Option<Vec<OwnerReference>>,
+            finalizers: Option<Vec<String>>,
+        }
+        let w = Wire::deserialize(d)?;
+        let m = w.metadata;
+        Ok(ReadSecret(Secret {
+            metadata: ObjectMeta {
+                name: m.name,
+                generate_name: m.generate_name,
+                namespace: m.namespace,
+                uid: m.uid,
+                resource_version: m.resource_version,
+                generation: m.generation,
+                creation_timestamp: m.creation_timestamp,
+                deletion_timestamp: m.deletion_timestamp,
+                deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+                labels: m.labels,
+                annotations: m.annotations,
+                owner_references: m.owner_references,
+                finalizers: m.finalizers,
+                managed_fields: None,
+                self_link: None,
+            },
+            data: w.data,
+            type_: w.type_,
+            immutable: w.immutable,
+            string_data: None,
+        }))
+    }
+}
+
 /// `expires_at` as RFC 3339 or Unix seconds.
 pub fn parse_expiry(v: &str) -> Option<jiff::Timestamp> {
     if let Ok(secs) = v.parse::<i64>() {
@@ -190,4 +288,40 @@ fn token_annotations(tokens: &NewTokens) -> BTreeMap<String, String> {
         annotations.insert(REFRESH_EXPIRES_ANNOTATION.to_owned(), at.to_string());
     }
     annotations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_secret_is_the_secret_without_its_managed_fields() {
+        let json = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "tok",
+                "namespace": "ns",
+                "uid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                "resourceVersion": "42",
+                "creationTimestamp": "2026-12-01T10:00:00Z",
+                "labels": {"relink.dev/token": "true"},
+                "annotations": {"relink.dev/tokens-issued-at": "2026-12-01T10:00:00Z"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o",
+                    "uid": "u"}],
+                "finalizers": ["example.test/keep"],
+                "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                    "apiVersion": "v1", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:data": {"f:access_token": {}}}}]
+            },
+            "data": {"access_token": "dG9rZW4="},
+            "type": "Opaque",
+            "immutable": false
+        });
+        let read: ReadSecret = serde_json::from_value(json.clone()).unwrap();
+        let mut full: Secret = serde_json::from_value(json).unwrap();
+        assert!(full.metadata.managed_fields.take().is_some());
+        assert_eq!(read.0, full);
+        assert_eq!(read_key(&read.0, "access_token").unwrap().expose(), "token");
+    }
 }

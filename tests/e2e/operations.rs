@@ -66,6 +66,30 @@ async fn metrics_and_probes_describe_the_fleet() {
         assert!(!text.contains(t.as_str()), "no token in metrics");
     }
 
+    // A restarted operator exports both series from the status, before any new check.
+    sc.operator.stop().await;
+    sc.sandbox.clear_calls();
+    let flags: Vec<&str> = sc.flags.iter().map(String::as_str).collect();
+    sc.operator = support::Operator::start(&flags).await;
+    let expiry = format!("relink_token_expiration_timestamp_seconds{{{series}}} {exp}");
+    let text = support::eventually(
+        "series after a restart",
+        Duration::from_secs(20),
+        || async {
+            let (_, text) = try_open(&format!("{base}/metrics")).await?;
+            text.contains(&expiry).then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        text.contains(&format!("relink_connection_ready{{{series}}} 1")),
+        "{text}"
+    );
+    assert!(
+        sc.sandbox.calls().is_empty(),
+        "the series come from the status, not from a new check"
+    );
+
     // Deleting the connection removes its series; the token Secret stays.
     sc.connections()
         .delete("chan", &DeleteParams::default())
