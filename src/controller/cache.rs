@@ -518,7 +518,7 @@ impl TryFrom<Wire> for Watched {
             labels: m.labels,
             annotations: m.annotations,
             spec: Spec {
-                text: w.status.is_none().then(|| Box::from(w.spec.get())),
+                text: w.status.is_none().then(|| compact(&spec, w.spec.get())),
                 suspend: spec.suspend,
                 valid: spec.validate().is_ok(),
             },
@@ -535,6 +535,47 @@ impl TryFrom<Wire> for Watched {
         };
         Ok(Watched { metadata, conn })
     }
+}
+
+/// The spec as JSON without the fields at their defaults, which the API server writes out
+/// in full and decoding fills in again (about half the text of a typical spec): what the
+/// cache keeps of a connection never checked. The API server's own `text` when the short
+/// form would not decode to the same spec.
+fn compact(spec: &ChannelConnectionSpec, text: &str) -> Box<str> {
+    static DEFAULTS: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        serde_json::to_value(ChannelConnectionSpec::new("", "")).unwrap_or_default()
+    });
+    let short = serde_json::to_value(spec).ok().and_then(|mut v| {
+        drop_defaults(&mut v, &DEFAULTS);
+        serde_json::to_string(&v).ok()
+    });
+    match short {
+        Some(short)
+            if short.len() < text.len()
+                && serde_json::from_str::<ChannelConnectionSpec>(&short)
+                    .is_ok_and(|s| s == *spec) =>
+        {
+            short.into()
+        }
+        _ => text.into(),
+    }
+}
+
+/// Removes from object `v` every member equal to the same member of `defaults`, and then
+/// every object member left empty.
+fn drop_defaults(v: &mut serde_json::Value, defaults: &serde_json::Value) {
+    let (serde_json::Value::Object(map), serde_json::Value::Object(defaults)) = (v, defaults)
+    else {
+        return;
+    };
+    map.retain(|key, value| match defaults.get(key) {
+        Some(d) if d == value => false,
+        Some(d) => {
+            drop_defaults(value, d);
+            value.as_object().is_none_or(|m| !m.is_empty())
+        }
+        None => true,
+    });
 }
 
 impl From<String> for Uid {
@@ -745,6 +786,24 @@ mod tests {
             ..Default::default()
         });
         c
+    }
+
+    #[test]
+    fn a_never_checked_spec_is_kept_without_its_defaults() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mut c = checked(now);
+        c.status = None;
+        c.spec.owners = vec!["ops@example.test".into()];
+        c.spec.refresh.enabled = false;
+        let full = serde_json::to_string(&c.spec).unwrap();
+        let kept = compact(&c.spec, &full);
+        assert!(kept.len() * 2 < full.len(), "{kept} against {full}");
+        assert!(!kept.contains("access_token") && kept.contains("\"enabled\":false"));
+        let cached: CachedConnection =
+            serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(cached.view().spec, c.spec, "decodes to the same spec");
+        // A text that is already short is kept as it is.
+        assert_eq!(&*compact(&c.spec, "{}"), "{}");
     }
 
     #[test]
