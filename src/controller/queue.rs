@@ -54,7 +54,9 @@ impl DueQueue {
 
     /// As [`DueQueue::after`], for a connection the queue handed out.
     pub fn put(&self, fresh: Conn, wait: Duration) {
-        let at = self.millis(Instant::now()).saturating_add(millis(wait));
+        // Rounded up, so a connection is never looked at before `wait` has passed.
+        let now = Instant::now().saturating_duration_since(self.epoch);
+        let at = millis(now.saturating_add(wait)).saturating_add(1);
         let first = {
             let mut state = self.lock();
             // A connection that has a deadline keeps its name as stored: the map and the order
@@ -249,6 +251,7 @@ mod tests {
     #[tokio::test]
     async fn run_looks_at_each_connection_when_it_is_due() {
         let q = Arc::new(DueQueue::default());
+        let start = Instant::now();
         q.after(&key("b"), Duration::from_millis(400));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -261,7 +264,6 @@ mod tests {
                 let _ = stop_rx.await;
             },
         ));
-        let start = Instant::now();
         tokio::time::sleep(Duration::from_millis(50)).await;
         // An earlier deadline set while the task sleeps wakes it.
         q.after(&key("a"), Duration::from_millis(50));
