@@ -54,9 +54,14 @@ impl DueQueue {
 
     /// As [`DueQueue::after`], for a connection the queue handed out.
     pub fn put(&self, fresh: Conn, wait: Duration) {
-        // Rounded up, so a connection is never looked at before `wait` has passed.
+        // A wait is rounded up to the next millisecond, so a connection is never looked at
+        // before it has passed; no wait is due at once.
         let now = Instant::now().saturating_duration_since(self.epoch);
-        let at = millis(now.saturating_add(wait)).saturating_add(1);
+        let at = if wait.is_zero() {
+            millis(now)
+        } else {
+            millis(now.saturating_add(wait)).saturating_add(1)
+        };
         let first = {
             let mut state = self.lock();
             // A connection that has a deadline keeps its name as stored: the map and the order
