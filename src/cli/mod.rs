@@ -63,7 +63,7 @@ pub fn main() -> ExitCode {
         }
         Command::Run(config) => {
             one_malloc_arena();
-            runtime().block_on(run::main(*config))
+            runtime_with(Some(config.worker_threads.into())).block_on(run::main(*config))
         }
         Command::Sandbox(args) => runtime().block_on(sandbox::main(args)),
         Command::Demo(args) => demo::main(args),
@@ -106,7 +106,17 @@ fn crd() -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(None)
+}
+
+/// A runtime with `workers` threads for tasks (tokio's default: one per core), blocking work
+/// on a pool of its own.
+fn runtime_with(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder
         .enable_all()
         .build()
         .expect("cannot start the async runtime")

@@ -37,6 +37,12 @@ pub struct OperatorConfig {
     /// that API round trips before and after a provider call do not hold a provider slot.
     #[arg(long, env = "RELINK_CONCURRENCY")]
     pub concurrency: Option<u16>,
+    /// Threads that run the operator's tasks. Checks wait on the network, not the CPU: one
+    /// thread spends less CPU per check than several handing tasks to each other
+    /// (docs/performance.md); raise it only when the operator keeps one core busy.
+    #[arg(long, env = "RELINK_WORKER_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: u16,
     /// Checks in flight at once against one provider object.
     #[arg(long, env = "RELINK_PER_PROVIDER_CONCURRENCY", default_value_t = 4)]
     pub per_provider_concurrency: usize,
@@ -434,6 +440,7 @@ mod tests {
         assert_eq!(config.reminder_interval, Duration::from_secs(24 * 3600));
         assert_eq!(config.public_url, "http://localhost:8081");
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.worker_threads, 1);
         assert_eq!(config.settings().per_namespace_concurrency, 12);
     }
 

@@ -420,6 +420,7 @@ fn helm_lint_and_template_render_every_option() {
     assert_eq!(flag(&args, "--callback-addr"), Some("0.0.0.0:8081"));
     assert_eq!(flag(&args, "--public-url"), None);
     assert_eq!(flag(&args, "--notification-batch-window"), Some("60s"));
+    assert_eq!(flag(&args, "--worker-threads"), Some("1"));
     let sa = r.service_account();
     assert_eq!(sa, "r-relink");
     r.get("ServiceAccount", &sa);
