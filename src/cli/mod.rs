@@ -75,11 +75,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// One malloc arena for the operator's threads, unless `MALLOC_ARENA_MAX` says otherwise. The
-/// controller's parts run as tasks on all of the runtime's threads, and glibc gave each busy
-/// thread an arena of its own whose peaks added up: 5-7 MiB more at 1,000 connections, 12 MiB
-/// more with 100,000 Secrets listed (docs/performance.md). Each thread keeps its own small
-/// cache in front of the arena, so its lock is seldom contended.
+/// One malloc arena for the operator's threads, unless `MALLOC_ARENA_MAX` says otherwise. With
+/// two worker threads glibc gave each busy thread an arena of its own whose peaks added up:
+/// 5-7 MiB more at 1,000 connections, 12 MiB more with 100,000 Secrets listed
+/// (docs/performance.md). The default is one worker thread now, but the blocking pool's threads
+/// and a raised `--worker-threads` would still get arenas of their own. Each thread keeps its
+/// own small cache in front of the arena, so its lock is seldom contended.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
